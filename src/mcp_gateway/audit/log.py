@@ -1,0 +1,184 @@
+"""The audit log's async face: group commit over a blocking ``AuditSink``.
+
+Callers that append at the same time share one transaction (one fsync). There is no background
+task to start: the first caller to find the log idle becomes the *leader*. It writes batches (in a
+worker thread) until its own events are durable, then hands leadership to the oldest waiting caller,
+who writes the next batch with everything that queued up meanwhile. A caller's ``await`` returns
+only once the batch holding its events has committed.
+
+Cancellation cannot wedge the log: a leader's work runs shielded (so a batch in flight is always
+finished and reported to every caller in it), and a waiting caller that is cancelled leaves its
+events queued (they are still written, in order) and passes on leadership if it had just received it.
+
+Create it anywhere, use it from one event loop (any anyio backend), and ``await aclose()`` at
+shutdown (or ``async with AuditLog(sink) as log``). Closing the log does not close the sink.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import anyio
+
+from mcp_gateway.audit.record import normalize_event
+from mcp_gateway.errors import AuditError, AuditUnavailable
+from mcp_gateway.types import AuditEvent, AuditRecord, AuditSink
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """One caller's events, and how its append ended."""
+
+    events: list[AuditEvent]
+    wake: anyio.Event = field(default_factory=anyio.Event)  # set when done or promoted to leader
+    records: list[AuditRecord] | None = None
+    failure: str = ""
+    cause: BaseException | None = None
+    promoted: bool = False
+    abandoned: bool = False  # its caller was cancelled; write its events, wake nobody
+
+    def finish(self, records: list[AuditRecord]) -> None:
+        self.records = records
+        self.wake.set()
+
+    def fail(self, reason: str, cause: BaseException | None) -> None:
+        self.failure, self.cause = reason, cause
+        self.wake.set()
+
+    @property
+    def done(self) -> bool:
+        return self.records is not None or bool(self.failure)
+
+
+def _describe(exc: BaseException) -> str:
+    # Our own audit errors are written to carry no values; anything else is named by type only.
+    return str(exc) if isinstance(exc, AuditError) else f"unexpected `{type(exc).__name__}`"
+
+
+class AuditLog:
+    """Group-committing, fail-closed audit log over ``sink``.
+
+    Args:
+        sink: where records are made durable; its ``append`` runs in a worker thread.
+        max_batch: the most events one transaction takes (one caller's events are never split).
+    """
+
+    def __init__(self, sink: AuditSink, *, max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.sink = sink
+        self._max_batch = max_batch
+        self._queue: deque[_Waiter] = deque()
+        self._leading = False  # a leader is writing, or has been promoted and will
+        self._closed = False
+        self._idle: anyio.Event | None = None
+
+    async def append(self, event: AuditEvent) -> AuditRecord:
+        """Make ``event`` durable and return its record.
+
+        Raises:
+            AuditUnavailable: it could not be made durable (``audit log unavailable: ...``).
+        """
+        return (await self.append_many([event]))[0]
+
+    async def append_many(self, events: Iterable[AuditEvent]) -> list[AuditRecord]:
+        """Make ``events`` durable, consecutively and in one transaction; return their records.
+
+        Raises:
+            AuditUnavailable: none of them could be made durable.
+        """
+        try:
+            batch = [normalize_event(event) for event in events]
+        except AuditError as exc:
+            raise AuditUnavailable(f"audit log unavailable: {exc}") from exc
+        if not batch:
+            return []
+        if self._closed:
+            raise AuditUnavailable("audit log unavailable: the log is closed")
+        waiter = _Waiter(batch)
+        self._queue.append(waiter)
+        if self._leading:
+            try:
+                await waiter.wake.wait()
+            except BaseException:
+                if waiter.promoted and not waiter.done:
+                    await self._lead(waiter)  # nobody else will; then let the cancellation through
+                else:
+                    waiter.abandoned = True
+                raise
+            if waiter.promoted and not waiter.done:
+                await self._lead(waiter)
+        else:
+            self._leading = True
+            await self._lead(waiter)
+        if waiter.records is None:
+            raise AuditUnavailable(f"audit log unavailable: {waiter.failure}") from waiter.cause
+        return waiter.records
+
+    async def _lead(self, own: _Waiter) -> None:
+        """Write batches until ``own`` is done, then pass leadership on (or go idle)."""
+        with anyio.CancelScope(shield=True):
+            try:
+                while True:
+                    if not own.done:
+                        await self._write_batch()
+                        continue
+                    successor = next((w for w in self._queue if not w.abandoned), None)
+                    if successor is not None:
+                        successor.promoted = True
+                        successor.wake.set()
+                        return
+                    if not self._queue:
+                        break
+                    await self._write_batch()  # only abandoned callers left: nobody else will
+            except BaseException as exc:
+                # Only a bug gets here (batch errors are caught below); never leave callers hanging.
+                while self._queue:
+                    self._queue.popleft().fail(_describe(exc), exc)
+                raise
+            finally:
+                if not any(w.promoted and not w.done for w in self._queue):
+                    self._leading = False
+                    if self._idle is not None:
+                        self._idle.set()
+
+    async def _write_batch(self) -> None:
+        batch = [self._queue.popleft()]
+        size = len(batch[0].events)
+        while self._queue and size + len(self._queue[0].events) <= self._max_batch:
+            size += len(self._queue[0].events)
+            batch.append(self._queue.popleft())
+        events = [event for waiter in batch for event in waiter.events]
+        try:
+            records = await anyio.to_thread.run_sync(self.sink.append, events)
+            if len(records) != len(events):
+                raise AuditError(f"audit sink returned {len(records)} records for {len(events)} events")
+        except BaseException as exc:
+            logger.error("audit batch of %d events failed: %s", len(events), _describe(exc))
+            for waiter in batch:
+                waiter.fail(_describe(exc), exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for waiter in batch:
+            waiter.finish(records[start : start + len(waiter.events)])
+            start += len(waiter.events)
+
+    async def aclose(self) -> None:
+        """Refuse new appends and wait until every queued one is written. Idempotent."""
+        self._closed = True
+        while self._leading:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    async def __aenter__(self) -> AuditLog:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,224 @@
+"""The audit store for several gateway replicas: one table in a PostgreSQL schema.
+
+Each append is one transaction that first takes a transaction-scoped advisory lock keyed on the
+schema, then reads the newest record, chains and inserts. Replicas therefore append one at a time
+and keep a single valid chain; the lock is released by COMMIT or ROLLBACK, so a crashed replica
+cannot leave it held. ``synchronous_commit`` is forced on for these transactions: a returned
+append is durable even if the server default was relaxed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from mcp_gateway.audit.record import chain
+from mcp_gateway.audit.sqlite import COLUMN_NAMES, from_row, to_row
+from mcp_gateway.errors import AuditError, AuditWriteError
+from mcp_gateway.types import AuditEvent, AuditRecord, Clock, system_clock
+
+CHAIN_LOCK_CLASS = 0x6D637067
+"""First key of the advisory lock (``pg_advisory_xact_lock(CHAIN_LOCK_CLASS, hashtext(schema))``)."""
+
+_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in COLUMN_NAMES)
+_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
+    seq bigint PRIMARY KEY,
+    ts double precision NOT NULL,
+    kind text NOT NULL,
+    call_id text NOT NULL,
+    agent text NOT NULL,
+    tool text NOT NULL,
+    decision text NOT NULL,
+    status text NOT NULL,
+    args text NOT NULL,
+    detail text NOT NULL,
+    prev_hash text NOT NULL,
+    hash text NOT NULL
+)"""
+# args/detail are kept as the exact JSON text that was hashed: jsonb would reorder keys and
+# normalise numbers, and a record must read back byte-for-byte to verify.
+
+
+def _why(exc: psycopg.Error) -> str:
+    # Server messages can quote values (a DETAIL line, a connection string): give the class only.
+    state = f", sqlstate {exc.sqlstate}" if exc.sqlstate else ""
+    return f"{type(exc).__name__}{state}"
+
+
+class PostgresAuditSink:
+    """An ``AuditSink`` in PostgreSQL, shared safely by several gateway replicas.
+
+    Args:
+        dsn: a libpq connection string or URI (never shown in errors).
+        schema: the schema holding the ``audit`` table; created if missing.
+        clock: the time source for ``ts``.
+        lock_timeout: seconds to wait for another replica's append before failing (fail closed).
+        connect_timeout: seconds to wait for a connection.
+
+    Raises:
+        AuditWriteError: the database cannot be reached or the table cannot be set up.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str = "mcp_gateway",
+        clock: Clock = system_clock,
+        *,
+        lock_timeout: float = 5.0,
+        connect_timeout: int = 5,
+    ) -> None:
+        self.schema = schema
+        self._dsn = dsn
+        self._clock = clock
+        self._lock_timeout = f"{max(1, int(lock_timeout * 1000))}ms"
+        self._connect_timeout = connect_timeout
+        self._table = sql.Identifier(schema, "audit")
+        # One connection shared by the gateway's worker threads; the lock serialises its use.
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    # Replicas starting together would race on CREATE ... IF NOT EXISTS.
+                    self._lock_chain(conn)
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                    conn.execute(sql.SQL(_TABLE).format(table=self._table))
+                    for column in ("agent", "tool", "ts", "call_id"):
+                        conn.execute(
+                            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})").format(
+                                name=sql.Identifier(f"audit_{column}"),
+                                table=self._table,
+                                column=sql.Identifier(column),
+                            )
+                        )
+            except psycopg.Error as exc:
+                self._discard()
+                raise AuditWriteError(
+                    f"audit store (postgres schema `{schema}`) cannot be set up: {_why(exc)}"
+                ) from exc
+
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._discard()
+            self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout)
+        return self._conn
+
+    def _discard(self) -> None:
+        # A broken connection is dropped; the next call connects afresh instead of failing forever.
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _lock_chain(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, true), set_config('synchronous_commit', 'on', true)",
+            (self._lock_timeout,),
+        )
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (CHAIN_LOCK_CLASS, self.schema))
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        """Chain ``events`` after the newest record and commit them durably, in one transaction.
+
+        Raises:
+            AuditWriteError: nothing was written (unreachable, lock timeout, refused by the server).
+        """
+        if not events:
+            return []
+        insert = sql.SQL("INSERT INTO {table} ({columns}) VALUES ({values})").format(
+            table=self._table,
+            columns=_COLUMNS,
+            values=sql.SQL(", ").join(sql.Placeholder() * len(COLUMN_NAMES)),
+        )
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    self._lock_chain(conn)
+                    last = conn.execute(
+                        sql.SQL("SELECT seq, hash FROM {} ORDER BY seq DESC LIMIT 1").format(self._table)
+                    ).fetchone()
+                    records = chain(last, events, self._clock())
+                    with conn.cursor() as cursor:
+                        cursor.executemany(insert, [to_row(r) for r in records])
+            except psycopg.Error as exc:
+                if self._conn is not None and self._conn.broken:
+                    self._discard()
+                raise AuditWriteError(
+                    f"audit store (postgres schema `{self.schema}`) refused the append: {_why(exc)}"
+                ) from exc
+        return records
+
+    def records(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        """Records with ``seq > after_seq`` in seq order, at most ``limit`` of them."""
+        query = sql.SQL("SELECT {columns} FROM {table} WHERE seq > %s ORDER BY seq LIMIT %s").format(
+            columns=_COLUMNS, table=self._table
+        )
+        return [from_row(row) for row in self._read(query, (after_seq, limit))]
+
+    def query(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        decision: str | None = None,
+        kind: str | None = None,
+        call_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """The newest ``limit`` records matching every given filter, returned in seq order.
+
+        ``since`` is a time in epoch seconds (records with ``ts >= since``).
+        """
+        filters = {"agent": agent, "tool": tool, "decision": decision, "kind": kind, "call_id": call_id}
+        where: list[sql.Composable] = [
+            sql.SQL("{} = %s").format(sql.Identifier(c)) for c, v in filters.items() if v is not None
+        ]
+        params: list[Any] = [v for v in filters.values() if v is not None]
+        if since is not None:
+            where.append(sql.SQL("ts >= %s"))
+            params.append(since)
+        query = sql.SQL(
+            "SELECT {columns} FROM (SELECT {columns} FROM {table} WHERE {where} ORDER BY seq DESC LIMIT %s)"
+            " AS newest ORDER BY seq"
+        ).format(
+            columns=_COLUMNS,
+            table=self._table,
+            where=sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE"),
+        )
+        return [from_row(row) for row in self._read(query, (*params, limit))]
+
+    def head(self) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the newest record, or None when the log is empty."""
+        rows = self._read(
+            sql.SQL("SELECT seq, hash FROM {} ORDER BY seq DESC LIMIT 1").format(self._table), ()
+        )
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def _read(self, query: sql.Composed, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._connection().execute(query, params).fetchall()
+            except psycopg.Error as exc:
+                if self._conn is not None and self._conn.broken:
+                    self._discard()
+                raise AuditError(
+                    f"audit store (postgres schema `{self.schema}`) cannot be read: {_why(exc)}"
+                ) from exc
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        with self._lock:
+            self._discard()
+
+    def __enter__(self) -> PostgresAuditSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,262 @@
+"""The embedded audit store: one SQLite file, WAL mode, fsynced on every commit.
+
+Several processes may append to the same file: ``BEGIN IMMEDIATE`` takes SQLite's write lock before
+the last record is read, so chaining and inserting happen as one step and the chain stays valid.
+A store that stays locked longer than ``busy_timeout`` fails the append (fail closed) instead of
+blocking the gateway forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mcp_gateway.audit.record import chain
+from mcp_gateway.errors import AuditError, AuditWriteError
+from mcp_gateway.types import AuditEvent, AuditRecord, Clock, system_clock
+
+T = TypeVar("T")
+# The columns are the record's fields, in order.
+COLUMN_NAMES = tuple(f.name for f in dataclasses.fields(AuditRecord))
+COLUMNS = ", ".join(COLUMN_NAMES)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    status TEXT NOT NULL,
+    args TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_agent ON audit (agent);
+CREATE INDEX IF NOT EXISTS audit_tool ON audit (tool);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+CREATE INDEX IF NOT EXISTS audit_call_id ON audit (call_id);
+"""
+
+
+def to_row(record: AuditRecord) -> tuple[Any, ...]:
+    """``record`` as a row of ``COLUMNS`` (``args``/``detail`` as JSON text); shared with PostgreSQL."""
+    return (
+        record.seq,
+        record.ts,
+        record.kind,
+        record.call_id,
+        record.agent,
+        record.tool,
+        record.decision,
+        record.status,
+        json.dumps(record.args, ensure_ascii=False, separators=(",", ":")),
+        json.dumps(record.detail, ensure_ascii=False, separators=(",", ":")),
+        record.prev_hash,
+        record.hash,
+    )
+
+
+def from_row(row: Sequence[Any]) -> AuditRecord:
+    """A row of ``COLUMNS`` back into a record."""
+    seq, ts, kind, call_id, agent, tool, decision, status, args, detail, prev_hash, hash_ = row
+    return AuditRecord(
+        seq=int(seq),
+        ts=float(ts),
+        kind=kind,
+        call_id=call_id,
+        agent=agent,
+        tool=tool,
+        decision=decision,
+        status=status,
+        args=json.loads(args),
+        detail=json.loads(detail),
+        prev_hash=prev_hash,
+        hash=hash_,
+    )
+
+
+def _why(exc: sqlite3.Error | OSError) -> str:
+    # SQLite's messages name the problem ("database is locked"), never a bound value.
+    return f"{exc} ({getattr(exc, 'sqlite_errorname', type(exc).__name__)})"
+
+
+class SQLiteAuditSink:
+    """An ``AuditSink`` in a SQLite file.
+
+    Args:
+        path: the database file (created if missing; its directory must exist).
+        clock: the time source for ``ts``.
+        busy_timeout: seconds to wait for another writer before failing an append.
+
+    Raises:
+        AuditWriteError: the file cannot be opened or set up for writing.
+    """
+
+    def __init__(self, path: str | Path, clock: Clock = system_clock, *, busy_timeout: float = 2.0) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        # One connection shared by the gateway's worker threads; the lock serialises its use.
+        self._lock = threading.Lock()
+        try:
+            # No SQLite busy handler: ``_when_free`` does all waiting (see there).
+            self._conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise AuditWriteError(f"audit store `{self.path}` cannot be opened: {_why(exc)}") from exc
+        try:
+            _when_free(self._set_up, busy_timeout)
+            self._identity = self._file_identity()
+        except (sqlite3.Error, OSError) as exc:
+            self._conn.close()
+            raise AuditWriteError(f"audit store `{self.path}` cannot be set up: {_why(exc)}") from exc
+
+    def _set_up(self) -> None:
+        # Idempotent, so a retry after SQLITE_BUSY (another process setting up the same file) is safe.
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: the WAL is fsynced on every commit, so a returned append survives power loss.
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.executescript(SCHEMA)
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if str(self.path) == ":memory:":
+            return None
+        stat = os.stat(self.path)
+        return stat.st_dev, stat.st_ino
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        """Chain ``events`` after the newest record and commit them durably, in one transaction.
+
+        Raises:
+            AuditWriteError: nothing was written (locked, read-only, moved, full, or broken store).
+        """
+        if not events:
+            return []
+        with self._lock:
+            try:
+                # In WAL mode SQLite keeps writing to a file that was deleted or replaced under it;
+                # records would then vanish unseen. Refuse instead (one stat per batch).
+                if self._file_identity() != self._identity:
+                    raise AuditWriteError(f"audit store `{self.path}` was moved, replaced or deleted")
+                # Taking the write lock before reading the newest record means no other process can
+                # append between our read and our insert.
+                _when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
+                last = self._newest()
+                records = chain(tuple(last) if last else None, events, self._clock())
+                self._conn.executemany(
+                    f"INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
+                    [to_row(r) for r in records],
+                )
+                self._conn.execute("COMMIT")
+            except (sqlite3.Error, OSError, AuditWriteError) as exc:
+                self._rollback()
+                if isinstance(exc, AuditWriteError):
+                    raise
+                if isinstance(exc, OSError):
+                    raise AuditWriteError(f"audit store `{self.path}` is gone: {exc.strerror}") from exc
+                raise AuditWriteError(f"audit store `{self.path}` refused the append: {_why(exc)}") from exc
+        return records
+
+    def _newest(self) -> Any:
+        return self._conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+
+    def _rollback(self) -> None:
+        # The failed transaction may already be gone (SQLite rolls back on some errors itself).
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+
+    def records(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        """Records with ``seq > after_seq`` in seq order, at most ``limit`` of them."""
+        return self._select(
+            f"SELECT {COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608 - constant columns
+            (after_seq, -1 if limit is None else limit),
+        )
+
+    def query(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        decision: str | None = None,
+        kind: str | None = None,
+        call_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """The newest ``limit`` records matching every given filter, returned in seq order.
+
+        ``since`` is a time in epoch seconds (records with ``ts >= since``).
+        """
+        where, params = where_clause(agent=agent, tool=tool, decision=decision, kind=kind, call_id=call_id)
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(since)
+        condition = " AND ".join(where) or "1"
+        sql = (
+            f"SELECT * FROM (SELECT {COLUMNS} FROM audit WHERE {condition} ORDER BY seq DESC LIMIT ?)"  # noqa: S608 - built from constants
+            " ORDER BY seq"
+        )
+        return self._select(sql, (*params, limit))
+
+    def head(self) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the newest record, or None when the log is empty."""
+        with self._lock:
+            try:
+                row = _when_free(self._newest, self._busy_timeout)
+            except sqlite3.Error as exc:
+                raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
+        return (int(row[0]), str(row[1])) if row else None
+
+    def _select(self, sql: str, params: Sequence[Any]) -> list[AuditRecord]:
+        with self._lock:
+            try:
+                rows = _when_free(lambda: self._conn.execute(sql, params).fetchall(), self._busy_timeout)
+            except sqlite3.Error as exc:
+                raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
+        return [from_row(row) for row in rows]
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SQLiteAuditSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _when_free(action: Callable[[], T], timeout: float) -> T:
+    """Run ``action``, retrying it while the database is locked, for at most ``timeout`` seconds.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a process that commits
+    every millisecond starves another for seconds (and past the timeout: a refused call). Short
+    jittered retries let writers take turns.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(random.uniform(0, 0.0005))  # noqa: S311 - jitter, not security
+
+
+def where_clause(**filters: str | None) -> tuple[list[str], list[Any]]:
+    """Equality conditions (``column = ?``) for the filters that are set; keys are trusted column names."""
+    where = [f"{column} = ?" for column, value in filters.items() if value is not None]
+    return where, [value for value in filters.values() if value is not None]

@@ -1,0 +1,117 @@
+"""The gateway's one exception hierarchy.
+
+Only ``server.py`` turns these into protocol errors. No message may carry a secret value:
+messages name things (a secret's *name*, a file, a rule id), never their contents.
+
+    GatewayError
+    ├── ConfigError                  gateway.yaml is unreadable or invalid
+    ├── PolicyError
+    │   └── PolicyLoadError          policy YAML failed to parse or validate (carries every problem, file:line)
+    ├── AuthError                    bearer token missing, unknown, expired or revoked
+    ├── CallRefused                  the gateway will not run this call (each subclass has a `kind`)
+    │   ├── ToolNotGranted           unknown or ungranted tool (a protocol error; names no other tool)
+    │   ├── PolicyDenied             a grant matched but a constraint or deny rule refused the arguments
+    │   ├── VaultSealed              the call needs a secret and the vault has no master key
+    │   └── AuditUnavailable         the audit record could not be made durable: no audit, no act
+    ├── VaultError
+    │   ├── SecretNotFound           no secret by that name
+    │   └── IntegrityError           an envelope failed authentication (tampered, swapped, wrong key)
+    ├── AuditError
+    │   └── AuditWriteError          a sink failed to append (wrapped into AuditUnavailable on the call path)
+    └── UpstreamError                an upstream failed, timed out or answered garbage
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The gateway configuration is unreadable or invalid."""
+
+
+class PolicyError(GatewayError):
+    """A policy problem."""
+
+
+class PolicyLoadError(PolicyError):
+    """Policy files failed to parse or validate.
+
+    Args:
+        problems: every problem found, each already formatted as ``file:line: message``.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems) if self.problems else "invalid policy")
+
+
+class AuthError(GatewayError):
+    """The bearer token is missing, unknown, expired or revoked."""
+
+
+class CallRefused(GatewayError):
+    """The gateway refuses to run a call. ``kind`` is a stable machine-readable label."""
+
+    kind = "refused"
+
+
+class ToolNotGranted(CallRefused):
+    """The tool does not exist or is not granted to the caller (deliberately indistinguishable)."""
+
+    kind = "not_granted"
+
+
+class PolicyDenied(CallRefused):
+    """A grant matched the tool but its constraints or deny rules refused the arguments.
+
+    Args:
+        message: what was refused and by which constraint (no secret values).
+        rule_ids: the ids of the rules that decided.
+    """
+
+    kind = "denied"
+
+    def __init__(self, message: str, rule_ids: Sequence[str] = ()) -> None:
+        self.rule_ids = tuple(rule_ids)
+        super().__init__(message)
+
+
+class VaultSealed(CallRefused):
+    """The vault has no master key, so secrets cannot be resolved."""
+
+    kind = "vault_sealed"
+
+
+class AuditUnavailable(CallRefused):
+    """The audit record could not be made durable, so the call is refused."""
+
+    kind = "audit_unavailable"
+
+
+class VaultError(GatewayError):
+    """A vault problem."""
+
+
+class SecretNotFound(VaultError):
+    """No secret is stored under the given name."""
+
+
+class IntegrityError(VaultError):
+    """An envelope failed authentication: tampered, swapped between names, or sealed by an unknown key."""
+
+
+class AuditError(GatewayError):
+    """An audit-store problem."""
+
+
+class AuditWriteError(AuditError):
+    """An audit sink failed to append records durably."""
+
+
+class UpstreamError(GatewayError):
+    """An upstream failed, timed out or answered something the gateway cannot use."""

@@ -1,0 +1,283 @@
+"""The governed call path: policy → audit intent → vault → upstream → redaction → audit outcome.
+
+This module sees only the policy engine, the vault, the audit log and connections to upstreams;
+it raises ``CallRefused`` subclasses and lets ``server.py`` turn them into protocol answers.
+
+The order of a ``tools/call`` is fixed, because each step protects the next:
+
+1. ``evaluate`` decides allow or deny (deny by default; a failing evaluation denies).
+2. A denial is audited durably, then refused. Ungranted and unknown tools are refused alike, so a
+   caller cannot probe for tools it may not see.
+3. The intent record is made durable; if it cannot be, nothing further happens (no audit, no act).
+4. The upstream is called with the gateway's own credentials.
+5. Every vault value is scrubbed from the result, in every encoding the redactor knows.
+6. The outcome record is made durable before the result is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+from opentelemetry import trace
+
+from mcp_gateway.audit.log import AuditLog
+from mcp_gateway.audit.record import digest
+from mcp_gateway.connectors.mcp_upstream import UpstreamConnection
+from mcp_gateway.errors import (
+    AuditUnavailable,
+    CallRefused,
+    IntegrityError,
+    PolicyDenied,
+    PolicyLoadError,
+    ToolNotGranted,
+    UpstreamError,
+    VaultSealed,
+)
+from mcp_gateway.policy.evaluate import evaluate, granted_tools, is_granted
+from mcp_gateway.policy.load import load_policy
+from mcp_gateway.policy.model import Policy
+from mcp_gateway.redact import EMPTY, Redactor
+from mcp_gateway.types import AuditEvent, Decision, Principal, SecretValue, ToolSpec
+from mcp_gateway.vault.store import Vault
+
+logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer("mcp_gateway")
+
+# Tool names an agent sends are untrusted text; keep what we record of an unknown one short.
+_MAX_TOOL_NAME = 200
+
+
+class PolicyHolder:
+    """The running policy; a reload that fails keeps the last good one."""
+
+    def __init__(self, path: Path, policy: Policy) -> None:
+        self.path = path
+        self.policy = policy
+        self.last_error: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> PolicyHolder:
+        """Load the initial policy. Raises ``PolicyLoadError``: a gateway must not start on a bad one."""
+        return cls(path, load_policy(path))
+
+    def reload(self) -> PolicyLoadError | None:
+        """Re-read the policy files; on error keep the running policy and return the error."""
+        try:
+            self.policy = load_policy(self.path)
+        except PolicyLoadError as exc:
+            self.last_error = str(exc)
+            return exc
+        self.last_error = None
+        return None
+
+
+class SecretsView:
+    """The vault's plaintexts for injection and the redactor built from them, refreshed on change."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self._generation: int | None = None
+        self._redactor: Redactor = EMPTY
+        self._values: dict[str, SecretValue] = {}
+
+    def _refresh(self) -> None:
+        if self.vault.sealed:
+            return
+        generation = self.vault.generation()
+        if generation == self._generation:
+            return
+        values = self.vault.resolve_all()
+        self._values = values
+        self._redactor = Redactor.from_secrets(values.values())
+        self._generation = generation
+
+    def redactor(self) -> Redactor:
+        try:
+            self._refresh()
+        except IntegrityError:
+            logger.exception("vault integrity failure while refreshing the redactor")
+        return self._redactor
+
+    def resolve(self, name: str) -> SecretValue:
+        """Resolve ``name``. Raises ``VaultSealed``, ``SecretNotFound``, ``IntegrityError``."""
+        if self.vault.sealed:
+            raise VaultSealed(f"vault is sealed: secret `{name}` cannot be resolved")
+        self._refresh()
+        value = self._values.get(name)
+        return value if value is not None else self.vault.resolve(name)
+
+
+@dataclass
+class Gateway:
+    """Governs every call an agent makes."""
+
+    policy: PolicyHolder
+    secrets: SecretsView
+    audit: AuditLog
+    upstreams: Mapping[str, UpstreamConnection] = field(default_factory=dict)
+    _tool_cache: dict[str, types.Tool] = field(default_factory=dict)
+
+    def catalog(self) -> dict[str, ToolSpec]:
+        """Every tool the gateway can offer right now, by public name."""
+        tools: dict[str, ToolSpec] = {}
+        for upstream in self.upstreams.values():
+            tools.update(upstream.tools)
+        return tools
+
+    def _tool(self, spec: ToolSpec) -> types.Tool:
+        cached = self._tool_cache.get(spec.name)
+        if cached is None or cached.model_dump(by_alias=True, mode="json", exclude_none=True) != spec.definition:
+            cached = types.Tool.model_validate(spec.definition)
+            self._tool_cache[spec.name] = cached
+        return cached
+
+    def list_tools(self, principal: Principal) -> list[types.Tool]:
+        """The tools ``principal`` is granted, and no others."""
+        catalog = self.catalog()
+        names = granted_tools(self.policy.policy, principal.agent, catalog)
+        return [self._tool(catalog[name]) for name in sorted(names)]
+
+    async def call_tool(
+        self, principal: Principal, name: str, arguments: Mapping[str, Any]
+    ) -> types.CallToolResult:
+        """Run one governed call.
+
+        Raises:
+            ToolNotGranted: unknown or ungranted tool (after the denial is audited).
+            PolicyDenied: a constraint or deny rule refused the arguments (after it is audited).
+            VaultSealed: the upstream needs secrets and the vault is sealed (audited).
+            AuditUnavailable: the intent or outcome could not be recorded.
+        """
+        call_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        redactor = self.secrets.redactor()
+        safe_args, _ = redactor.scrub_json(dict(arguments))
+        shown_name = redactor.scrub_text(name[:_MAX_TOOL_NAME])
+        with _tracer.start_as_current_span("mcp_gateway.tools/call") as span:
+            span.set_attribute("mcp_gateway.agent", principal.agent)
+            span.set_attribute("mcp_gateway.tool", shown_name)
+            try:
+                result = await self._governed_call(principal, name, shown_name, arguments, safe_args, call_id)
+            except CallRefused as exc:
+                span.set_attribute("mcp_gateway.decision", "deny")
+                span.set_attribute("mcp_gateway.status", exc.kind)
+                raise
+            span.set_attribute("mcp_gateway.decision", "allow")
+            span.set_attribute("mcp_gateway.status", "error" if result.is_error else "ok")
+            span.set_attribute("mcp_gateway.latency_ms", (time.perf_counter() - started) * 1000)
+            return result
+
+    async def _refuse(
+        self,
+        exc: CallRefused,
+        principal: Principal,
+        shown_name: str,
+        safe_args: Mapping[str, Any],
+        call_id: str,
+        decision: Decision,
+    ) -> CallRefused:
+        redactor = self.secrets.redactor()
+        event = AuditEvent(
+            kind="denied",
+            call_id=call_id,
+            agent=principal.agent,
+            tool=shown_name,
+            decision="deny",
+            status=exc.kind,
+            args=safe_args,
+            detail={
+                "rule_ids": list(decision.rule_ids),
+                "reasons": [redactor.scrub_text(r) for r in decision.reasons] or [redactor.scrub_text(str(exc))],
+                "token_id": principal.token_id,
+            },
+        )
+        try:
+            await self.audit.append(event)
+        except AuditUnavailable:
+            # Still refused; the caller learns the refusal could not be recorded either.
+            logger.error("audit unavailable while recording a denial of `%s`", shown_name)
+        return exc
+
+    async def _governed_call(
+        self,
+        principal: Principal,
+        name: str,
+        shown_name: str,
+        arguments: Mapping[str, Any],
+        safe_args: Mapping[str, Any],
+        call_id: str,
+    ) -> types.CallToolResult:
+        policy = self.policy.policy
+        decision = evaluate(policy, principal.agent, name, arguments)
+        spec = self.catalog().get(name)
+        redactor = self.secrets.redactor()
+        if not decision.allowed:
+            if not is_granted(policy, principal.agent, name):
+                refusal: CallRefused = ToolNotGranted(f"tool `{shown_name}` is not available")
+            else:
+                reasons = "; ".join(redactor.scrub_text(r) for r in decision.reasons) or "denied"
+                refusal = PolicyDenied(f"denied by policy: {reasons}", decision.rule_ids)
+            raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, decision)
+        upstream = self.upstreams.get(name.split(".", 1)[0]) if "." in name else None
+        if spec is None:
+            if upstream is not None and upstream.needs_vault:
+                refusal = VaultSealed(f"vault is sealed: upstream `{upstream.name}` needs its secrets")
+            elif upstream is not None and not upstream.connected:
+                refusal = CallRefused(f"upstream `{upstream.name}` is unavailable")
+            else:
+                refusal = ToolNotGranted(f"tool `{shown_name}` is not available")
+            raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, decision)
+
+        await self.audit.append(
+            AuditEvent(
+                kind="intent",
+                call_id=call_id,
+                agent=principal.agent,
+                tool=name,
+                decision="allow",
+                args=safe_args,
+                detail={"rule_ids": list(decision.rule_ids), "token_id": principal.token_id},
+            )
+        )
+        started = time.perf_counter()
+        connection = self.upstreams[spec.upstream]
+        try:
+            raw = await connection.call(spec.upstream_tool, dict(arguments))
+            payload: dict[str, Any] = raw.model_dump(by_alias=True, mode="json", exclude_none=True)
+            status = "error" if raw.is_error else "ok"
+        except UpstreamError as exc:
+            payload = {"content": [{"type": "text", "text": str(exc)}], "isError": True}
+            status = "upstream_error"
+        scrubbed, redactions = redactor.scrub_json(payload)
+        try:
+            result = types.CallToolResult.model_validate(scrubbed)
+        except ValueError:
+            result = types.CallToolResult(
+                content=[types.TextContent(type="text", text=f"upstream `{spec.upstream}` answered garbage")],
+                is_error=True,
+            )
+            status = "upstream_error"
+        await self.audit.append(
+            AuditEvent(
+                kind="outcome",
+                call_id=call_id,
+                agent=principal.agent,
+                tool=name,
+                decision="allow",
+                status=status,
+                detail={
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "result_digest": digest(scrubbed),
+                    "redactions": redactions,
+                    "redacted": redactions > 0,
+                },
+            )
+        )
+        return result

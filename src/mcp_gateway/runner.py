@@ -1,0 +1,39 @@
+"""Run a gateway under uvicorn: build the runtime, wire telemetry, serve until signalled."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from mcp_gateway.config import Settings
+from mcp_gateway.server import create_app
+from mcp_gateway.telemetry import configure_tracing
+from mcp_gateway.wiring import build_runtime
+
+logger = logging.getLogger(__name__)
+
+
+def run_gateway(settings: Settings, *, master_key_env: str | None) -> None:
+    """Serve until SIGINT/SIGTERM. Raises ``GatewayError`` if the gateway cannot start."""
+    runtime = build_runtime(settings, master_key_env=master_key_env)
+    provider = configure_tracing(settings.telemetry)
+    if runtime.gateway.secrets.vault.sealed:
+        logger.warning("vault is sealed (no master key): calls that need secrets will be refused")
+    app = create_app(settings, runtime.gateway, runtime.agents)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="warning",
+        access_log=False,
+        # Logging is configured by telemetry.py; uvicorn must not replace it.
+        log_config=None,
+        lifespan="on",
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        runtime.close()
+        if provider is not None:
+            provider.shutdown()

@@ -1,0 +1,284 @@
+"""The HTTP face: Starlette + the MCP SDK, both protocol eras on one ``/mcp`` endpoint.
+
+This is the only module where gateway errors become protocol answers:
+
+- ``ToolNotGranted`` → JSON-RPC ``-32602`` naming only the tool asked for;
+- other ``CallRefused`` (policy denial, sealed vault, audit unavailable) → a tool result with
+  ``isError: true`` and a clear message;
+- ``AuthError`` → HTTP 401 with ``WWW-Authenticate: Bearer resource_metadata=...`` (RFC 9728).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_gateway import __version__
+from mcp_gateway.agents import AgentStore, token_id_of
+from mcp_gateway.audit.log import AuditLog
+from mcp_gateway.config import Settings
+from mcp_gateway.errors import AuditUnavailable, AuthError, CallRefused, ToolNotGranted
+from mcp_gateway.gateway import Gateway
+from mcp_gateway.types import AuditEvent, Principal
+
+logger = logging.getLogger(__name__)
+
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+_PRINCIPAL = "mcp_gateway.principal"
+
+
+def _resource_metadata_url(settings: Settings) -> str:
+    return f"{settings.resource_url}{WELL_KNOWN}/mcp"
+
+
+class AuthMiddleware:
+    """Bearer authentication for ``/mcp``; every failure is audited and answered with 401.
+
+    On success it sets ``scope["user"]`` to the SDK's ``AuthenticatedUser`` so the session manager
+    binds each ``Mcp-Session-Id`` to the credential that opened it.
+    """
+
+    def __init__(self, app: ASGIApp, *, agents: AgentStore, audit: AuditLog, metadata_url: str) -> None:
+        self.app = app
+        self.agents = agents
+        self.audit = audit
+        self.metadata_url = metadata_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        try:
+            if scheme.lower() != "bearer" or not token:
+                raise AuthError("missing bearer token")
+            principal = self.agents.verify(token)
+        except AuthError as exc:
+            await self._audit_failure(str(exc), token_id_of(token) or "", scope)
+            await self._unauthorized(send, str(exc))
+            return
+        scope["user"] = AuthenticatedUser(
+            AccessToken(token=principal.token_id, client_id=principal.agent, scopes=[], subject=principal.token_id)
+        )
+        scope.setdefault("state", {})[_PRINCIPAL] = principal
+        await self.app(scope, receive, send)
+
+    async def _audit_failure(self, reason: str, token_id: str, scope: Scope) -> None:
+        client = scope.get("client")
+        event = AuditEvent(
+            kind="auth_failure",
+            decision="deny",
+            status="unauthenticated",
+            detail={"reason": reason, "token_id": token_id, "client": client[0] if client else ""},
+        )
+        try:
+            await self.audit.append(event)
+        except AuditUnavailable:
+            logger.error("audit unavailable while recording an authentication failure")
+
+    async def _unauthorized(self, send: Send, description: str) -> None:
+        body = json.dumps({"error": "invalid_token", "error_description": description}).encode()
+        challenge = f'Bearer error="invalid_token", error_description="{description}", ' + (
+            f'resource_metadata="{self.metadata_url}"'
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", challenge.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _principal(ctx: ServerRequestContext[Any, Any]) -> Principal:
+    request = ctx.request
+    principal = request.scope.get("state", {}).get(_PRINCIPAL) if request is not None else None
+    if not isinstance(principal, Principal):
+        # Unreachable behind AuthMiddleware; refuse rather than guess.
+        raise MCPError(types.INVALID_REQUEST, "unauthenticated")
+    return principal
+
+
+def build_mcp_server(gateway: Gateway) -> Server[Any]:
+    """The low-level MCP server whose handlers delegate to ``gateway``."""
+
+    async def on_list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        # The list depends on who asks (2026-07-28 allows it; say so with a private cache scope).
+        return types.ListToolsResult(tools=gateway.list_tools(_principal(ctx)), cache_scope="private", ttl_ms=0)
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        principal = _principal(ctx)
+        try:
+            return await gateway.call_tool(principal, params.name, params.arguments or {})
+        except ToolNotGranted as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+        except CallRefused as exc:
+            return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
+
+    return Server(
+        "mcp-gateway",
+        version=__version__,
+        instructions="A governed gateway: you see only the tools your policy grants; every call is audited.",
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+    )
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Host/Origin allow-lists against DNS rebinding: loopback plus what the config adds."""
+    port = settings.server.port
+    hosts = [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", *settings.server.allowed_hosts]
+    origins = [f"http://{h}" for h in hosts[:3]] + list(settings.server.allowed_origins)
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+@dataclass
+class AppState:
+    """What the lifespan and the health routes share."""
+
+    gateway: Gateway
+    ready: bool = False
+
+
+async def _watch_policy(state: AppState) -> None:
+    """Reload policy on file change; a broken file keeps the last good policy (logged and audited)."""
+    from watchfiles import awatch
+
+    holder = state.gateway.policy
+    target = holder.path if holder.path.is_dir() else holder.path.parent
+    async for _changes in awatch(target, debounce=200, step=50):
+        await reload_policy(state.gateway)
+
+
+async def reload_policy(gateway: Gateway) -> bool:
+    """Reload the policy; audit the outcome. Returns True when the new policy is in force."""
+    error = gateway.policy.reload()
+    if error is None:
+        logger.info("policy reloaded from %s", gateway.policy.path)
+        event = AuditEvent(kind="policy_reload", status="ok", detail={"path": str(gateway.policy.path)})
+    else:
+        logger.error("policy reload failed, keeping the last good policy: %s", error)
+        event = AuditEvent(
+            kind="policy_reload",
+            status="error",
+            detail={"path": str(gateway.policy.path), "problems": list(error.problems)},
+        )
+    with contextlib.suppress(AuditUnavailable):
+        await gateway.audit.append(event)
+    return error is None
+
+
+def create_app(settings: Settings, gateway: Gateway, agents: AgentStore, *, watch_policy: bool = True) -> Starlette:
+    """Build the ASGI app.
+
+    Args:
+        settings: validated settings.
+        gateway: the governed call path (owns policy, vault view, audit log, upstreams).
+        agents: the agent-token store used to authenticate callers.
+        watch_policy: reload policy when its files change (SIGHUP reloads too).
+    """
+    state = AppState(gateway)
+    manager = StreamableHTTPSessionManager(
+        app=build_mcp_server(gateway),
+        security_settings=transport_security(settings),
+        max_request_body_size=settings.server.max_body_bytes,
+    )
+    mcp_app = AuthMiddleware(
+        StreamableHTTPASGIApp(manager),
+        agents=agents,
+        audit=gateway.audit,
+        metadata_url=_resource_metadata_url(settings),
+    )
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        upstreams = {
+            name: ("connected" if up.connected else f"unavailable: {up.last_error or 'connecting'}")
+            for name, up in gateway.upstreams.items()
+        }
+        body = {
+            "ready": state.ready,
+            "vault": "sealed" if gateway.secrets.vault.sealed else "unsealed",
+            "policy": "ok" if gateway.policy.last_error is None else "last reload failed; previous policy in force",
+            "upstreams": upstreams,
+        }
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    async def resource_metadata(_: Request) -> Response:
+        return JSONResponse(
+            {
+                "resource": f"{settings.resource_url}/mcp",
+                "bearer_methods_supported": ["header"],
+                "resource_name": "MCP Gateway",
+                "authorization_servers": [],
+            }
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with manager.run(), anyio.create_task_group() as tg:
+            for upstream in gateway.upstreams.values():
+                tg.start_soon(upstream.run)
+            if watch_policy:
+                tg.start_soon(_watch_policy, state)
+            with contextlib.suppress(ValueError, RuntimeError):
+                # Only possible in the main thread; embedded servers (tests) rely on the file watch.
+                import asyncio
+
+                asyncio.get_running_loop().add_signal_handler(
+                    signal.SIGHUP, lambda: tg.start_soon(reload_policy, gateway)
+                )
+            with anyio.move_on_after(20):
+                for upstream in gateway.upstreams.values():
+                    await upstream.wait_ready()
+            state.ready = True
+            try:
+                yield
+            finally:
+                state.ready = False
+                for upstream in gateway.upstreams.values():
+                    upstream.stop()
+                tg.cancel_scope.cancel()
+                await gateway.audit.aclose()
+
+    routes = [
+        Route("/mcp", mcp_app, methods=["GET", "POST", "DELETE"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route(WELL_KNOWN, resource_metadata, methods=["GET"]),
+        Route(f"{WELL_KNOWN}/mcp", resource_metadata, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,574 @@
+"""Where sealed envelopes live, where master keys come from, and the ``Vault`` service over both.
+
+Backends store only envelopes (see ``crypto``) plus public metadata, so a stolen database yields
+ciphertext, secret names and key ids. SQLite is the embedded default; PostgreSQL lets replicas share
+one vault. Both keep a ``generation`` counter that changes on every write, so readers can tell when
+to refresh what they have cached.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from mcp_gateway.errors import IntegrityError, SecretNotFound, VaultError, VaultSealed
+from mcp_gateway.types import Clock, SecretStore, SecretValue, system_clock
+from mcp_gateway.vault.crypto import (
+    Keyring,
+    MasterKey,
+    decode_key,
+    encode_key,
+    envelope_key_id,
+    rewrap,
+    seal,
+    unseal,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "Keyring",
+    "MasterKey",
+    "PostgresSecretStore",
+    "SQLiteSecretStore",
+    "SwappableStore",
+    "Vault",
+    "init_key_file",
+    "load_keyring",
+    "validate_name",
+    "write_key_file",
+]
+
+logger = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
+_METADATA_FIELDS = ("name", "key_id", "created_at", "updated_at")
+_SWAP_ATTEMPTS = 5
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid secret name (``[A-Za-z0-9_.-]{1,128}``).
+
+    Raises:
+        VaultError: the name is invalid. The rejected text is not echoed: a value pasted where a
+            name belongs must not end up in a log.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise VaultError("invalid secret name: use 1-128 characters from A-Z a-z 0-9 _ . -")
+    return name
+
+
+@runtime_checkable
+class SwappableStore(Protocol):
+    """A store that can replace an envelope only if it is still the one read (compare-and-swap)."""
+
+    def swap(self, name: str, expected: bytes, envelope: bytes) -> bool: ...
+
+
+class _Cursor(Protocol):
+    """The part of a DB-API cursor the stores use (``sqlite3.Cursor`` and ``psycopg.Cursor`` both fit)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+
+    def fetchall(self) -> builtins.list[Any]: ...
+
+
+# One text per statement for both dialects: {t}/{m} are the tables, %s the parameters.
+_QUERIES = {
+    "get": "SELECT envelope FROM {t} WHERE name = %s",
+    "put": "INSERT INTO {t} (name, envelope, key_id, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)"
+    " ON CONFLICT (name) DO UPDATE SET envelope = excluded.envelope, key_id = excluded.key_id,"
+    " updated_at = excluded.updated_at",
+    "swap": "UPDATE {t} SET envelope = %s, key_id = %s WHERE name = %s AND envelope = %s",
+    "delete": "DELETE FROM {t} WHERE name = %s",
+    "bump": "UPDATE {m} SET value = value + 1 WHERE key = 'generation'",
+    "names": "SELECT name FROM {t} ORDER BY name",
+    "metadata": "SELECT name, key_id, created_at, updated_at FROM {t} ORDER BY name",
+    "generation": "SELECT value FROM {m} WHERE key = 'generation'",
+    "create_secrets": "CREATE TABLE IF NOT EXISTS {t} (name TEXT PRIMARY KEY, envelope {blob} NOT NULL,"
+    " key_id TEXT NOT NULL, created_at {real} NOT NULL, updated_at {real} NOT NULL)",
+    "create_meta": "CREATE TABLE IF NOT EXISTS {m} (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    "init_generation": "INSERT INTO {m} (key, value) VALUES ('generation', 0) ON CONFLICT (key) DO NOTHING",
+}
+_SCHEMA_STEPS = ("create_secrets", "create_meta", "init_generation")
+
+
+class _SQLSecretStore:
+    """The ``SecretStore`` logic shared by the SQL backends; each supplies ``_tx`` and ``_q``."""
+
+    _q: dict[str, Any]
+    _clock: Clock
+
+    def _tx(self, *, write: bool) -> AbstractContextManager[_Cursor]:
+        """A transaction (committed on success, rolled back on error) mapping driver errors to VaultError."""
+        raise NotImplementedError
+
+    def get(self, name: str) -> bytes | None:
+        """The envelope stored under ``name``, or ``None``."""
+        with self._tx(write=False) as cur:
+            rows = cur.execute(self._q["get"], (name,)).fetchall()
+        return bytes(rows[0][0]) if rows else None
+
+    def put(self, name: str, envelope: bytes) -> None:
+        """Insert or replace the envelope of ``name``. Raises ``IntegrityError`` for a malformed envelope."""
+        key_id, now = envelope_key_id(envelope), self._clock()
+        with self._tx(write=True) as cur:
+            cur.execute(self._q["put"], (name, envelope, key_id, now, now))
+            cur.execute(self._q["bump"])
+
+    def swap(self, name: str, expected: bytes, envelope: bytes) -> bool:
+        """Replace the envelope of ``name`` only if it is still ``expected``; ``updated_at`` is kept."""
+        key_id = envelope_key_id(envelope)
+        with self._tx(write=True) as cur:
+            cur.execute(self._q["swap"], (envelope, key_id, name, expected))
+            swapped = cur.rowcount == 1
+            if swapped:
+                cur.execute(self._q["bump"])
+        return swapped
+
+    def delete(self, name: str) -> bool:
+        """Remove ``name``; ``True`` if it existed."""
+        with self._tx(write=True) as cur:
+            cur.execute(self._q["delete"], (name,))
+            deleted = cur.rowcount == 1
+            if deleted:
+                cur.execute(self._q["bump"])
+        return deleted
+
+    def names(self) -> builtins.list[str]:
+        """Every stored name, sorted."""
+        with self._tx(write=False) as cur:
+            return [row[0] for row in cur.execute(self._q["names"]).fetchall()]
+
+    def metadata(self) -> builtins.list[dict[str, Any]]:
+        """Name, key id and timestamps of every secret, sorted by name; never envelopes or values."""
+        with self._tx(write=False) as cur:
+            rows = cur.execute(self._q["metadata"]).fetchall()
+        return [dict(zip(_METADATA_FIELDS, row, strict=True)) for row in rows]
+
+    def generation(self) -> int:
+        """A counter bumped by every put, swap and successful delete."""
+        with self._tx(write=False) as cur:
+            return int(cur.execute(self._q["generation"]).fetchall()[0][0])
+
+
+class SQLiteSecretStore(_SQLSecretStore):
+    """Envelopes in a SQLite file (WAL, ``synchronous=FULL``); safe to share between threads.
+
+    Args:
+        path: the database file; created 0600 (with its parent directories) if missing.
+        clock: source of the ``created_at``/``updated_at`` timestamps.
+
+    Raises:
+        VaultError: the database cannot be opened or initialised (every method maps SQLite errors so).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock = system_clock) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._q = {
+            k: v.format(t="secrets", m="meta", blob="BLOB", real="REAL").replace("%s", "?")
+            for k, v in _QUERIES.items()
+        }
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            # Names and key ids are nobody else's business; SQLite gives -wal/-shm the file's mode.
+            os.close(os.open(self._path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+            self._db = sqlite3.connect(
+                self._path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+        except (OSError, sqlite3.Error) as exc:
+            raise VaultError(f"cannot open secret store `{self._path}`: {exc}") from exc
+        with self._tx(write=True) as cur:
+            for step in _SCHEMA_STEPS:
+                cur.execute(self._q[step])
+
+    def __repr__(self) -> str:
+        return f"SQLiteSecretStore({str(self._path)!r})"
+
+    @contextmanager
+    def _tx(self, *, write: bool) -> Iterator[_Cursor]:
+        # BEGIN IMMEDIATE takes the write lock up front, so a write and its generation bump are one step.
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield self._db.cursor()
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise VaultError(f"secret store `{self._path}` failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+
+class PostgresSecretStore(_SQLSecretStore):
+    """Envelopes in PostgreSQL, so replicas share one vault; the schema and tables are created if missing.
+
+    Args:
+        dsn: a libpq connection string.
+        schema: the schema holding the ``secrets`` and ``meta`` tables.
+        clock: source of the ``created_at``/``updated_at`` timestamps.
+
+    Raises:
+        VaultError: the database cannot be reached or initialised (every method maps psycopg errors so).
+    """
+
+    def __init__(self, dsn: str, schema: str = "mcp_gateway", *, clock: Clock = system_clock) -> None:
+        # Imported here because psycopg is the optional `postgres` extra.
+        import psycopg
+        from psycopg import sql
+
+        self._psycopg = psycopg
+        self._dsn = dsn
+        self._schema = schema
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        names = {"t": sql.Identifier(schema, "secrets"), "m": sql.Identifier(schema, "meta")}
+        types = {"blob": sql.SQL("BYTEA"), "real": sql.SQL("DOUBLE PRECISION")}
+        self._q = {k: sql.SQL(v).format(**names, **types) for k, v in _QUERIES.items()}
+        with self._tx(write=True) as cur:
+            # Replicas starting together would race on CREATE SCHEMA IF NOT EXISTS without this lock.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mcp_gateway.vault:{schema}",))
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            for step in _SCHEMA_STEPS:
+                cur.execute(self._q[step])
+
+    def __repr__(self) -> str:
+        return f"PostgresSecretStore(schema={self._schema!r})"
+
+    @contextmanager
+    def _tx(self, *, write: bool) -> Iterator[_Cursor]:
+        with self._lock:
+            try:
+                # Reconnect after a dropped connection instead of failing every later call.
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = self._psycopg.connect(self._dsn, autocommit=True)
+                with self._conn.transaction(), self._conn.cursor() as cur:
+                    yield cur
+            except self._psycopg.Error as exc:
+                raise VaultError(f"postgres secret store failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection, if open."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+
+
+def load_keyring(*, env_value: str | None, key_file: Path | None) -> Keyring | None:
+    """Assemble the master keyring from an environment value and/or a key file.
+
+    Args:
+        env_value: urlsafe-base64 key text, or a comma-separated list of them (first = current).
+            Empty text counts as absent.
+        key_file: a JSON key file ``{"current": kid, "keys": {kid: b64key}}`` (see ``write_key_file``);
+            it must be a regular file owned by the current user with mode 0600 or stricter.
+
+    Returns:
+        The keyring, or ``None`` (a sealed vault) when neither source is given. With both, the
+        environment's first key is current and the file's keys are kept for unsealing.
+
+    Raises:
+        VaultError: a key is malformed, or the key file is missing, unreadable, invalid, not owned by
+            the current user or too permissive. Messages name the path and mode, never a key.
+    """
+    keys: list[MasterKey] = []
+    for part in (env_value or "").split(","):
+        if part.strip():
+            try:
+                keys.append(decode_key(part))
+            except VaultError as exc:
+                raise VaultError(f"master key from the environment is invalid: {exc}") from None
+    if key_file is not None:
+        keys.extend(_read_key_file(Path(key_file)))
+    unique: list[MasterKey] = []
+    for key in keys:
+        if key not in unique:  # MasterKey equality compares key ids
+            unique.append(key)
+    return Keyring(unique[0], tuple(unique[1:])) if unique else None
+
+
+def _read_key_file(path: Path) -> list[MasterKey]:
+    """The file's keys, current first."""
+    try:
+        with open(path, "rb") as fh:
+            # fstat the open file, not the path, so the file checked is the file read.
+            st = os.fstat(fh.fileno())
+            data = fh.read() if stat.S_ISREG(st.st_mode) else b""
+    except OSError as exc:
+        raise VaultError(f"cannot read key file `{path}`: {exc.strerror}") from exc
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        raise VaultError(f"key file `{path}` is not a regular file")
+    if st.st_uid != os.geteuid():
+        raise VaultError(
+            f"key file `{path}` is owned by uid {st.st_uid}, not the current user ({os.geteuid()})"
+        )
+    if mode & ~0o600:
+        raise VaultError(
+            f"key file `{path}` is too permissive (mode {mode:04o}); it must be 0600 or stricter"
+        )
+    invalid = VaultError(f'key file `{path}` is not valid: expected {{"current": kid, "keys": {{kid: key}}}}')
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    # Raised outside the except block: a JSON error carries the whole document (the keys) as context.
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), dict) or not doc["keys"]:
+        raise invalid
+    current = doc.get("current")
+    keys: dict[str, MasterKey] = {}
+    for kid, text in doc["keys"].items():
+        if not isinstance(text, str):
+            raise invalid
+        if not _KEY_ID_RE.fullmatch(kid):
+            # Not echoed: a key pasted where its id belongs must not reach an error message.
+            raise VaultError(f"key file `{path}`: every key id must be 16 lowercase hex digits")
+        try:
+            key = decode_key(text)
+        except VaultError as exc:
+            raise VaultError(f"key file `{path}`: key `{kid}` is invalid: {exc}") from None
+        if key.key_id != kid:
+            raise VaultError(f"key file `{path}`: the key listed as `{kid}` has id `{key.key_id}`")
+        keys[kid] = key
+    if not isinstance(current, str) or current not in keys:
+        raise VaultError(f"key file `{path}`: `current` must name one of its keys")
+    return [keys[current], *(key for kid, key in keys.items() if kid != current)]
+
+
+def _key_file_bytes(keyring: Keyring) -> bytes:
+    keys = {key.key_id: encode_key(key) for key in (keyring.current, *keyring.others)}
+    return json.dumps({"current": keyring.current.key_id, "keys": keys}, indent=2).encode("ascii") + b"\n"
+
+
+def _write_private_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new 0600 file next to ``path`` and fsync it; the caller moves it into place."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # Created 0600 by open(2) itself, so the key is never readable by others, not even briefly.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_key_file(path: Path, keyring: Keyring) -> None:
+    """Atomically write ``keyring`` to ``path`` (0600; temp file, fsync, rename, fsync directory).
+
+    Raises:
+        VaultError: the file cannot be written.
+    """
+    path = Path(path)
+    try:
+        tmp = _write_private_temp(path, _key_file_bytes(keyring))
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise VaultError(f"cannot write key file `{path}`: {exc.strerror}") from exc
+
+
+def init_key_file(path: Path) -> bool:
+    """Create a key file holding one new master key unless the file exists.
+
+    Returns:
+        ``True`` if this call created the file, ``False`` if one was already there (it is then
+        checked like ``load_keyring`` does, so a bad existing file is reported at once).
+
+    Raises:
+        VaultError: the file cannot be written, or the existing file fails the checks of ``load_keyring``.
+    """
+    path = Path(path)
+    created = False
+    if not path.exists():
+        try:
+            tmp = _write_private_temp(path, _key_file_bytes(Keyring(MasterKey.generate())))
+            try:
+                # link(2) fails if the path exists, so a key file made meanwhile by another process is
+                # never replaced (that would orphan whatever it already sealed).
+                os.link(tmp, path)
+                created = True
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise VaultError(f"cannot write key file `{path}`: {exc.strerror}") from exc
+    _read_key_file(path)
+    return created
+
+
+class Vault:
+    """Seals, stores and resolves secrets.
+
+    Args:
+        store: where envelopes live.
+        keyring: the master keys, or ``None`` for a sealed vault (metadata and deletes still work).
+    """
+
+    def __init__(self, store: SecretStore, keyring: Keyring | None) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._rotate_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        keys = self._keyring.key_ids if self._keyring else ()
+        return f"Vault(store={self._store!r}, sealed={self.sealed}, key_ids={keys!r})"
+
+    @property
+    def sealed(self) -> bool:
+        """``True`` when no master key is loaded."""
+        return self._keyring is None
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keyring in use (after ``rotate_master``, the new key is current)."""
+        return self._keyring
+
+    def _keys(self) -> Keyring:
+        keyring = self._keyring
+        if keyring is None:
+            raise VaultSealed("the vault is sealed: no master key is configured")
+        return keyring
+
+    def put(self, name: str, value: bytes) -> None:
+        """Seal ``value`` under the current master key and store it as ``name``.
+
+        Raises:
+            VaultError: the name is invalid, or the store failed.
+            VaultSealed: no master key is loaded.
+        """
+        validate_name(name)
+        self._store.put(name, seal(self._keys(), name, value))
+
+    def resolve(self, name: str) -> SecretValue:
+        """The plaintext of secret ``name``.
+
+        Raises:
+            VaultError: the name is invalid, or the store failed.
+            VaultSealed: no master key is loaded.
+            SecretNotFound: nothing is stored under ``name``.
+            IntegrityError: the envelope failed authentication.
+        """
+        validate_name(name)
+        keyring = self._keys()
+        envelope = self._store.get(name)
+        if envelope is None:
+            raise SecretNotFound(f"no secret named `{name}`")
+        return SecretValue(name, unseal(keyring, name, envelope))
+
+    def delete(self, name: str) -> bool:
+        """Remove secret ``name``; ``True`` if it existed. Raises ``VaultError`` for an invalid name."""
+        return self._store.delete(validate_name(name))
+
+    def resolve_all(self) -> dict[str, SecretValue]:
+        """Every secret's plaintext by name (for the redactor).
+
+        Raises:
+            VaultSealed: no master key is loaded.
+            IntegrityError: any envelope fails authentication; none is skipped.
+        """
+        keyring = self._keys()
+        out: dict[str, SecretValue] = {}
+        for name in self._store.names():
+            envelope = self._store.get(name)
+            if envelope is not None:  # deleted since names() was read: gone, not bad
+                out[name] = SecretValue(name, unseal(keyring, name, envelope))
+        return out
+
+    def rotate_master(self, new_key: MasterKey) -> int:
+        """Make ``new_key`` current and re-wrap every envelope under it; return how many were re-wrapped.
+
+        Old keys stay in the keyring, so readers keep working whichever envelope they meet mid-rotation.
+        Save the new keyring (``write_key_file(path, keyring.with_current(new_key))``) *before*
+        calling this, so a crash cannot leave envelopes under a key that exists nowhere else.
+        Envelopes already under ``new_key`` are left alone, so an interrupted rotation can be re-run.
+
+        Raises:
+            VaultSealed: no master key is loaded.
+            IntegrityError: an envelope failed authentication (the rotation stops; run it again after
+                fixing or deleting that secret).
+        """
+        with self._rotate_lock:
+            keyring = self._keys().with_current(new_key)
+            # New writes use the new key from now on.
+            self._keyring = keyring
+            count = sum(self._rewrap_one(keyring, new_key, name) for name in self._store.names())
+        logger.info("re-wrapped %d secrets under master key %s", count, new_key.key_id)
+        return count
+
+    def _rewrap_one(self, keyring: Keyring, new_key: MasterKey, name: str) -> bool:
+        for _ in range(_SWAP_ATTEMPTS):
+            envelope = self._store.get(name)
+            if envelope is None:
+                return False
+            try:
+                kid: str | None = envelope_key_id(envelope)
+            except IntegrityError:
+                kid = None  # rewrap below raises the error that names the secret
+            if kid == new_key.key_id:
+                return False
+            fresh = rewrap(keyring, new_key, name, envelope)
+            if not isinstance(self._store, SwappableStore):
+                self._store.put(name, fresh)
+                return True
+            # Compare-and-swap: a put racing the rotation must not be overwritten by the older value.
+            if self._store.swap(name, envelope, fresh):
+                return True
+        raise VaultError(f"secret `{name}` kept changing during rotation; run the rotation again")
+
+    def generation(self) -> int:
+        """The store's change counter: when it is unchanged, ``resolve_all`` would return the same."""
+        return self._store.generation()
+
+    def reload_keyring(self, keyring: Keyring | None) -> None:
+        """Swap in a new keyring (``None`` seals the vault)."""
+        self._keyring = keyring
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        """Name, key id and timestamps of every secret; never values or envelopes."""
+        return [{k: m[k] for k in _METADATA_FIELDS if k in m} for m in self._store.metadata()]

@@ -1,0 +1,105 @@
+"""Assemble the gateway's parts from ``Settings``: stores, vault, audit log, policy, upstreams.
+
+The CLI reads the environment (the master key) and hands it here; nothing below reads it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp_gateway.agents import SQLiteAgentStore
+from mcp_gateway.audit.log import AuditLog
+from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.config import PostgresStore, Settings
+from mcp_gateway.connectors.mcp_upstream import UpstreamConnection
+from mcp_gateway.errors import ConfigError
+from mcp_gateway.gateway import Gateway, PolicyHolder, SecretsView
+from mcp_gateway.types import AuditSink, SecretStore
+from mcp_gateway.vault.store import SQLiteSecretStore, Vault, load_keyring
+
+
+def open_audit_sink(settings: Settings) -> AuditSink:
+    store = settings.audit
+    if isinstance(store, PostgresStore):
+        # psycopg is an optional extra; import only when PostgreSQL is configured.
+        from mcp_gateway.audit.postgres import PostgresAuditSink
+
+        return PostgresAuditSink(store.dsn, schema=store.schema_name)
+    path = settings.data_path(store.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteAuditSink(path)
+
+
+def open_secret_store(settings: Settings) -> SecretStore:
+    store = settings.vault.store
+    if isinstance(store, PostgresStore):
+        from mcp_gateway.vault.store import PostgresSecretStore
+
+        return PostgresSecretStore(store.dsn, schema=store.schema_name)
+    path = settings.data_path(store.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteSecretStore(path)
+
+
+def key_file_path(settings: Settings) -> Path | None:
+    key_file = settings.vault.key_file
+    return settings.data_path(key_file) if key_file is not None else None
+
+
+def open_vault(settings: Settings, *, master_key_env: str | None) -> Vault:
+    """Open the vault; sealed when neither the env key nor an existing key file is present."""
+    key_file = key_file_path(settings)
+    keyring = load_keyring(
+        env_value=master_key_env,
+        key_file=key_file if key_file is not None and key_file.exists() else None,
+    )
+    return Vault(open_secret_store(settings), keyring)
+
+
+def open_agents(settings: Settings) -> SQLiteAgentStore:
+    store = settings.agents
+    if isinstance(store, PostgresStore):
+        raise ConfigError("agents: the postgres backend is not available yet; use sqlite")
+    return SQLiteAgentStore(settings.data_path(store.path))
+
+
+@dataclass
+class Runtime:
+    """Everything a running gateway holds; ``close`` releases the stores."""
+
+    settings: Settings
+    gateway: Gateway
+    agents: SQLiteAgentStore
+    sink: AuditSink
+
+    def close(self) -> None:
+        self.sink.close()
+        self.agents.close()
+
+
+def build_runtime(
+    settings: Settings, *, master_key_env: str | None, sink: AuditSink | None = None
+) -> Runtime:
+    """Build a gateway from settings.
+
+    Args:
+        settings: validated settings.
+        master_key_env: the value of ``MCP_GATEWAY_MASTER_KEY`` if set.
+        sink: an audit sink to use instead of the configured one (tests inject failing ones).
+
+    Raises:
+        PolicyLoadError: the policy does not load (a gateway does not start on a bad policy).
+        ConfigError, VaultError: the stores cannot be opened.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    policy = PolicyHolder.load(settings.policies)
+    vault = open_vault(settings, master_key_env=master_key_env)
+    secrets = SecretsView(vault)
+    sink = sink if sink is not None else open_audit_sink(settings)
+    upstreams = {
+        name: UpstreamConnection(name, config, secrets.resolve, secrets.redactor)
+        for name, config in settings.upstreams.items()
+    }
+    gateway = Gateway(policy=policy, secrets=secrets, audit=AuditLog(sink), upstreams=upstreams)
+    return Runtime(settings, gateway, open_agents(settings), sink)

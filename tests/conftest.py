@@ -1,0 +1,185 @@
+"""Shared fixtures: a real gateway under uvicorn on 127.0.0.1, real upstreams, the official SDK client."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_gateway.config import Settings
+from mcp_gateway.server import create_app
+from mcp_gateway.types import AuditSink
+from mcp_gateway.vault.store import init_key_file
+from mcp_gateway.wiring import Runtime, build_runtime, key_file_path, open_agents, open_vault
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LEAKY = FIXTURES / "leaky_upstream.py"
+ERAS = ["legacy", "auto"]
+ERA_VERSION = {"legacy": "2025-11-25", "auto": "2026-07-28"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds (a bounded wait, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    base: str
+    runtime: Runtime
+    settings: Settings
+    tokens: dict[str, str]
+    call_log: Path
+    server: uvicorn.Server
+    thread: threading.Thread
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.runtime.close()
+
+    def audit(self) -> list[Any]:
+        return self.runtime.sink.records()
+
+
+@contextlib.asynccontextmanager
+async def connect(url: str, token: str | None, mode: str = "auto") -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+            yield client
+
+
+@pytest.fixture
+def http_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The leaky upstream served over Streamable HTTP in its own process; yields (url, call log)."""
+    port = free_port()
+    call_log = tmp_path / "http-upstream-calls.log"
+    proc = subprocess.Popen(
+        [sys.executable, str(LEAKY), "http", str(port)],
+        env={"LEAKY_CALL_LOG": str(call_log), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _port_open(port), what="http upstream")
+        yield f"http://127.0.0.1:{port}/mcp", call_log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+GatewayFactory = Callable[..., RunningGateway]
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Build and start gateways; each is stopped at teardown."""
+    started: list[RunningGateway] = []
+
+    def factory(
+        policy: str,
+        *,
+        agents: tuple[str, ...] = ("agent-a",),
+        secrets: dict[str, str] | None = None,
+        upstreams: dict[str, Any] | None = None,
+        sealed: bool = False,
+        sink: AuditSink | None = None,
+        name: str = "gw",
+    ) -> RunningGateway:
+        root = tmp_path / name
+        (root / "policies").mkdir(parents=True, exist_ok=True)
+        (root / "policies" / "policy.yaml").write_text(policy, encoding="utf-8")
+        call_log = root / "upstream-calls.log"
+        port = free_port()
+        ups = upstreams if upstreams is not None else {"leaky": leaky_stdio(call_log)}
+        settings = Settings.model_validate(
+            {
+                "data_dir": str(root / "data"),
+                "policies": str(root / "policies"),
+                "server": {"host": "127.0.0.1", "port": port},
+                "upstreams": ups,
+            }
+        )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not sealed:
+            key_file = key_file_path(settings)
+            assert key_file is not None
+            init_key_file(key_file)
+            vault = open_vault(settings, master_key_env=None)
+            for secret_name, value in (secrets or {}).items():
+                vault.put(secret_name, value.encode())
+        store = open_agents(settings)
+        tokens = {agent: store.create(agent)[1] for agent in agents}
+        store.close()
+        runtime = build_runtime(settings, master_key_env=None, sink=sink)
+        app = create_app(settings, runtime.gateway, runtime.agents)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _http_ok(f"{base}/readyz"), what="gateway readiness")
+        gw = RunningGateway(
+            f"{base}/mcp", base, runtime, settings, tokens, call_log, server, thread, dict(secrets or {})
+        )
+        started.append(gw)
+        return gw
+
+    yield factory
+    for gw in started:
+        gw.stop()
+
+
+def leaky_stdio(call_log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": [str(LEAKY), "stdio"],
+        "env": {"LEAKY_CALL_LOG": str(call_log), **(env or {})},
+    }

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mcp_gateway.policy.evaluate import evaluate
+from mcp_gateway.policy.explain import explain
+from mcp_gateway.policy.load import parse_policy_text
+from mcp_gateway.policy.model import Policy
+
+POLICY = """\
+version: 1
+agents:
+  fixer:
+    grants:
+      - id: time-now
+        tool: time.get_current_time
+        args:
+          timezone: {in: [UTC, Europe/Paris]}
+          limit: {min: 1, max: 1000}
+        deny:
+          - id: no-tokyo
+            args: {timezone: {in: [Asia/Tokyo]}}
+            reason: tokyo is out of scope
+      - id: everything
+        tool: "everything.*"
+      - id: retired
+        tool: old.tool
+        deny:
+          - id: retired-deny
+"""
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return parse_policy_text(POLICY, "p.yaml")
+
+
+def test_explain_shows_decision_deciding_rules_and_each_constraint_result(policy: Policy) -> None:
+    text = explain(policy, "fixer", "time.get_current_time", {"timezone": "UTC", "limit": 5000})
+    lines = text.splitlines()
+    assert lines[0] == "decision: deny"
+    assert "deciding rules: `time-now`" in lines
+    assert "  - argument `limit` = 5000 is above max 1000" in lines
+    assert "grant `time-now` (tool `time.get_current_time`, p.yaml:5)" in lines
+    assert "  arg `timezone` = `UTC`: in [`UTC`, `Europe/Paris`]: pass" in lines
+    assert "  arg `limit` = 5000: min 1, max 1000: fail" in lines
+    assert "  deny rule `no-tokyo`: did not fire" in lines
+    assert "    when `timezone` in [`Asia/Tokyo`]: no match" in lines
+
+
+def test_explain_shows_a_fired_deny_rule_with_its_reason(policy: Policy) -> None:
+    text = explain(policy, "fixer", "time.get_current_time", {"timezone": "Asia/Tokyo"})
+    assert text.startswith("decision: deny\n")
+    assert "deciding rules: `no-tokyo`" in text
+    assert "  deny rule `no-tokyo`: fired\n    reason: tokyo is out of scope" in text
+    assert "    when `timezone` in [`Asia/Tokyo`]: match" in text
+
+
+def test_explain_marks_absent_arguments_and_unconstrained_grants(policy: Policy) -> None:
+    allowed = explain(policy, "fixer", "time.get_current_time", {})
+    assert "  arg `limit` = absent: min 1, max 1000: pass" in allowed
+    glob = explain(policy, "fixer", "everything.echo", {"x": 1})
+    assert "deciding rules: `everything`" in glob
+    assert "  args: unrestricted" in glob
+
+
+def test_explain_says_a_deny_rule_without_conditions_always_fires(policy: Policy) -> None:
+    text = explain(policy, "fixer", "old.tool", {})
+    assert "deciding rules: `retired-deny`" in text
+    assert "    (no conditions: always fires)" in text
+
+
+def test_explain_names_an_unknown_agent_and_an_ungranted_tool(policy: Policy) -> None:
+    assert "agent `stranger` is not in the policy" in explain(policy, "stranger", "everything.echo", {})
+    assert "no grant of agent `fixer` matches tool `db.drop`" in explain(policy, "fixer", "db.drop", {})
+    assert "deciding rules: (none)" in explain(policy, "fixer", "db.drop", {})
+
+
+@pytest.mark.parametrize(
+    ("agent", "tool", "args"),
+    [
+        ("fixer", "time.get_current_time", {"timezone": "UTC"}),
+        ("fixer", "time.get_current_time", {"timezone": "Asia/Tokyo"}),
+        ("fixer", "time.get_current_time", {"limit": 0}),
+        ("fixer", "everything.add", {}),
+        ("fixer", "old.tool", {}),
+        ("nobody", "everything.add", {}),
+    ],
+)
+def test_explain_reports_the_same_decision_as_evaluate(
+    policy: Policy, agent: str, tool: str, args: dict[str, Any]
+) -> None:
+    decision = evaluate(policy, agent, tool, args)
+    lines = explain(policy, agent, tool, args).splitlines()
+    assert lines[0] == f"decision: {decision.effect}"
+    assert all(f"  - {why}" in lines for why in decision.reasons)
+
+
+def test_explain_survives_a_broken_policy_and_still_reports_a_deny(
+    policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Policy, agent: str, tool: str) -> tuple[()]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Policy, "matching_grants", broken)
+    text = explain(policy, "fixer", "everything.echo", {})
+    assert text.startswith("decision: deny\n")
+    assert "policy evaluation failed" in text
+    assert text.endswith("details unavailable: RuntimeError")

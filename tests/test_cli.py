@@ -1,0 +1,187 @@
+"""The admin CLI, run as users run it (typer's runner in-process; the quickstart as a real process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.cli import app
+from mcp_gateway.types import AuditEvent
+
+runner = CliRunner()
+
+POLICY = """\
+version: 1
+agents:
+  agent-a:
+    grants:
+      - id: a-echo
+        tool: leaky.echo
+        args:
+          text: {max_length: 10}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.yaml").write_text(POLICY)
+    path = tmp_path / "gateway.yaml"
+    path.write_text("data_dir: data\npolicies: policies\n")
+    return path
+
+
+def _run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), input=stdin, env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_agents_create_prints_the_token_once_and_stores_only_a_hash(config: Path) -> None:
+    code, out, _ = _run("agents", "create", "agent-a", "-c", str(config), "--expires", "30d")
+    assert code == 0
+    token = out.strip()
+    assert token.startswith("mgw_")
+    db = (config.parent / "data" / "agents.db").read_bytes()
+    assert token.encode() not in db and token.split("_")[2].encode() not in db
+    code, out, _ = _run("agents", "list", "-c", str(config))
+    assert code == 0 and "agent-a" in out and "live" in out and token not in out
+    code, out, _ = _run("agents", "revoke", "agent-a", "-c", str(config))
+    assert code == 0 and "revoked 1" in out
+    assert "revoked" in _run("agents", "list", "-c", str(config))[1]
+
+
+def test_vault_put_reads_the_value_from_stdin_and_no_command_prints_it(config: Path) -> None:
+    secret = "s3cr3t-value-for-the-test"
+    assert _run("vault", "init", "-c", str(config))[0] == 0
+    key_file = config.parent / "data" / "master.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    code, out, err = _run("vault", "put", "db-password", "-c", str(config), stdin=secret + "\n")
+    assert code == 0 and secret not in out + err
+    code, out, err = _run("vault", "list", "-c", str(config))
+    assert code == 0 and "db-password" in out and secret not in out + err
+    vault_db = (config.parent / "data" / "vault.db").read_bytes()
+    assert secret.encode() not in vault_db
+
+
+def test_vault_rotate_master_rewraps_every_secret_and_they_still_resolve(config: Path) -> None:
+    from mcp_gateway.config import load_settings
+    from mcp_gateway.wiring import open_vault
+
+    _run("vault", "init", "-c", str(config))
+    for i in range(3):
+        _run("vault", "put", f"s{i}", "-c", str(config), stdin=f"value-number-{i}")
+    before = json.loads((config.parent / "data" / "master.key").read_text())["current"]
+    code, out, _ = _run("vault", "rotate-master", "-c", str(config))
+    assert code == 0 and "re-wrapped 3" in out
+    after = json.loads((config.parent / "data" / "master.key").read_text())
+    assert after["current"] != before and list(after["keys"]) == [after["current"]]
+    vault = open_vault(load_settings(config), master_key_env=None)
+    assert [vault.resolve(f"s{i}").reveal() for i in range(3)] == [f"value-number-{i}".encode() for i in range(3)]
+
+
+def test_policy_check_reports_every_error_with_file_and_line(config: Path) -> None:
+    bad = config.parent / "policies" / "bad.yaml"
+    bad.write_text("version: 1\nagents:\n  x:\n    grants:\n      - tool: a\n        bogus: 1\n")
+    code, _, err = _run("policy", "check", "-c", str(config))
+    assert code == 1
+    assert f"{bad}:6" in err and "bogus" in err
+    bad.unlink()
+    code, out, _ = _run("policy", "check", "-c", str(config))
+    assert code == 0 and out.startswith("ok")
+
+
+def test_policy_explain_prints_the_decision_and_the_rule_that_decided(config: Path) -> None:
+    code, out, _ = _run("policy", "explain", "agent-a", "leaky.echo", '{"text": "hi"}', "-c", str(config))
+    assert code == 0 and "allow" in out and "a-echo" in out
+    code, out, _ = _run("policy", "explain", "agent-a", "leaky.echo", '{"text": "far too long"}', "-c", str(config))
+    assert code == 0 and "deny" in out and "max_length" in out
+    code, _, err = _run("policy", "explain", "agent-a", "leaky.echo", "{not json", "-c", str(config))
+    assert code == 1 and "not valid JSON" in err
+
+
+def _audit_db(config: Path, n: int = 6) -> Path:
+    path = config.parent / "data" / "audit.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sink = SQLiteAuditSink(path)
+    sink.append([AuditEvent(kind="intent", call_id=str(i), agent="a", tool="t", args={"i": i}) for i in range(n)])
+    sink.close()
+    return path
+
+
+def _tamper(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(path)
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("statements", "kind", "seq"),
+    [
+        (["UPDATE audit SET args = '{\"i\": 99}' WHERE seq = 3"], "modified", 3),
+        (["DELETE FROM audit WHERE seq = 3"], "deleted", 3),
+        (
+            [
+                "UPDATE audit SET seq = -1 WHERE seq = 2",
+                "UPDATE audit SET seq = 2 WHERE seq = 4",
+                "UPDATE audit SET seq = 4 WHERE seq = -1",
+            ],
+            "reordered",
+            None,
+        ),
+    ],
+)
+def test_audit_verify_names_an_edited_a_deleted_and_a_reordered_row(
+    config: Path, statements: list[str], kind: str, seq: int | None
+) -> None:
+    path = _audit_db(config)
+    assert _run("audit", "verify", "-c", str(config))[0] == 0
+    _tamper(path, *statements)
+    code, out, err = _run("audit", "verify", "-c", str(config))
+    assert code == 1 and "audit chain broken" in err
+    assert f": {kind}:" in out
+    if seq is not None:
+        assert f"seq {seq}: {kind}" in out
+
+
+def test_audit_query_filters_and_prints_json(config: Path) -> None:
+    _audit_db(config)
+    code, out, _ = _run("audit", "query", "-c", str(config), "--agent", "a", "--json", "--limit", "2")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 2 and all(r["agent"] == "a" for r in rows)
+    code, out, _ = _run("audit", "tail", "-c", str(config), "-n", "3")
+    assert code == 0 and len(out.splitlines()) == 3
+
+
+@pytest.mark.e2e
+def test_quickstart_sets_up_a_demo_and_prints_how_to_connect(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "mcp-gateway"
+    result = subprocess.run(
+        [str(exe), "quickstart", "--dir", str(tmp_path / "qs"), "--no-serve", "--port", "8799"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MCP_GATEWAY_MASTER_KEY": ""},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "http://127.0.0.1:8799/mcp" in result.stdout and "Authorization: Bearer mgw_" in result.stdout
+    assert (tmp_path / "qs" / "data" / "master.key").stat().st_mode & 0o777 == 0o600
+    check = subprocess.run(
+        [str(exe), "policy", "check", "-c", str(tmp_path / "qs" / "gateway.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr

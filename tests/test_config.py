@@ -1,0 +1,47 @@
+"""gateway.yaml: defaults, relative paths, and errors that say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcp_gateway.config import load_settings, secret_refs
+from mcp_gateway.errors import ConfigError
+
+
+def test_defaults_bind_to_loopback_and_use_sqlite() -> None:
+    settings = load_settings(None)
+    assert settings.server.host == "127.0.0.1"
+    assert settings.audit.backend == "sqlite"
+    assert settings.resource_url == "http://127.0.0.1:8080"
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("data_dir: d\npolicies: p\n")
+    settings = load_settings(path)
+    assert settings.data_dir == tmp_path / "d"
+    assert settings.policies == tmp_path / "p"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("server: [1\n", "gateway.yaml:2: invalid yaml"),
+        ("bogus: 1\n", "bogus"),
+        ("upstreams:\n  BAD NAME:\n    transport: stdio\n    command: x\n", "BAD NAME"),
+        ("upstreams:\n  u:\n    transport: http\n    url: ftp://x\n", "url must start with http"),
+        ("- a list\n", "top level must be a mapping"),
+    ],
+)
+def test_an_invalid_config_is_a_clear_error(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert expected in str(info.value)
+
+
+def test_secret_references_are_found_inside_header_values() -> None:
+    assert secret_refs("Bearer secret://api-token and secret://other.one") == ["api-token", "other.one"]

@@ -1,0 +1,365 @@
+"""The gateway end to end: uvicorn on 127.0.0.1, the official SDK client, real upstream processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from mcp_gateway.errors import AuditWriteError
+from mcp_gateway.types import AuditEvent, AuditRecord
+from conftest import ERA_VERSION, ERAS, GatewayFactory, connect, leaky_stdio, wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+POLICY = """\
+version: 1
+agents:
+  agent-a:
+    grants:
+      - id: a-echo
+        tool: leaky.echo
+        args:
+          text: {max_length: 40, not_in: [forbidden]}
+        deny:
+          - id: a-no-drop
+            args: {text: {pattern: "(?i).*drop table.*"}}
+      - id: a-leaks
+        tool: "leaky.leak_*"
+      - id: a-show
+        tool: leaky.show_header
+  agent-b:
+    grants:
+      - id: b-echo
+        tool: leaky.echo
+"""
+
+
+def _text(result: Any) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+def _calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_granted_tool_works_in_both_protocol_eras(make_gateway: GatewayFactory, mode: str) -> None:
+    gw = make_gateway(POLICY)
+    async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
+        assert client.protocol_version == ERA_VERSION[mode]
+        result = await client.call_tool("leaky.echo", {"text": "hello"})
+    assert not result.is_error
+    assert _text(result) == "hello"
+    assert _calls(gw.call_log) == ["echo"]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_tools_list_shows_exactly_the_granted_tools(make_gateway: GatewayFactory, mode: str) -> None:
+    gw = make_gateway(POLICY, agents=("agent-a", "agent-b"))
+    async with connect(gw.url, gw.tokens["agent-b"], mode) as client:
+        names = sorted(t.name for t in (await client.list_tools()).tools)
+    assert names == ["leaky.echo"]
+    async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
+        names = sorted(t.name for t in (await client.list_tools()).tools)
+    assert names == ["leaky.echo", "leaky.leak_env", "leaky.leak_header", "leaky.leak_in_error", "leaky.show_header"]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_ungranted_tool_is_a_protocol_error_that_names_no_other_tool(
+    make_gateway: GatewayFactory, mode: str
+) -> None:
+    gw = make_gateway(POLICY, agents=("agent-a", "agent-b"))
+    async with connect(gw.url, gw.tokens["agent-b"], mode) as client:
+        for tool in ("leaky.leak_env", "leaky.no_such_tool", "other.thing"):
+            with pytest.raises(MCPError) as info:
+                await client.call_tool(tool, {"var": "HOME"})
+            assert info.value.code == -32602
+            assert tool in info.value.message
+            assert "echo" not in info.value.message and "leak_header" not in info.value.message
+    assert _calls(gw.call_log) == []
+    denied = [r for r in gw.audit() if r.kind == "denied"]
+    assert [r.tool for r in denied] == ["leaky.leak_env", "leaky.no_such_tool", "other.thing"]
+    assert all(r.agent == "agent-b" and r.status == "not_granted" for r in denied)
+
+
+CONSTRAINT_POLICY = """\
+version: 1
+agents:
+  agent-a:
+    grants:
+      - id: g
+        tool: leaky.echo
+        args:
+          text: {in: [ok, fine, "{long}"], pattern: "^[a-z]+$"}
+          tag: {not_in: [prod]}
+          n: {min: 1, max: 100}
+          note: {max_length: 5}
+          fields: {subset_of: [Name, Amount]}
+          must: {required: true}
+        deny:
+          - id: no-bad
+            args: {tag: {in: [bad]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"text": "nope"}, "`text`"),
+        ({"text": "OK"}, "`text`"),
+        ({"tag": "prod"}, "`tag`"),
+        ({"n": 0}, "`n`"),
+        ({"n": 101}, "`n`"),
+        ({"n": "5"}, "`n`"),
+        ({"note": "toolong"}, "`note`"),
+        ({"fields": ["Name", "Password"]}, "`fields`"),
+        ({"must": None, "drop_must": True}, "`must`"),
+        ({"tag": "bad"}, "no-bad"),
+    ],
+)
+@pytest.mark.parametrize("mode", ERAS)
+async def test_every_constraint_kind_refuses_a_violating_call(
+    make_gateway: GatewayFactory, mode: str, args: dict[str, Any], expected: str
+) -> None:
+    gw = make_gateway(CONSTRAINT_POLICY)
+    call = {"text": "ok", "must": 1, **args}
+    if call.pop("drop_must", False):
+        call.pop("must")
+    async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
+        result = await client.call_tool("leaky.echo", call)
+    assert result.is_error
+    assert "denied by policy" in _text(result)
+    assert expected in _text(result)
+    assert _calls(gw.call_log) == []
+    (denied,) = [r for r in gw.audit() if r.kind == "denied"]
+    assert denied.status == "denied" and denied.tool == "leaky.echo"
+
+
+async def test_a_deny_rule_beats_the_grant_that_allows(make_gateway: GatewayFactory) -> None:
+    gw = make_gateway(POLICY)
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        result = await client.call_tool("leaky.echo", {"text": "please DROP TABLE x"})
+    assert result.is_error and "a-no-drop" in json.dumps(gw.audit()[-1].detail)
+    assert _calls(gw.call_log) == []
+
+
+async def test_an_allowed_call_has_a_durable_intent_and_outcome_in_the_audit(make_gateway: GatewayFactory) -> None:
+    gw = make_gateway(POLICY)
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        await client.call_tool("leaky.echo", {"text": "audited"})
+    records = [r for r in gw.audit() if r.kind in ("intent", "outcome")]
+    intent, outcome = records
+    assert intent.call_id == outcome.call_id and intent.seq < outcome.seq
+    assert intent.agent == "agent-a" and intent.tool == "leaky.echo" and intent.args == {"text": "audited"}
+    assert intent.detail["rule_ids"] == ["a-echo"]
+    assert outcome.status == "ok" and outcome.detail["result_digest"] and outcome.detail["latency_ms"] >= 0
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_secret_injected_into_a_stdio_upstream_never_reaches_the_agent(
+    make_gateway: GatewayFactory, tmp_path: Path, mode: str
+) -> None:
+    secret = "sk-live-9f8e7d6c5b4a39281706"
+    log = tmp_path / "calls.log"
+    gw = make_gateway(
+        POLICY,
+        secrets={"upstream-key": secret},
+        upstreams={"leaky": leaky_stdio(log, {"UPSTREAM_KEY": "secret://upstream-key"})},
+    )
+    async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
+        leaked = await client.call_tool("leaky.leak_env", {"var": "UPSTREAM_KEY"})
+        failed = await client.call_tool("leaky.leak_in_error", {"var": "UPSTREAM_KEY"})
+    text = _text(leaked)
+    # The upstream did receive the secret: it echoed it in nine encodings, each one scrubbed.
+    assert text.count("[REDACTED:upstream-key]") == 8
+    _assert_absent(secret, [text, _text(failed)])
+    assert failed.is_error and "[REDACTED:upstream-key]" in _text(failed)
+    outcome = [r for r in gw.audit() if r.kind == "outcome"][0]
+    assert outcome.detail["redacted"] is True and outcome.detail["redactions"] >= 8
+    _assert_absent(secret, [json.dumps(r.args) + json.dumps(r.detail) for r in gw.audit()])
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_secret_injected_as_an_http_header_never_reaches_the_agent_nor_does_the_agent_token_go_upstream(
+    make_gateway: GatewayFactory, http_upstream: tuple[str, Path], mode: str
+) -> None:
+    url, log = http_upstream
+    secret = "ghp_0123456789abcdefABCDEF0123"
+    gw = make_gateway(
+        POLICY,
+        secrets={"up-token": secret},
+        upstreams={"leaky": {"transport": "http", "url": url, "headers": {"Authorization": "Bearer secret://up-token"}}},
+    )
+    token = gw.tokens["agent-a"]
+    async with connect(gw.url, token, mode) as client:
+        leaked = await client.call_tool("leaky.leak_header", {"name": "authorization"})
+        seen = await client.call_tool("leaky.show_header", {"name": "authorization"})
+    assert _text(leaked).count("[REDACTED:up-token]") >= 7
+    assert _text(seen) == "Bearer [REDACTED:up-token]"
+    _assert_absent(secret, [_text(leaked), _text(seen)])
+    assert token not in _text(seen) and token.split("_")[2] not in _text(seen)
+    assert _calls(log) == ["leak_header", "show_header"]
+
+
+def _assert_absent(secret: str, texts: Sequence[str]) -> None:
+    raw = secret.encode()
+    forms = [secret, base64.b64encode(raw).decode(), raw.hex(), raw.hex().upper()]
+    for text in texts:
+        for form in forms:
+            assert form not in text
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "missing bearer token"),
+        ("Bearer mgw_aaaaaaaaaaaa_" + "A" * 43, "unknown token"),
+        ("Bearer not-a-token", "malformed token"),
+        ("Basic dXNlcjpwYXNz", "missing bearer token"),
+    ],
+)
+def test_a_wrong_token_gets_401_with_resource_metadata_and_is_audited(
+    make_gateway: GatewayFactory, header: str | None, reason: str
+) -> None:
+    gw = make_gateway(POLICY)
+    response = _post(gw.url, header, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ") and f'resource_metadata="{gw.base}/.well-known/' in challenge
+    metadata = httpx.get(f"{gw.base}/.well-known/oauth-protected-resource/mcp").json()
+    assert metadata["resource"] == gw.url
+    failure = gw.audit()[-1]
+    assert failure.kind == "auth_failure" and failure.detail["reason"] == reason
+
+
+def test_revoked_and_expired_tokens_get_401(make_gateway: GatewayFactory) -> None:
+    gw = make_gateway(POLICY, agents=("agent-a", "agent-b"))
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    assert _post(gw.url, f"Bearer {gw.tokens['agent-a']}", body, modern=True).status_code == 200
+    assert gw.runtime.agents.revoke("agent-a") == 1
+    assert _post(gw.url, f"Bearer {gw.tokens['agent-a']}", body, modern=True).status_code == 401
+    assert gw.audit()[-1].detail["reason"] == "revoked token"
+    _, short = gw.runtime.agents.create("agent-b", expires_at=__import__("time").time() + 0.5)
+    wait_until(lambda: _post(gw.url, f"Bearer {short}", body, modern=True).status_code == 401, timeout=5)
+    assert gw.audit()[-1].detail["reason"] == "expired token"
+
+
+def test_a_session_opened_by_one_agent_cannot_be_used_with_another_agents_token(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = make_gateway(POLICY, agents=("agent-a", "agent-b"))
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    opened = _post(gw.url, f"Bearer {gw.tokens['agent-a']}", init)
+    session = opened.headers["mcp-session-id"]
+    hijack = _post(
+        gw.url,
+        f"Bearer {gw.tokens['agent-b']}",
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        session=session,
+    )
+    assert hijack.status_code == 404
+    own = _post(
+        gw.url, f"Bearer {gw.tokens['agent-a']}", {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, session=session
+    )
+    assert own.status_code == 200
+
+
+def test_a_bad_host_or_origin_is_refused(make_gateway: GatewayFactory) -> None:
+    gw = make_gateway(POLICY)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    auth = f"Bearer {gw.tokens['agent-a']}"
+    assert _post(gw.url, auth, body, modern=True, extra={"Host": "evil.example:80"}).status_code in (400, 421)
+    assert _post(gw.url, auth, body, modern=True, extra={"Origin": "http://evil.example"}).status_code == 403
+
+
+def _post(
+    url: str,
+    authorization: str | None,
+    body: dict[str, Any],
+    *,
+    session: str | None = None,
+    modern: bool = False,
+    extra: dict[str, str] | None = None,
+) -> httpx.Response:
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    if session:
+        headers["Mcp-Session-Id"] = session
+        headers["MCP-Protocol-Version"] = "2025-11-25"
+    if modern:
+        headers["MCP-Protocol-Version"] = "2026-07-28"
+        headers["Mcp-Method"] = body["method"]
+    headers.update(extra or {})
+    return httpx.post(url, json=body, headers=headers, timeout=10)
+
+
+class BrokenSink:
+    """An audit store that cannot write (a full or read-only disk)."""
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        raise AuditWriteError("disk full")
+
+    def records(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_unwritable_audit_store_refuses_calls_and_the_upstream_sees_nothing(
+    make_gateway: GatewayFactory, mode: str
+) -> None:
+    gw = make_gateway(POLICY, sink=BrokenSink())
+    async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
+        result = await client.call_tool("leaky.echo", {"text": "hello"})
+    assert result.is_error and "audit log unavailable" in _text(result)
+    assert _calls(gw.call_log) == []
+
+
+async def test_a_broken_policy_on_reload_keeps_the_last_good_policy(make_gateway: GatewayFactory) -> None:
+    gw = make_gateway(POLICY)
+    policy_file = gw.settings.policies / "policy.yaml"
+    policy_file.write_text("version: 1\nagents:\n  agent-a:\n    grants:\n      - tool: [unclosed\n")
+    wait_until(
+        lambda: any(r.kind == "policy_reload" and r.status == "error" for r in gw.audit()), what="failed reload"
+    )
+    reload_record = [r for r in gw.audit() if r.kind == "policy_reload"][-1]
+    assert any("policy.yaml:" in p for p in reload_record.detail["problems"])
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        assert not (await client.call_tool("leaky.echo", {"text": "still"})).is_error
+    # A good edit then takes effect: agent-a loses leaky.echo.
+    policy_file.write_text(POLICY.replace("tool: leaky.echo\n        args", "tool: leaky.nothing\n        args"))
+    wait_until(lambda: any(r.kind == "policy_reload" and r.status == "ok" for r in gw.audit()), what="good reload")
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        with pytest.raises(MCPError):
+            await client.call_tool("leaky.echo", {"text": "gone"})
+    assert httpx.get(f"{gw.base}/readyz").json()["policy"] == "ok"
+
+
+async def test_a_sealed_vault_refuses_calls_that_need_secrets(make_gateway: GatewayFactory, tmp_path: Path) -> None:
+    log = tmp_path / "sealed-calls.log"
+    gw = make_gateway(
+        POLICY,
+        sealed=True,
+        upstreams={"leaky": leaky_stdio(log, {"UPSTREAM_KEY": "secret://upstream-key"})},
+    )
+    assert httpx.get(f"{gw.base}/readyz").json()["vault"] == "sealed"
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        result = await client.call_tool("leaky.echo", {"text": "hi"})
+    assert result.is_error and "vault is sealed" in _text(result)
+    assert _calls(log) == []
+    assert gw.audit()[-1].status == "vault_sealed"
