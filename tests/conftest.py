@@ -17,6 +17,7 @@ import httpx
 import httpx2
 import pytest
 import uvicorn
+import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -71,6 +72,10 @@ class RunningGateway:
     server: uvicorn.Server
     thread: threading.Thread
     secrets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.settings.data_dir.parent / "gateway.yaml"
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -137,14 +142,15 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         call_log = root / "upstream-calls.log"
         port = free_port()
         ups = upstreams if upstreams is not None else {"leaky": leaky_stdio(call_log)}
-        settings = Settings.model_validate(
-            {
-                "data_dir": str(root / "data"),
-                "policies": str(root / "policies"),
-                "server": {"host": "127.0.0.1", "port": port},
-                "upstreams": ups,
-            }
-        )
+        raw = {
+            "data_dir": str(root / "data"),
+            "policies": str(root / "policies"),
+            "server": {"host": "127.0.0.1", "port": port},
+            "upstreams": ups,
+        }
+        # The same settings on disk, so tests can point the admin CLI at this gateway's stores.
+        (root / "gateway.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+        settings = Settings.model_validate(raw)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if not sealed:
             key_file = key_file_path(settings)

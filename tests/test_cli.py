@@ -84,7 +84,9 @@ def test_vault_rotate_master_rewraps_every_secret_and_they_still_resolve(config:
     after = json.loads((config.parent / "data" / "master.key").read_text())
     assert after["current"] != before and list(after["keys"]) == [after["current"]]
     vault = open_vault(load_settings(config), master_key_env=None)
-    assert [vault.resolve(f"s{i}").reveal() for i in range(3)] == [f"value-number-{i}".encode() for i in range(3)]
+    assert [vault.resolve(f"s{i}").reveal() for i in range(3)] == [
+        f"value-number-{i}".encode() for i in range(3)
+    ]
 
 
 def test_policy_check_reports_every_error_with_file_and_line(config: Path) -> None:
@@ -101,7 +103,9 @@ def test_policy_check_reports_every_error_with_file_and_line(config: Path) -> No
 def test_policy_explain_prints_the_decision_and_the_rule_that_decided(config: Path) -> None:
     code, out, _ = _run("policy", "explain", "agent-a", "leaky.echo", '{"text": "hi"}', "-c", str(config))
     assert code == 0 and "allow" in out and "a-echo" in out
-    code, out, _ = _run("policy", "explain", "agent-a", "leaky.echo", '{"text": "far too long"}', "-c", str(config))
+    code, out, _ = _run(
+        "policy", "explain", "agent-a", "leaky.echo", '{"text": "far too long"}', "-c", str(config)
+    )
     assert code == 0 and "deny" in out and "max_length" in out
     code, _, err = _run("policy", "explain", "agent-a", "leaky.echo", "{not json", "-c", str(config))
     assert code == 1 and "not valid JSON" in err
@@ -111,7 +115,9 @@ def _audit_db(config: Path, n: int = 6) -> Path:
     path = config.parent / "data" / "audit.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     sink = SQLiteAuditSink(path)
-    sink.append([AuditEvent(kind="intent", call_id=str(i), agent="a", tool="t", args={"i": i}) for i in range(n)])
+    sink.append(
+        [AuditEvent(kind="intent", call_id=str(i), agent="a", tool="t", args={"i": i}) for i in range(n)]
+    )
     sink.close()
     return path
 
@@ -185,3 +191,71 @@ def test_quickstart_sets_up_a_demo_and_prints_how_to_connect(tmp_path: Path) -> 
         check=False,
     )
     assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_the_quickstart_gateway_serves_the_demo_agent_and_reloads_policy_on_sighup(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    import anyio
+
+    from conftest import connect, free_port, wait_until
+
+    exe = Path(sys.executable).parent / "mcp-gateway"
+    port = free_port()
+    prepared = subprocess.run(
+        [str(exe), "quickstart", "--dir", str(tmp_path / "qs"), "--no-serve", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token = next(line.split()[1] for line in prepared.stdout.splitlines() if line.strip().startswith("token"))
+    config = tmp_path / "qs" / "gateway.yaml"
+    # Turn the file watch off so that only SIGHUP can make the new policy take effect.
+    config.write_text(config.read_text().replace("  port:", "  watch_policy: false\n  port:"))
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([str(exe), "serve", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import httpx
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=30, what="quickstart gateway")
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with connect(url, token) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert names == {"time.get_current_time", "time.convert_time"}
+            result = await client.call_tool("time.get_current_time", {"timezone": "Europe/Paris"})
+            assert not result.is_error and "Europe/Paris" in result.content[0].text  # type: ignore[union-attr]
+            refused = await client.call_tool("time.get_current_time", {"timezone": "Asia/Seoul"})
+            assert refused.is_error and "`timezone`" in refused.content[0].text  # type: ignore[union-attr]
+        policy = tmp_path / "qs" / "policies" / "demo.yaml"
+        policy.write_text(policy.read_text().replace("Asia/Tokyo]", "Asia/Tokyo, Asia/Seoul]"))
+        proc.send_signal(signal.SIGHUP)
+
+        async def seoul_allowed() -> bool:
+            async with connect(url, token) as client:
+                res = await client.call_tool("time.get_current_time", {"timezone": "Asia/Seoul"})
+                return not res.is_error
+
+        with anyio.fail_after(20):
+            while not await seoul_allowed():
+                await anyio.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+    code, out, _ = _run("audit", "verify", "-c", str(config))
+    assert code == 0, out
+    code, out, _ = _run("audit", "query", "-c", str(config), "--kind", "policy_reload", "--json")
+    assert any(json.loads(line)["status"] == "ok" for line in out.splitlines())
+    secret_free = (tmp_path / "serve.log").read_text()
+    assert token not in secret_free

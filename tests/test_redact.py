@@ -34,7 +34,9 @@ def _encodings(value: str) -> list[str]:
 
 
 @given(secret=secret_text, before=noise, after=noise)
-def test_every_encoding_of_a_secret_is_scrubbed_wherever_it_sits(secret: str, before: str, after: str) -> None:
+def test_every_encoding_of_a_secret_is_scrubbed_wherever_it_sits(
+    secret: str, before: str, after: str
+) -> None:
     redactor = Redactor.from_secrets([SecretValue("k", secret.encode())])
     for form in _encodings(secret):
         scrubbed, count = redactor.scrub(before + form + after)

@@ -135,7 +135,8 @@ class SQLiteAgentStore:
         """Revoke every live token of an agent, or one token by id; returns how many were revoked."""
         with self._lock:
             cursor = self._db.execute(
-                "UPDATE agent_tokens SET revoked_at = ? WHERE (name = ? OR token_id = ?) AND revoked_at IS NULL",
+                "UPDATE agent_tokens SET revoked_at = ?"
+                " WHERE (name = ? OR token_id = ?) AND revoked_at IS NULL",
                 (self._clock(), name_or_token_id, name_or_token_id),
             )
         return cursor.rowcount

@@ -33,7 +33,9 @@ app.add_typer(policy_app, name="policy")
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="gateway.yaml (default: $MCP_GATEWAY_CONFIG, else ./gateway.yaml if present)"),
+    typer.Option(
+        "--config", "-c", help="gateway.yaml (default: $MCP_GATEWAY_CONFIG, else ./gateway.yaml if present)"
+    ),
 ]
 
 
@@ -140,7 +142,9 @@ def agents_create(
         raise _fail(str(exc)) from None
     finally:
         store.close()
-    typer.echo(f"agent {record.name} (token id {record.token_id}, expires {_iso(record.expires_at)})", err=True)
+    typer.echo(
+        f"agent {record.name} (token id {record.token_id}, expires {_iso(record.expires_at)})", err=True
+    )
     typer.echo(token)
 
 
@@ -152,8 +156,15 @@ def agents_list(config: ConfigOpt = None) -> None:
     store = open_agents(_settings(config))
     try:
         for rec in store.list():
-            state = "revoked" if rec.revoked_at else ("expired" if rec.expires_at and rec.expires_at < time.time() else "live")
-            typer.echo(f"{rec.name}\t{rec.token_id}\t{state}\tcreated {_iso(rec.created_at)}\texpires {_iso(rec.expires_at)}")
+            state = (
+                "revoked"
+                if rec.revoked_at
+                else ("expired" if rec.expires_at and rec.expires_at < time.time() else "live")
+            )
+            typer.echo(
+                f"{rec.name}\t{rec.token_id}\t{state}"
+                f"\tcreated {_iso(rec.created_at)}\texpires {_iso(rec.expires_at)}"
+            )
     finally:
         store.close()
 
@@ -239,9 +250,7 @@ def vault_rotate_master(config: ConfigOpt = None) -> None:
     settings = _settings(config)
     path = key_file_path(settings)
     if _master_key_env() or path is None or not path.exists():
-        raise _fail(
-            "rotate-master needs the key in a key file; with MCP_GATEWAY_MASTER_KEY, re-seal by hand"
-        )
+        raise _fail("rotate-master needs the key in a key file; with MCP_GATEWAY_MASTER_KEY, re-seal by hand")
     vault = open_vault(settings, master_key_env=None)
     old = load_keyring(env_value=None, key_file=path)
     if old is None:
@@ -282,7 +291,7 @@ def audit_tail(
 
     sink = open_audit_sink(_settings(config))
     try:
-        head = sink.head()  # type: ignore[attr-defined]
+        head = sink.head()
         after = max(0, head[0] - n) if head else 0
         _print_records(sink.records(after_seq=after), as_json)
     finally:
@@ -307,12 +316,14 @@ def audit_query(
     since_ts = None
     if since:
         try:
-            since_ts = 2 * now - parse_expiry(since, now) if _DURATION.match(since) else parse_expiry(since, now)
+            point = parse_expiry(since, now)
+            # A duration means "that long ago"; parse_expiry reads it forward from now.
+            since_ts = now - (point - now) if _DURATION.match(since) else point
         except GatewayError as exc:
             raise _fail(str(exc)) from None
     sink = open_audit_sink(_settings(config))
     try:
-        records = sink.query(  # type: ignore[attr-defined]
+        records = sink.query(
             agent=agent, tool=tool, decision=decision, kind=kind, since=since_ts, limit=limit
         )
         _print_records(records, as_json)

@@ -33,6 +33,8 @@ class ServerSettings(_Model):
     """Extra ``Host`` values accepted besides loopback (``host:*`` allows any port)."""
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    watch_policy: bool = True
+    """Reload policy when its files change (SIGHUP always reloads)."""
 
 
 class SQLiteStore(_Model):

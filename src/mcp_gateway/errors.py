@@ -6,7 +6,7 @@ messages name things (a secret's *name*, a file, a rule id), never their content
     GatewayError
     ├── ConfigError                  gateway.yaml is unreadable or invalid
     ├── PolicyError
-    │   └── PolicyLoadError          policy YAML failed to parse or validate (carries every problem, file:line)
+    │   └── PolicyLoadError          policy YAML failed to parse or validate (every problem, file:line)
     ├── AuthError                    bearer token missing, unknown, expired or revoked
     ├── CallRefused                  the gateway will not run this call (each subclass has a `kind`)
     │   ├── ToolNotGranted           unknown or ungranted tool (a protocol error; names no other tool)

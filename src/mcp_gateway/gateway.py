@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from mcp_gateway.policy.load import load_policy
 from mcp_gateway.policy.model import Policy
 from mcp_gateway.redact import EMPTY, Redactor
 from mcp_gateway.types import AuditEvent, Decision, Principal, SecretValue, ToolSpec
+from mcp_gateway.vault.crypto import Keyring
 from mcp_gateway.vault.store import Vault
 
 logger = logging.getLogger(__name__)
@@ -79,13 +80,31 @@ class PolicyHolder:
 
 
 class SecretsView:
-    """The vault's plaintexts for injection and the redactor built from them, refreshed on change."""
+    """The vault's plaintexts for injection and the redactor built from them, refreshed on change.
 
-    def __init__(self, vault: Vault) -> None:
+    The redactor keeps every value this process has seen, not only the current ones: after a
+    secret is replaced, an upstream may still hold (and echo) the old value until it reconnects.
+
+    Args:
+        vault: the vault.
+        reload_keys: re-reads the master keys (after ``vault rotate-master`` in another process).
+        on_change: called with the names whose values changed, so their users can reconnect.
+    """
+
+    def __init__(
+        self,
+        vault: Vault,
+        *,
+        reload_keys: Callable[[], Keyring | None] | None = None,
+        on_change: Callable[[set[str]], None] | None = None,
+    ) -> None:
         self.vault = vault
+        self._reload_keys = reload_keys
+        self.on_change = on_change
         self._generation: int | None = None
         self._redactor: Redactor = EMPTY
         self._values: dict[str, SecretValue] = {}
+        self._seen: dict[bytes, SecretValue] = {}
 
     def _refresh(self) -> None:
         if self.vault.sealed:
@@ -93,10 +112,30 @@ class SecretsView:
         generation = self.vault.generation()
         if generation == self._generation:
             return
-        values = self.vault.resolve_all()
+        try:
+            values = self.vault.resolve_all()
+        except IntegrityError:
+            # After `vault rotate-master` the envelopes are sealed by a key this process has not
+            # loaded yet: re-read the key source once, then give up loudly.
+            if self._reload_keys is None:
+                raise
+            self.vault.reload_keyring(self._reload_keys())
+            values = self.vault.resolve_all()
+        changed = {
+            name
+            for name in values.keys() | self._values.keys()
+            if (old := self._values.get(name)) is None
+            or (new := values.get(name)) is None
+            or old.reveal() != new.reveal()
+        }
+        first = self._generation is None
         self._values = values
-        self._redactor = Redactor.from_secrets(values.values())
+        for value in values.values():
+            self._seen[value.reveal()] = value
+        self._redactor = Redactor.from_secrets(self._seen.values())
         self._generation = generation
+        if changed and not first and self.on_change is not None:
+            self.on_change(changed)
 
     def redactor(self) -> Redactor:
         try:
@@ -133,7 +172,10 @@ class Gateway:
 
     def _tool(self, spec: ToolSpec) -> types.Tool:
         cached = self._tool_cache.get(spec.name)
-        if cached is None or cached.model_dump(by_alias=True, mode="json", exclude_none=True) != spec.definition:
+        if (
+            cached is None
+            or cached.model_dump(by_alias=True, mode="json", exclude_none=True) != spec.definition
+        ):
             cached = types.Tool.model_validate(spec.definition)
             self._tool_cache[spec.name] = cached
         return cached
@@ -194,7 +236,8 @@ class Gateway:
             args=safe_args,
             detail={
                 "rule_ids": list(decision.rule_ids),
-                "reasons": [redactor.scrub_text(r) for r in decision.reasons] or [redactor.scrub_text(str(exc))],
+                "reasons": [redactor.scrub_text(r) for r in decision.reasons]
+                or [redactor.scrub_text(str(exc))],
                 "token_id": principal.token_id,
             },
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcp_gateway.config import load_settings
+from mcp_gateway.errors import ConfigError
 from mcp_gateway.runner import run_gateway
 from mcp_gateway.vault.store import init_key_file
 from mcp_gateway.wiring import key_file_path, open_agents, open_vault
@@ -83,7 +84,8 @@ def prepare(directory: Path, *, port: int) -> Demo:
     settings = load_settings(config_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     key_file = key_file_path(settings)
-    assert key_file is not None  # the quickstart config always names one
+    if key_file is None:  # the quickstart config always names one
+        raise ConfigError("the quickstart config names no key file")
     init_key_file(key_file)
     vault = open_vault(settings, master_key_env=None)
     if "demo-api-token" not in {m["name"] for m in vault.list()}:

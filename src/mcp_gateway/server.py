@@ -80,7 +80,9 @@ class AuthMiddleware:
             await self._unauthorized(send, str(exc))
             return
         scope["user"] = AuthenticatedUser(
-            AccessToken(token=principal.token_id, client_id=principal.agent, scopes=[], subject=principal.token_id)
+            AccessToken(
+                token=principal.token_id, client_id=principal.agent, scopes=[], subject=principal.token_id
+            )
         )
         scope.setdefault("state", {})[_PRINCIPAL] = principal
         await self.app(scope, receive, send)
@@ -133,7 +135,9 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         # The list depends on who asks (2026-07-28 allows it; say so with a private cache scope).
-        return types.ListToolsResult(tools=gateway.list_tools(_principal(ctx)), cache_scope="private", ttl_ms=0)
+        return types.ListToolsResult(
+            tools=gateway.list_tools(_principal(ctx)), cache_scope="private", ttl_ms=0
+        )
 
     async def on_call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -144,7 +148,9 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
         except ToolNotGranted as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         except CallRefused as exc:
-            return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=str(exc))], is_error=True
+            )
 
     return Server(
         "mcp-gateway",
@@ -160,7 +166,9 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     port = settings.server.port
     hosts = [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", *settings.server.allowed_hosts]
     origins = [f"http://{h}" for h in hosts[:3]] + list(settings.server.allowed_origins)
-    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
 
 
 @dataclass
@@ -199,14 +207,13 @@ async def reload_policy(gateway: Gateway) -> bool:
     return error is None
 
 
-def create_app(settings: Settings, gateway: Gateway, agents: AgentStore, *, watch_policy: bool = True) -> Starlette:
+def create_app(settings: Settings, gateway: Gateway, agents: AgentStore) -> Starlette:
     """Build the ASGI app.
 
     Args:
         settings: validated settings.
         gateway: the governed call path (owns policy, vault view, audit log, upstreams).
         agents: the agent-token store used to authenticate callers.
-        watch_policy: reload policy when its files change (SIGHUP reloads too).
     """
     state = AppState(gateway)
     manager = StreamableHTTPSessionManager(
@@ -232,7 +239,9 @@ def create_app(settings: Settings, gateway: Gateway, agents: AgentStore, *, watc
         body = {
             "ready": state.ready,
             "vault": "sealed" if gateway.secrets.vault.sealed else "unsealed",
-            "policy": "ok" if gateway.policy.last_error is None else "last reload failed; previous policy in force",
+            "policy": "ok"
+            if gateway.policy.last_error is None
+            else "last reload failed; previous policy in force",
             "upstreams": upstreams,
         }
         return JSONResponse(body, status_code=200 if state.ready else 503)
@@ -252,7 +261,7 @@ def create_app(settings: Settings, gateway: Gateway, agents: AgentStore, *, watc
         async with manager.run(), anyio.create_task_group() as tg:
             for upstream in gateway.upstreams.values():
                 tg.start_soon(upstream.run)
-            if watch_policy:
+            if settings.server.watch_policy:
                 tg.start_soon(_watch_policy, state)
             with contextlib.suppress(ValueError, RuntimeError):
                 # Only possible in the main thread; embedded servers (tests) rely on the file watch.

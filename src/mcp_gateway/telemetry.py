@@ -31,7 +31,9 @@ def configure_logging(level: str = "INFO") -> None:
     )
 
 
-def configure_tracing(settings: TelemetrySettings, *, exporter: SpanExporter | None = None) -> TracerProvider | None:
+def configure_tracing(
+    settings: TelemetrySettings, *, exporter: SpanExporter | None = None
+) -> TracerProvider | None:
     """Install a tracer provider exporting to the console, OTLP/HTTP, or a given exporter.
 
     Args:
@@ -49,9 +51,13 @@ def configure_tracing(settings: TelemetrySettings, *, exporter: SpanExporter | N
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            exporter = OTLPSpanExporter(endpoint=settings.endpoint) if settings.endpoint else OTLPSpanExporter()
+            exporter = (
+                OTLPSpanExporter(endpoint=settings.endpoint) if settings.endpoint else OTLPSpanExporter()
+            )
     provider = TracerProvider(resource=Resource.create({"service.name": "mcp-gateway"}))
-    processor = SimpleSpanProcessor(exporter) if settings.exporter == "console" else BatchSpanProcessor(exporter)
+    processor = (
+        SimpleSpanProcessor(exporter) if settings.exporter == "console" else BatchSpanProcessor(exporter)
+    )
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     return provider

@@ -138,6 +138,24 @@ class AuditSink(Protocol):
         """Records with ``seq > after_seq`` in sequence order."""
         ...
 
+    def query(
+        self,
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        decision: str | None = None,
+        kind: str | None = None,
+        call_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """The newest ``limit`` records matching every given filter, in sequence order."""
+        ...
+
+    def head(self) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the newest record, or None when empty."""
+        ...
+
     def close(self) -> None: ...
 
 

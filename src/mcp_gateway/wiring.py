@@ -12,10 +12,11 @@ from mcp_gateway.agents import SQLiteAgentStore
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.config import PostgresStore, Settings
-from mcp_gateway.connectors.mcp_upstream import UpstreamConnection
+from mcp_gateway.connectors.mcp_upstream import UpstreamConnection, required_secrets
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.gateway import Gateway, PolicyHolder, SecretsView
 from mcp_gateway.types import AuditSink, SecretStore
+from mcp_gateway.vault.crypto import Keyring
 from mcp_gateway.vault.store import SQLiteSecretStore, Vault, load_keyring
 
 
@@ -47,14 +48,18 @@ def key_file_path(settings: Settings) -> Path | None:
     return settings.data_path(key_file) if key_file is not None else None
 
 
-def open_vault(settings: Settings, *, master_key_env: str | None) -> Vault:
-    """Open the vault; sealed when neither the env key nor an existing key file is present."""
+def read_keyring(settings: Settings, *, master_key_env: str | None) -> Keyring | None:
+    """The master keys from the env value and/or the key file; None when neither exists."""
     key_file = key_file_path(settings)
-    keyring = load_keyring(
+    return load_keyring(
         env_value=master_key_env,
         key_file=key_file if key_file is not None and key_file.exists() else None,
     )
-    return Vault(open_secret_store(settings), keyring)
+
+
+def open_vault(settings: Settings, *, master_key_env: str | None) -> Vault:
+    """Open the vault; sealed when neither the env key nor an existing key file is present."""
+    return Vault(open_secret_store(settings), read_keyring(settings, master_key_env=master_key_env))
 
 
 def open_agents(settings: Settings) -> SQLiteAgentStore:
@@ -95,11 +100,19 @@ def build_runtime(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     policy = PolicyHolder.load(settings.policies)
     vault = open_vault(settings, master_key_env=master_key_env)
-    secrets = SecretsView(vault)
+    secrets = SecretsView(vault, reload_keys=lambda: read_keyring(settings, master_key_env=master_key_env))
     sink = sink if sink is not None else open_audit_sink(settings)
     upstreams = {
         name: UpstreamConnection(name, config, secrets.resolve, secrets.redactor)
         for name, config in settings.upstreams.items()
     }
+    needs = {name: required_secrets(up.config) for name, up in upstreams.items()}
+
+    def reconnect_users(changed: set[str]) -> None:
+        for name, upstream in upstreams.items():
+            if needs[name] & changed:
+                upstream.request_reconnect()
+
+    secrets.on_change = reconnect_users
     gateway = Gateway(policy=policy, secrets=secrets, audit=AuditLog(sink), upstreams=upstreams)
     return Runtime(settings, gateway, open_agents(settings), sink)

@@ -325,7 +325,8 @@ class _Verifier:
         # Without this record, the next one links to the chain: it was forged and inserted.
         q = self._next(p)
         if q is not None and self.valid[q] and self.seq[q] == expected and self._links(q):
-            self._report(r.seq, "inserted", f"a record claiming seq {r.seq} was inserted after {prev.seq}")
+            claim = f"a record claiming seq {r.seq}"
+            self._report(r.seq, "inserted", f"{claim} was inserted after seq {prev.seq}")
             return
         # Two intact records claim the same predecessor: one of them is forged.
         if valid and prev.clean and self.before_prev is not None and prev.pos is not None:

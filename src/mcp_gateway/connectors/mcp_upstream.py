@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import IO, Any
+from typing import Any, TextIO
 
 import anyio
 import httpx2
@@ -49,7 +49,7 @@ def _substitute(value: str, resolve: SecretResolver) -> str:
     return SECRET_REF.sub(lambda m: resolve(m.group(1)).reveal_text(), value)
 
 
-def _stderr_pipe(name: str, redactor: RedactorSource) -> tuple[IO[str], threading.Thread]:
+def _stderr_pipe(name: str, redactor: RedactorSource) -> tuple[TextIO, threading.Thread]:
     """A pipe for the upstream's stderr; a daemon thread logs each line after redaction."""
     read_fd, write_fd = os.pipe()
     reader = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
@@ -68,7 +68,9 @@ def _stderr_pipe(name: str, redactor: RedactorSource) -> tuple[IO[str], threadin
 class UpstreamConnection:
     """A supervised client connection to one upstream MCP server."""
 
-    def __init__(self, name: str, config: Upstream, resolve: SecretResolver, redactor: RedactorSource) -> None:
+    def __init__(
+        self, name: str, config: Upstream, resolve: SecretResolver, redactor: RedactorSource
+    ) -> None:
         self.name = name
         self.config = config
         self._resolve = resolve
