@@ -303,7 +303,8 @@ def test_a_bad_host_or_origin_is_refused(make_gateway: GatewayFactory) -> None:
     gw = make_gateway(POLICY)
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     auth = f"Bearer {gw.tokens['agent-a']}"
-    assert _post(gw.url, auth, body, modern=True, extra={"Host": "evil.example:80"}).status_code in (400, 421)
+    assert _post(gw.url, auth, body, modern=True).status_code == 200
+    assert _post(gw.url, auth, body, modern=True, extra={"Host": "evil.example:80"}).status_code == 421
     assert _post(gw.url, auth, body, modern=True, extra={"Origin": "http://evil.example"}).status_code == 403
 
 
@@ -323,8 +324,15 @@ def _post(
         headers["Mcp-Session-Id"] = session
         headers["MCP-Protocol-Version"] = "2025-11-25"
     if modern:
+        # A 2026-07-28 request is self-contained: version and capabilities ride in params._meta.
         headers["MCP-Protocol-Version"] = "2026-07-28"
         headers["Mcp-Method"] = body["method"]
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"},
+        }
+        body = {**body, "params": {**body.get("params", {}), "_meta": meta}}
     headers.update(extra or {})
     return httpx.post(url, json=body, headers=headers, timeout=10)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types as types
 from opentelemetry import trace
 
@@ -298,6 +299,21 @@ class Gateway:
         except UpstreamError as exc:
             payload = {"content": [{"type": "text", "text": str(exc)}], "isError": True}
             status = "upstream_error"
+        except anyio.get_cancelled_exc_class():
+            # The caller went away mid-call; the upstream may have acted, so the record must say so.
+            with anyio.CancelScope(shield=True):
+                await self.audit.append(
+                    AuditEvent(
+                        kind="outcome",
+                        call_id=call_id,
+                        agent=principal.agent,
+                        tool=name,
+                        decision="allow",
+                        status="cancelled",
+                        detail={"latency_ms": round((time.perf_counter() - started) * 1000, 3)},
+                    )
+                )
+            raise
         scrubbed, redactions = redactor.scrub_json(payload)
         try:
             result = types.CallToolResult.model_validate(scrubbed)
