@@ -137,6 +137,17 @@ def _tamper(path: Path, *statements: str) -> None:
         (["DELETE FROM audit WHERE seq = 3"], "deleted", 3),
         (
             [
+                # Make room at seq 4 and forge a record there that links to seq 3's hash.
+                "UPDATE audit SET seq = seq + 100 WHERE seq >= 4",
+                "UPDATE audit SET seq = seq - 99 WHERE seq >= 100",
+                "INSERT INTO audit SELECT 4, ts, kind, 'forged', agent, tool, decision, status, args, detail,"
+                " hash, hash FROM audit WHERE seq = 3",
+            ],
+            "inserted",
+            4,
+        ),
+        (
+            [
                 "UPDATE audit SET seq = -1 WHERE seq = 2",
                 "UPDATE audit SET seq = 2 WHERE seq = 4",
                 "UPDATE audit SET seq = 4 WHERE seq = -1",
@@ -146,7 +157,7 @@ def _tamper(path: Path, *statements: str) -> None:
         ),
     ],
 )
-def test_audit_verify_names_an_edited_a_deleted_and_a_reordered_row(
+def test_audit_verify_names_an_edited_a_deleted_an_inserted_and_a_reordered_row(
     config: Path, statements: list[str], kind: str, seq: int | None
 ) -> None:
     path = _audit_db(config)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -34,8 +35,8 @@ def sink(tmp_path: Path) -> Iterator[SQLiteAuditSink]:
     store.close()
 
 
-def event(call_id: str, **kwargs: object) -> AuditEvent:
-    return AuditEvent(kind=str(kwargs.pop("kind", "intent")), call_id=call_id, **kwargs)  # type: ignore[arg-type]
+def event(call_id: str, kind: str = "intent", **fields: Any) -> AuditEvent:
+    return AuditEvent(kind=kind, call_id=call_id, **fields)
 
 
 def intact(store: SQLiteAuditSink) -> list[AuditRecord]:
@@ -99,6 +100,7 @@ def test_the_store_runs_in_wal_mode_with_full_sync(sink: SQLiteAuditSink) -> Non
     db = sqlite3.connect(sink.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
+    # synchronous is a per-connection setting: only the sink's own connection can show it.
     assert sink._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 

@@ -1,0 +1,223 @@
+"""Proxy overhead: calls/s and latency direct to an SDK upstream vs through the governed gateway.
+
+One run starts the echo upstream and a gateway in front of it (vault-injected upstream credential,
+an agent token, a policy granting ``up.echo`` with a ``max_length`` constraint, durable SQLite
+audit), then measures, for each protocol era and each concurrency, (a) direct calls to the
+upstream and (b) the same calls through the gateway, back to back.
+
+Run: ``python bench/proxy.py [--calls 2000] [--concurrency 1,8,32] [--eras legacy,modern]``
+Writes ``bench/results/proxy-<timestamp>.json`` (+ ``.md``) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from common import (
+    TOOL,
+    UPSTREAM_NAME,
+    Stack,
+    machine_facts,
+    md_table,
+    percentile,
+    proc_cpu_seconds,
+    running_stack,
+    timestamp,
+    write_results,
+)
+from loadgen import WorkerSpec, default_workers, run_cell, split
+
+PATHS = ("direct", "gateway")
+
+
+@dataclass
+class CellConfig:
+    calls: int
+    max_seconds: float
+    warmup: int
+    client: str = "raw"
+    workers: int | None = None
+
+
+def calls_for(base: int, concurrency: int) -> int:
+    """``base`` calls at C=1; more at higher concurrency (the per-cell time cap still applies)."""
+    return base * min(4, max(1, concurrency // 4))
+
+
+def measure(stack: Stack, path: str, era: str, concurrency: int, cfg: CellConfig) -> dict[str, Any]:
+    """One cell: ``concurrency`` connections against ``path`` in ``era``; returns its statistics."""
+    url, tool, auth = (
+        (stack.upstream_url, TOOL, "Bearer direct-calls-need-any-credential")
+        if path == "direct"
+        else (stack.gateway_url, f"{UPSTREAM_NAME}.{TOOL}", f"Bearer {stack.token}")
+    )
+    workers = min(cfg.workers or default_workers(concurrency), concurrency)
+    conns = split(concurrency, workers)
+    calls = split(calls_for(cfg.calls, concurrency), workers)
+    warmup = max(2, math.ceil(cfg.warmup / concurrency))
+    pids = {"upstream": stack.upstream.pid}
+    if stack.gateway is not None:
+        pids["gateway"] = stack.gateway.pid
+    cpu: dict[str, list[float]] = {name: [] for name in pids}
+
+    def snapshot() -> None:
+        for name, pid in pids.items():
+            cpu[name].append(proc_cpu_seconds(pid))
+
+    def spec_for(i: int) -> WorkerSpec:
+        return WorkerSpec(url, era, tool, auth, conns[i], calls[i], warmup, cfg.max_seconds, cfg.client)
+
+    results, wall = run_cell(spec_for, workers, on_start=snapshot, on_end=snapshot)
+    latencies = sorted(ns / 1e6 for r in results for ns in r.latencies_ns)
+    errors = sum(r.errors for r in results) + sum(1 for r in results if r.setup_error)
+    samples = [s for r in results for s in ([r.setup_error] if r.setup_error else []) + r.error_samples]
+    started = [r.started for r in results if r.started]
+    finished = [r.finished for r in results if r.finished]
+    elapsed = (max(finished) - min(started)) if started and finished else 0.0
+    ok = len(latencies)
+    server_cpu = {name: (v[1] - v[0]) if len(v) == 2 else float("nan") for name, v in cpu.items()}
+    return {
+        "path": path,
+        "era": era,
+        "concurrency": concurrency,
+        "workers": workers,
+        "calls_ok": ok,
+        "errors": errors,
+        "error_samples": samples[:5],
+        "elapsed_s": round(elapsed, 3),
+        "wall_s": round(wall, 3),
+        "calls_per_s": round(ok / elapsed, 1) if elapsed else 0.0,
+        "latency_ms": {
+            "p50": round(percentile(latencies, 50), 3),
+            "p90": round(percentile(latencies, 90), 3),
+            "p99": round(percentile(latencies, 99), 3),
+            "mean": round(sum(latencies) / ok, 3) if ok else float("nan"),
+            "max": round(latencies[-1], 3) if ok else float("nan"),
+        },
+        "cpu_ms_per_call": {
+            **{name: round(1000 * s / ok, 3) if ok else None for name, s in server_cpu.items()},
+            "loadgen": round(1000 * sum(r.cpu_s for r in results) / ok, 3) if ok else None,
+        },
+        "cpu_utilisation": {
+            name: round(s / elapsed, 2) if elapsed else None for name, s in server_cpu.items()
+        },
+    }
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def markdown(cells: list[dict[str, Any]]) -> str:
+    direct = {(c["era"], c["concurrency"]): c["calls_per_s"] for c in cells if c["path"] == "direct"}
+    rows = []
+    for c in cells:
+        ratio = ""
+        base = direct.get((c["era"], c["concurrency"]))
+        if c["path"] == "gateway" and base:
+            ratio = f"{c['calls_per_s'] / base:.2f}x"
+        cpu = c["cpu_ms_per_call"]
+        rows.append(
+            [
+                c["path"],
+                c["era"],
+                str(c["concurrency"]),
+                f"{c['calls_per_s']:.1f}",
+                _fmt(c["latency_ms"]["p50"], 2),
+                _fmt(c["latency_ms"]["p99"], 2),
+                ratio,
+                f"{c['calls_ok']}" + (f" (**{c['errors']} errors**)" if c["errors"] else ""),
+                _fmt(cpu.get("gateway"), 2),
+                _fmt(cpu.get("upstream"), 2),
+                _fmt(cpu.get("loadgen"), 2),
+            ]
+        )
+    header = [
+        "path",
+        "era",
+        "concurrency",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "gateway/direct",
+        "calls",
+        "gw CPU ms/call",
+        "upstream CPU ms/call",
+        "loadgen CPU ms/call",
+    ]
+    return md_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="direct vs governed-gateway calls/s and latency")
+    parser.add_argument("--calls", type=int, default=2000, help="calls per cell at C=1 (scaled up for larger C)")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrencies")
+    parser.add_argument("--eras", default="legacy,modern", help="legacy (2025-11-25) and/or modern (2026-07-28)")
+    parser.add_argument("--max-seconds", type=float, default=10.0, help="time cap per cell")
+    parser.add_argument("--warmup", type=int, default=40, help="warm-up calls per cell (spread over connections)")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator HTTP client")
+    parser.add_argument("--workers", type=int, default=None, help="load generator processes (default: cores)")
+    parser.add_argument("--json-upstream", action="store_true", help="upstream answers JSON instead of SSE")
+    args = parser.parse_args(argv)
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    eras = [e.strip() for e in args.eras.split(",") if e.strip()]
+    if any(e not in ("legacy", "modern") for e in eras) or not concurrencies or min(concurrencies) < 1:
+        parser.error("eras are legacy/modern; concurrencies are positive integers")
+    cfg = CellConfig(args.calls, args.max_seconds, args.warmup, args.client, args.workers)
+    stamp = timestamp()
+    cells: list[dict[str, Any]] = []
+    with running_stack(json_upstream=args.json_upstream) as stack:
+        for era in eras:
+            for concurrency in concurrencies:
+                for path in PATHS:
+                    cell = measure(stack, path, era, concurrency, cfg)
+                    cells.append(cell)
+                    print(
+                        f"{path:8} {era:7} C={concurrency:<3} {cell['calls_per_s']:8.1f} calls/s"
+                        f"  p50 {cell['latency_ms']['p50']:7.2f} ms  p99 {cell['latency_ms']['p99']:7.2f} ms"
+                        f"  ({cell['calls_ok']} ok, {cell['errors']} errors)",
+                        flush=True,
+                    )
+    errors = sum(c["errors"] for c in cells)
+    table = markdown(cells)
+    note = (
+        f"\n**WARNING: {errors} calls failed; see error_samples in the JSON.**\n"
+        if errors
+        else "\nNo call failed.\n"
+    )
+    data = {
+        "benchmark": "proxy",
+        "timestamp": stamp,
+        "machine": machine_facts(),
+        "config": {
+            "calls_at_c1": args.calls,
+            "concurrency": concurrencies,
+            "eras": eras,
+            "max_seconds_per_cell": args.max_seconds,
+            "warmup_calls": args.warmup,
+            "client": args.client,
+            "upstream_response": "json" if args.json_upstream else "sse",
+            "gateway": "mcp-gateway serve, sqlite audit (WAL, synchronous=FULL), 1 policy grant, 1 vault secret",
+        },
+        "errors": errors,
+        "cells": cells,
+    }
+    md = f"## Proxy: direct vs governed gateway ({stamp})\n\n{table}{note}"
+    path = write_results("proxy", data, md, stamp)
+    print()
+    print(md)
+    print(f"results: {path}")
+    if errors:
+        print(f"WARNING: {errors} calls failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
