@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import signal
 import socket
 import subprocess
@@ -31,13 +32,12 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 UPSTREAM_SCRIPT = BENCH / "upstream_echo.py"
-SECRET_NAME = "bench-token"
-# Long enough to be scrubbed (the redactor ignores values under 6 bytes), never echoed by the bench.
-SECRET_VALUE = "bench-upstream-credential-0123456789abcdef"
+SECRET_NAME = "bench-token"  # noqa: S105 - the vault entry's name, not a value
 AGENT = "bench"
 UPSTREAM_NAME = "up"
 TOOL = "echo"
 MAX_TEXT = 256
+BENCH_MAX_IN_FLIGHT = 1024
 
 POLICY = f"""\
 version: 1
@@ -82,7 +82,9 @@ class Group:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, cmd: list[str], *, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, cmd: list[str], *, log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 cmd,
@@ -133,6 +135,24 @@ def proc_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # After the ")" the fields start at #3 (state); utime and stime are #14 and #15.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds every CPU has spent busy since boot (all processes; /proc/stat, idle/iowait excluded)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.25, window: float = 2.0) -> float:
+    """Wait (at most ``max_wait`` s) until other work uses under ``threshold`` cores; return that load."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = system_busy_seconds()
+        time.sleep(window)
+        load = (system_busy_seconds() - before) / window
+        if load < threshold or time.monotonic() >= deadline:
+            return load
 
 
 def proc_memory_kib(pid: int) -> dict[str, int]:
@@ -243,24 +263,32 @@ def prepare_gateway_dir(workdir: Path, *, gateway_port: int, upstream_port: int)
 
     Durable SQLite audit is the default and is kept (``audit`` is not set).
     """
-    from mcp_gateway.config import load_settings
+    from mcp_gateway.config import HttpUpstream, load_settings
     from mcp_gateway.vault.store import init_key_file
     from mcp_gateway.wiring import key_file_path, open_agents, open_vault
 
     (workdir / "policies").mkdir(parents=True, exist_ok=True)
     (workdir / "policies" / "bench.yaml").write_text(POLICY, encoding="utf-8")
+    upstream: dict[str, Any] = {
+        "transport": "http",
+        "url": f"http://127.0.0.1:{upstream_port}/mcp",
+        "headers": {"Authorization": f"Bearer secret://{SECRET_NAME}"},
+    }
+    if "allow_private_network" in HttpUpstream.model_fields:
+        # The SSRF guard refuses loopback upstreams unless told to; the bench upstream is on 127.0.0.1.
+        upstream["allow_private_network"] = True
     raw = {
         "data_dir": "data",
         "policies": "policies",
         "server": {"host": "127.0.0.1", "port": gateway_port},
-        "upstreams": {
-            UPSTREAM_NAME: {
-                "transport": "http",
-                "url": f"http://127.0.0.1:{upstream_port}/mcp",
-                "headers": {"Authorization": f"Bearer secret://{SECRET_NAME}"},
-            }
-        },
+        "upstreams": {UPSTREAM_NAME: upstream},
     }
+    from mcp_gateway.config import Settings
+
+    if "limits" in Settings.model_fields:
+        # One agent drives every connection; the per-agent in-flight cap (default 16) would refuse
+        # calls at C=32. The check still runs on every call; only its ceiling is raised.
+        raw["limits"] = {"max_concurrent_calls_per_agent": BENCH_MAX_IN_FLIGHT}
     config = workdir / "gateway.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     settings = load_settings(config)
@@ -269,7 +297,8 @@ def prepare_gateway_dir(workdir: Path, *, gateway_port: int, upstream_port: int)
     if key_file is None:
         raise RuntimeError("vault.key_file must be configured")
     init_key_file(key_file)
-    open_vault(settings, master_key_env=None).put(SECRET_NAME, SECRET_VALUE.encode())
+    # A fresh value per run, long enough to be scrubbed (the redactor skips values under 6 bytes).
+    open_vault(settings, master_key_env=None).put(SECRET_NAME, secrets.token_urlsafe(32).encode())
     agents = open_agents(settings)
     try:
         _, token = agents.create(AGENT)
@@ -335,6 +364,7 @@ def machine_facts() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "versions": versions,
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "git_commit": _git("rev-parse", "--short", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain", "--", "src")),
     }

@@ -3,7 +3,8 @@
 Each worker process runs its own asyncio loop with ``connections`` keep-alive HTTP/1.1 connections,
 one request in flight on each (so concurrency = workers x connections). The default client is a
 ~100-line raw HTTP/1.1 client on asyncio streams (far cheaper per call than any general client,
-so the generator does not steal the CPU it is measuring); ``--client httpx`` uses ``httpx.AsyncClient``.
+so the generator does not steal the CPU it is measuring); ``--client httpx`` uses ``httpx.AsyncClient``
+and ``--client sdk`` the SDK's ``mcp.Client`` (the client of the reference figures in ANCHORS.md).
 
 - 2025-11-25 (``legacy``): each connection does the ``initialize`` handshake once, sends
   ``notifications/initialized``, and reuses its ``Mcp-Session-Id`` for every call (DELETE at the end).
@@ -12,7 +13,8 @@ so the generator does not steal the CPU it is measuring); ``--client httpx`` use
 
 Responses are parsed (JSON body, or the SSE ``data:`` lines) and checked: HTTP 200, a JSON-RPC result
 for our id, ``isError`` false, the echoed text equal to what was sent. Anything else is an error.
-Workers warm up, meet at a barrier, measure until their call quota or the deadline, and meet again.
+Workers warm up and report ready; the parent starts them all at once, they measure until their call
+quota or the deadline, report done, and tear down (sessions deleted) when the parent says so.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +35,6 @@ import httpx
 
 LEGACY_VERSION = "2025-11-25"
 MODERN_VERSION = "2026-07-28"
-ERA_VERSION = {"legacy": LEGACY_VERSION, "modern": MODERN_VERSION}
 CLIENT_INFO = {"name": "mcp-gateway-bench", "version": "1"}
 ENVELOPE = {
     "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
@@ -232,6 +234,47 @@ class McpChannel:
         await self.conn.close()
 
 
+class SdkChannel:
+    """The official SDK client (``mcp.Client`` over httpx2), as the reference numbers in ANCHORS.md used.
+
+    Costs the generator several ms of CPU per call: use it to compare with those figures, not to
+    measure the servers.
+    """
+
+    def __init__(self, url: str, era: str, auth: str) -> None:
+        self.url, self.era, self.auth = url, era, auth
+        self.session_id: str | None = "sdk"  # the SDK reconnects on its own; never re-open
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+
+    async def open(self) -> None:
+        import httpx2
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        stack = contextlib.AsyncExitStack()
+        http = await stack.enter_async_context(
+            httpx2.AsyncClient(headers={"Authorization": self.auth}, timeout=TIMEOUT)
+        )
+        mode = "legacy" if self.era == "legacy" else "auto"
+        self._client = await stack.enter_async_context(
+            Client(streamable_http_client(self.url, http_client=http), mode=mode)
+        )
+        self._stack = stack
+
+    async def call(self, tool: str, text: str) -> None:
+        result = await self._client.call_tool(tool, {"text": text})
+        if result.is_error:
+            raise CallFailed(f"tool error: {str(result.content)[:200]}")
+        if not result.content or getattr(result.content[0], "text", None) != text:
+            raise CallFailed("echo mismatch")
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            with contextlib.suppress(Exception):
+                await self._stack.aclose()
+
+
 # ---- workers -----------------------------------------------------------------------------------
 
 
@@ -269,18 +312,28 @@ def _text(worker: int, conn: int, i: int, length: int) -> str:
     return f"w{worker}c{conn}i{i}-".ljust(length, "x")[:length]
 
 
-async def _run_worker(spec: WorkerSpec, index: int, wait_start: Callable[[], None], wait_end: Callable[[], None]) -> WorkerResult:
+async def _run_worker(
+    spec: WorkerSpec, index: int, wait_start: Callable[[], None], wait_end: Callable[[], None]
+) -> WorkerResult:
     result = WorkerResult()
     parts = urlsplit(spec.url)
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
     http: httpx.AsyncClient | None = None
     if spec.client == "httpx":
         http = httpx.AsyncClient(
-            timeout=TIMEOUT, limits=httpx.Limits(max_connections=spec.connections, max_keepalive_connections=spec.connections)
+            timeout=TIMEOUT,
+            limits=httpx.Limits(max_connections=spec.connections, max_keepalive_connections=spec.connections),
         )
-    channels: list[McpChannel] = []
+    channels: list[McpChannel | SdkChannel] = []
     for _ in range(spec.connections):
-        conn = RawConnection(host, port) if http is None else HttpxConnection(http, f"{parts.scheme}://{parts.netloc}")
+        if spec.client == "sdk":
+            channels.append(SdkChannel(spec.url, spec.era, spec.auth))
+            continue
+        conn = (
+            RawConnection(host, port)
+            if http is None
+            else HttpxConnection(http, f"{parts.scheme}://{parts.netloc}")
+        )
         channels.append(McpChannel(conn, path, spec.era, spec.auth))
     loop = asyncio.get_running_loop()
     try:
@@ -288,7 +341,10 @@ async def _run_worker(spec: WorkerSpec, index: int, wait_start: Callable[[], Non
             await asyncio.gather(*(ch.open() for ch in channels))
             for n in range(spec.warmup_calls):
                 await asyncio.gather(
-                    *(ch.call(spec.tool, _text(index, c, -n, spec.text_length)) for c, ch in enumerate(channels))
+                    *(
+                        ch.call(spec.tool, _text(index, c, -n, spec.text_length))
+                        for c, ch in enumerate(channels)
+                    )
                 )
         except Exception as exc:
             result.setup_error = f"{type(exc).__name__}: {exc}"[:500]
@@ -301,7 +357,7 @@ async def _run_worker(spec: WorkerSpec, index: int, wait_start: Callable[[], Non
         result.started = time.monotonic()
         deadline = result.started + spec.max_seconds
 
-        async def drive(c: int, channel: McpChannel) -> None:
+        async def drive(c: int, channel: McpChannel | SdkChannel) -> None:
             nonlocal remaining
             i = 0
             while remaining > 0 and time.monotonic() < deadline:
@@ -312,7 +368,11 @@ async def _run_worker(spec: WorkerSpec, index: int, wait_start: Callable[[], Non
                     await channel.call(spec.tool, _text(index, c, i, spec.text_length))
                 except Exception as exc:
                     result.error(exc)
-                    if channel.era == "legacy" and channel.session_id is None:
+                    if (
+                        isinstance(channel, McpChannel)
+                        and channel.era == "legacy"
+                        and channel.session_id is None
+                    ):
                         with contextlib.suppress(Exception):
                             await channel.open()
                     continue
@@ -329,20 +389,30 @@ async def _run_worker(spec: WorkerSpec, index: int, wait_start: Callable[[], Non
     return result
 
 
-def _worker_main(spec: WorkerSpec, index: int, start: Any, end: Any, out: Any) -> None:
-    barrier_timeout = spec.max_seconds + 120
+class _Signals:
+    """Worker side of the coordination: report ``ready``/``done``, wait for ``go``/``teardown``."""
 
-    def wait(barrier: Any) -> Callable[[], None]:
-        return lambda: barrier.wait(timeout=barrier_timeout)
+    def __init__(self, index: int, out: Any, go: Any, teardown: Any, timeout: float) -> None:
+        self.index, self.out, self.go, self.teardown, self.timeout = index, out, go, teardown, timeout
 
+    def ready(self) -> None:
+        self.out.put((self.index, "ready", None))
+        if not self.go.wait(self.timeout):
+            raise TimeoutError("no start signal")
+
+    def done(self) -> None:
+        self.out.put((self.index, "done", None))
+        if not self.teardown.wait(self.timeout):
+            raise TimeoutError("no teardown signal")
+
+
+def _worker_main(spec: WorkerSpec, index: int, out: Any, go: Any, teardown: Any) -> None:
+    signals = _Signals(index, out, go, teardown, spec.max_seconds + 120)
     try:
-        result = asyncio.run(_run_worker(spec, index, wait(start), wait(end)))
+        result = asyncio.run(_run_worker(spec, index, signals.ready, signals.done))
     except BaseException as exc:
         result = WorkerResult(setup_error=f"{type(exc).__name__}: {exc}"[:500])
-        with contextlib.suppress(Exception):
-            start.abort()
-            end.abort()
-    out.put((index, result))
+    out.put((index, "result", result))
 
 
 def run_cell(
@@ -351,43 +421,68 @@ def run_cell(
     on_start: Callable[[], None] = lambda: None,
     on_end: Callable[[], None] = lambda: None,
 ) -> tuple[list[WorkerResult], float]:
-    """Run ``workers`` processes built from ``spec_for(i)``; ``on_start``/``on_end`` run at the barriers.
+    """Run ``workers`` processes built from ``spec_for(i)``.
 
-    Returns the per-worker results and the wall time between the barriers.
+    ``on_start`` runs once every worker has warmed up (just before they start measuring), ``on_end``
+    once every worker has finished measuring (before they tear down). Returns the per-worker results
+    and the wall time between the two.
     """
     ctx = mp.get_context("spawn")
-    start, end = ctx.Barrier(workers + 1), ctx.Barrier(workers + 1)
     out = ctx.Queue()
+    go, teardown = ctx.Event(), ctx.Event()
     specs = [spec_for(i) for i in range(workers)]
-    procs = [ctx.Process(target=_worker_main, args=(specs[i], i, start, end, out), daemon=True) for i in range(workers)]
-    barrier_timeout = max(s.max_seconds for s in specs) + 120
+    procs = [
+        ctx.Process(target=_worker_main, args=(specs[i], i, out, go, teardown), daemon=True)
+        for i in range(workers)
+    ]
+    limit = max(s.max_seconds for s in specs) + 120
+    seen: dict[str, set[int]] = {"ready": set(), "done": set()}
+    results: dict[int, WorkerResult] = {}
+
+    def collect(kind: str, deadline: float) -> None:
+        while len(seen[kind] | set(results)) < workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers not {kind} in time")
+            if not any(p.is_alive() for p in procs) and out.empty():
+                raise RuntimeError("every worker exited")
+            with contextlib.suppress(queue.Empty):
+                index, what, payload = out.get(timeout=0.2)
+                if what == "result":
+                    results[index] = payload
+                else:
+                    seen[what].add(index)
+
+    wall = 0.0
     for proc in procs:
         proc.start()
-    results: dict[int, WorkerResult] = {}
-    wall = 0.0
     try:
-        start.wait(timeout=barrier_timeout)
+        collect("ready", time.monotonic() + 120)
         on_start()
         t0 = time.monotonic()
-        end.wait(timeout=barrier_timeout)
+        go.set()
+        collect("done", time.monotonic() + limit)
         wall = time.monotonic() - t0
         on_end()
-    except Exception as exc:  # broken barrier: a worker failed; its result says why
-        print(f"warning: a worker failed: {type(exc).__name__}", flush=True)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"warning: load generator problem: {exc}", flush=True)
     finally:
+        go.set()
+        teardown.set()
         deadline = time.monotonic() + 60
         while len(results) < workers and time.monotonic() < deadline:
-            with contextlib.suppress(Exception):
-                index, res = out.get(timeout=max(0.1, deadline - time.monotonic()))
-                results[index] = res
+            with contextlib.suppress(queue.Empty):
+                index, what, payload = out.get(timeout=0.2)
+                if what == "result":
+                    results[index] = payload
+            if not any(p.is_alive() for p in procs) and out.empty():
+                break
         for proc in procs:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
-    missing = [i for i in range(workers) if i not in results]
-    for i in missing:
-        results[i] = WorkerResult(setup_error="worker produced no result")
+    for i in range(workers):
+        results.setdefault(i, WorkerResult(setup_error="worker produced no result"))
     return [results[i] for i in range(workers)], wall
 
 

@@ -26,12 +26,15 @@ from common import (
     percentile,
     proc_cpu_seconds,
     running_stack,
+    system_busy_seconds,
     timestamp,
+    wait_for_quiet,
     write_results,
 )
 from loadgen import WorkerSpec, default_workers, run_cell, split
 
 PATHS = ("direct", "gateway")
+NOISE_CORES = 0.2
 
 
 @dataclass
@@ -63,8 +66,10 @@ def measure(stack: Stack, path: str, era: str, concurrency: int, cfg: CellConfig
     if stack.gateway is not None:
         pids["gateway"] = stack.gateway.pid
     cpu: dict[str, list[float]] = {name: [] for name in pids}
+    cpu["machine"] = []
 
     def snapshot() -> None:
+        cpu["machine"].append(system_busy_seconds())
         for name, pid in pids.items():
             cpu[name].append(proc_cpu_seconds(pid))
 
@@ -79,7 +84,12 @@ def measure(stack: Stack, path: str, era: str, concurrency: int, cfg: CellConfig
     finished = [r.finished for r in results if r.finished]
     elapsed = (max(finished) - min(started)) if started and finished else 0.0
     ok = len(latencies)
-    server_cpu = {name: (v[1] - v[0]) if len(v) == 2 else float("nan") for name, v in cpu.items()}
+    spent = {name: (v[1] - v[0]) if len(v) == 2 else float("nan") for name, v in cpu.items()}
+    machine = spent.pop("machine")
+    server_cpu = spent
+    loadgen_cpu = sum(r.cpu_s for r in results)
+    # CPU that neither the servers nor the load generator used: other work on the machine (noise).
+    foreign = machine - sum(server_cpu.values()) - loadgen_cpu
     return {
         "path": path,
         "era": era,
@@ -100,12 +110,29 @@ def measure(stack: Stack, path: str, era: str, concurrency: int, cfg: CellConfig
         },
         "cpu_ms_per_call": {
             **{name: round(1000 * s / ok, 3) if ok else None for name, s in server_cpu.items()},
-            "loadgen": round(1000 * sum(r.cpu_s for r in results) / ok, 3) if ok else None,
+            "loadgen": round(1000 * loadgen_cpu / ok, 3) if ok else None,
         },
+        "foreign_cpu_cores": round(max(0.0, foreign) / wall, 2) if wall else None,
         "cpu_utilisation": {
             name: round(s / elapsed, 2) if elapsed else None for name, s in server_cpu.items()
         },
     }
+
+
+def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the most calls/s (noise only ever slows a run down); every run's figures kept.
+
+    Errors of every run are counted, so a failure in a discarded run still shows.
+    """
+    best = dict(max(runs, key=lambda c: c["calls_per_s"]))
+    best["errors"] = sum(c["errors"] for c in runs)
+    best["error_samples"] = [s for c in runs for s in c["error_samples"]][:5]
+    best["runs"] = [
+        {k: c[k] for k in ("calls_per_s", "calls_ok", "errors", "foreign_cpu_cores")}
+        | {"p50_ms": c["latency_ms"]["p50"], "gateway_cpu_ms": c["cpu_ms_per_call"].get("gateway")}
+        for c in runs
+    ]
+    return best
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -133,9 +160,10 @@ def markdown(cells: list[dict[str, Any]]) -> str:
                 _fmt(c["latency_ms"]["p99"], 2),
                 ratio,
                 f"{c['calls_ok']}" + (f" (**{c['errors']} errors**)" if c["errors"] else ""),
-                _fmt(cpu.get("gateway"), 2),
+                _fmt(cpu.get("gateway") if c["path"] == "gateway" else None, 2),
                 _fmt(cpu.get("upstream"), 2),
                 _fmt(cpu.get("loadgen"), 2),
+                _fmt(c.get("foreign_cpu_cores"), 2),
             ]
         )
     header = [
@@ -150,20 +178,42 @@ def markdown(cells: list[dict[str, Any]]) -> str:
         "gw CPU ms/call",
         "upstream CPU ms/call",
         "loadgen CPU ms/call",
+        "other load (cores)",
     ]
     return md_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="direct vs governed-gateway calls/s and latency")
-    parser.add_argument("--calls", type=int, default=2000, help="calls per cell at C=1 (scaled up for larger C)")
+    parser.add_argument(
+        "--calls", type=int, default=2000, help="calls per cell at C=1 (scaled up for larger C)"
+    )
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrencies")
-    parser.add_argument("--eras", default="legacy,modern", help="legacy (2025-11-25) and/or modern (2026-07-28)")
+    parser.add_argument(
+        "--eras", default="legacy,modern", help="legacy (2025-11-25) and/or modern (2026-07-28)"
+    )
     parser.add_argument("--max-seconds", type=float, default=10.0, help="time cap per cell")
-    parser.add_argument("--warmup", type=int, default=40, help="warm-up calls per cell (spread over connections)")
-    parser.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator HTTP client")
+    parser.add_argument(
+        "--warmup", type=int, default=40, help="warm-up calls per cell (spread over connections)"
+    )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx", "sdk"),
+        default="raw",
+        help="load generator: raw HTTP/1.1 (default), httpx, or the SDK's mcp.Client (as in ANCHORS.md)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="load generator processes (default: cores)")
     parser.add_argument("--json-upstream", action="store_true", help="upstream answers JSON instead of SSE")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run each cell N times (alternating paths), keep the best"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each cell, wait up to this long for other processes to use < 0.25 cores",
+    )
     args = parser.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     eras = [e.strip() for e in args.eras.split(",") if e.strip()]
@@ -175,15 +225,23 @@ def main(argv: list[str] | None = None) -> int:
     with running_stack(json_upstream=args.json_upstream) as stack:
         for era in eras:
             for concurrency in concurrencies:
+                runs: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
+                for _ in range(max(1, args.repeat)):
+                    for path in PATHS:  # alternate, so drift hits both paths alike
+                        if args.wait_quiet > 0:
+                            wait_for_quiet(args.wait_quiet)
+                        cell = measure(stack, path, era, concurrency, cfg)
+                        runs[path].append(cell)
+                        lat = cell["latency_ms"]
+                        print(
+                            f"{path:8} {era:7} C={concurrency:<3} {cell['calls_per_s']:8.1f} calls/s"
+                            f"  p50 {lat['p50']:7.2f} ms  p99 {lat['p99']:7.2f} ms"
+                            f"  ({cell['calls_ok']} ok, {cell['errors']} errors,"
+                            f" other load {cell['foreign_cpu_cores']} cores)",
+                            flush=True,
+                        )
                 for path in PATHS:
-                    cell = measure(stack, path, era, concurrency, cfg)
-                    cells.append(cell)
-                    print(
-                        f"{path:8} {era:7} C={concurrency:<3} {cell['calls_per_s']:8.1f} calls/s"
-                        f"  p50 {cell['latency_ms']['p50']:7.2f} ms  p99 {cell['latency_ms']['p99']:7.2f} ms"
-                        f"  ({cell['calls_ok']} ok, {cell['errors']} errors)",
-                        flush=True,
-                    )
+                    cells.append(best_of(runs[path]))
     errors = sum(c["errors"] for c in cells)
     table = markdown(cells)
     note = (
@@ -191,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         if errors
         else "\nNo call failed.\n"
     )
+    noisy = [c for c in cells if (c.get("foreign_cpu_cores") or 0) > NOISE_CORES]
+    if noisy:
+        note += (
+            f"\n**Noise: {len(noisy)} cells ran while other processes used more than {NOISE_CORES} cores "
+            "(column 'other load'); rerun on a quiet machine for figures.**\n"
+        )
     data = {
         "benchmark": "proxy",
         "timestamp": stamp,
@@ -202,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             "max_seconds_per_cell": args.max_seconds,
             "warmup_calls": args.warmup,
             "client": args.client,
+            "wait_quiet_s": args.wait_quiet,
+            "repeat": args.repeat,
             "upstream_response": "json" if args.json_upstream else "sse",
-            "gateway": "mcp-gateway serve, sqlite audit (WAL, synchronous=FULL), 1 policy grant, 1 vault secret",
+            "gateway": "mcp-gateway serve; sqlite audit (WAL, synchronous=FULL); 1 grant; 1 vault secret",
         },
         "errors": errors,
         "cells": cells,

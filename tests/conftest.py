@@ -20,9 +20,11 @@ import uvicorn
 import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from mcp_gateway.config import Settings
+from mcp_gateway.config import Settings, TelemetrySettings
 from mcp_gateway.server import create_app
+from mcp_gateway.telemetry import configure_tracing
 from mcp_gateway.types import AuditSink
 from mcp_gateway.vault.store import init_key_file
 from mcp_gateway.wiring import Runtime, build_runtime, key_file_path, open_agents, open_vault
@@ -36,6 +38,25 @@ ERA_VERSION = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+_SPAN_EXPORTER: InMemorySpanExporter | None = None
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    """Every span the gateway exports in this process (OpenTelemetry allows one provider per process)."""
+    return fresh_span_exporter()
+
+
+def fresh_span_exporter() -> InMemorySpanExporter:
+    """The process's in-memory span exporter, emptied (for fixtures wider than a function)."""
+    global _SPAN_EXPORTER
+    if _SPAN_EXPORTER is None:
+        _SPAN_EXPORTER = InMemorySpanExporter()
+        configure_tracing(TelemetrySettings(exporter="console"), exporter=_SPAN_EXPORTER)
+    _SPAN_EXPORTER.clear()
+    return _SPAN_EXPORTER
 
 
 def free_port() -> int:
@@ -109,7 +130,9 @@ def http_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         wait_until(lambda: _port_open(port), what="http upstream")
         yield f"http://127.0.0.1:{port}/mcp", call_log
     finally:
-        proc.terminate()
+        # Not terminate(): a graceful uvicorn shutdown waits for open streams, and a gateway still
+        # running holds one (its subscriptions/listen stream). The process has nothing to flush.
+        proc.kill()
         proc.wait(timeout=10)
 
 
@@ -124,6 +147,13 @@ GatewayFactory = Callable[..., RunningGateway]
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     """Build and start gateways; each is stopped at teardown."""
+    with gateways(tmp_path) as factory:
+        yield factory
+
+
+@contextlib.contextmanager
+def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Build and start gateways under ``tmp_path``; each is stopped on exit (for wider-scoped fixtures)."""
     started: list[RunningGateway] = []
 
     def factory(
@@ -135,6 +165,9 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         sealed: bool = False,
         sink: AuditSink | None = None,
         name: str = "gw",
+        oauth: dict[str, Any] | None = None,
+        audit: dict[str, Any] | None = None,
+        watch_policy: bool = True,
     ) -> RunningGateway:
         root = tmp_path / name
         (root / "policies").mkdir(parents=True, exist_ok=True)
@@ -145,9 +178,14 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         raw = {
             "data_dir": str(root / "data"),
             "policies": str(root / "policies"),
-            "server": {"host": "127.0.0.1", "port": port},
+            # Without the file watch a gateway stops in milliseconds instead of seconds.
+            "server": {"host": "127.0.0.1", "port": port, "watch_policy": watch_policy},
             "upstreams": ups,
         }
+        if oauth is not None:
+            raw["oauth"] = oauth
+        if audit is not None:
+            raw["audit"] = audit
         # The same settings on disk, so tests can point the admin CLI at this gateway's stores.
         (root / "gateway.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
         settings = Settings.model_validate(raw)
@@ -177,9 +215,11 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         started.append(gw)
         return gw
 
-    yield factory
-    for gw in started:
-        gw.stop()
+    try:
+        yield factory
+    finally:
+        for gw in started:
+            gw.stop()
 
 
 def leaky_stdio(call_log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -45,3 +45,21 @@ def test_an_invalid_config_is_a_clear_error(tmp_path: Path, text: str, expected:
 
 def test_secret_references_are_found_inside_header_values() -> None:
     assert secret_refs("Bearer secret://api-token and secret://other.one") == ["api-token", "other.one"]
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    settings = load_settings(ROOT / "gateway.example.yaml")
+    assert "time" in settings.upstreams
+
+
+def test_the_shipped_example_policies_are_valid() -> None:
+    from mcp_gateway.policy.evaluate import evaluate
+    from mcp_gateway.policy.load import load_policy
+
+    policy = load_policy(ROOT / "policies")
+    assert evaluate(policy, "pipeline-fixer", "time.get_current_time", {"timezone": "UTC"}).allowed
+    assert not evaluate(policy, "pipeline-fixer", "time.get_current_time", {"timezone": "Asia/Tokyo"}).allowed
+    assert not evaluate(policy, "reporting-bot", "everything.echo", {"message": "x"}).allowed

@@ -6,8 +6,6 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conftest import GatewayFactory, connect
-from mcp_gateway.config import TelemetrySettings
-from mcp_gateway.telemetry import configure_tracing
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -23,16 +21,13 @@ agents:
 
 
 async def test_each_call_exports_one_span_with_agent_tool_decision_and_status_but_no_arguments(
-    make_gateway: GatewayFactory,
+    make_gateway: GatewayFactory, span_exporter: InMemorySpanExporter
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = configure_tracing(TelemetrySettings(exporter="console"), exporter=exporter)
-    assert provider is not None
+    exporter = span_exporter
     gw = make_gateway(POLICY)
     async with connect(gw.url, gw.tokens["agent-a"]) as client:
         await client.call_tool("leaky.echo", {"text": "argument-value-allowed"})
         await client.call_tool("leaky.echo", {"text": "argument-value-that-is-far-too-long-to-pass"})
-    provider.force_flush()
     spans = [s for s in exporter.get_finished_spans() if s.name == "mcp_gateway.tools/call"]
     assert [(s.attributes or {}).get("mcp_gateway.decision") for s in spans] == ["allow", "deny"]
     allowed, denied = (dict(s.attributes or {}) for s in spans)

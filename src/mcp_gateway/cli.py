@@ -26,6 +26,8 @@ agents_app = typer.Typer(help="Issue, list and revoke agent tokens.", no_args_is
 vault_app = typer.Typer(help="Manage encrypted secrets.", no_args_is_help=True)
 audit_app = typer.Typer(help="Read and verify the audit log.", no_args_is_help=True)
 policy_app = typer.Typer(help="Check and explain policy.", no_args_is_help=True)
+upstreams_app = typer.Typer(help="Review and approve upstream tool definitions (pins).", no_args_is_help=True)
+app.add_typer(upstreams_app, name="upstreams")
 app.add_typer(agents_app, name="agents")
 app.add_typer(vault_app, name="vault")
 app.add_typer(audit_app, name="audit")
@@ -308,10 +310,17 @@ def audit_query(
     since: Annotated[str | None, typer.Option(help="1h, 2d, or an ISO-8601 time")] = None,
     limit: Annotated[int, typer.Option()] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    arg_hmac: Annotated[
+        str | None,
+        typer.Option("--arg-hmac", help="records with a sensitive argument of this HMAC (see `audit hash`)"),
+    ] = None,
 ) -> None:
     """Search the audit log."""
+    from mcp_gateway.audit.sensitive import HMAC_HEX
     from mcp_gateway.wiring import open_audit_sink
 
+    if arg_hmac is not None and not HMAC_HEX.fullmatch(arg_hmac := arg_hmac.lower()):
+        raise _fail("--arg-hmac takes the 64 hex digits `mcp-gateway audit hash` prints")
     now = time.time()
     since_ts = None
     if since:
@@ -324,7 +333,13 @@ def audit_query(
     sink = open_audit_sink(_settings(config))
     try:
         records = sink.query(
-            agent=agent, tool=tool, decision=decision, kind=kind, since=since_ts, limit=limit
+            agent=agent,
+            tool=tool,
+            decision=decision,
+            kind=kind,
+            since=since_ts,
+            limit=limit,
+            arg_hmac=arg_hmac,
         )
         _print_records(records, as_json)
     finally:
@@ -332,21 +347,95 @@ def audit_query(
 
 
 @audit_app.command("verify")
-def audit_verify(config: ConfigOpt = None) -> None:
-    """Check the hash chain; exits 1 and names every problem if the log was altered."""
-    from mcp_gateway.audit.record import verify
-    from mcp_gateway.wiring import open_audit_sink
+def audit_verify(
+    config: ConfigOpt = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="trusted audit-signing public key file(s); default: the data dir's audit-signing.pub",
+        ),
+    ] = None,
+) -> None:
+    """Check the hash chain and every signed checkpoint; exits 1 and names every problem found."""
+    from mcp_gateway.audit.checkpoint import verify_with_checkpoints
+    from mcp_gateway.audit.checkpointer import read_mirror
+    from mcp_gateway.audit.keys import read_public_keys
+    from mcp_gateway.wiring import checkpoint_mirror_path, open_audit_sink, public_key_path
 
-    sink = open_audit_sink(_settings(config))
+    settings = _settings(config)
+    key_files = public_key or [public_key_path(settings)]
     try:
-        report = verify(sink.records())
-    finally:
-        sink.close()
+        keys = {}
+        for path in key_files:
+            if public_key and not path.is_file():
+                raise GatewayError(f"public key file `{path}` does not exist")
+            keys.update(read_public_keys(path))
+        mirror = checkpoint_mirror_path(settings)
+        mirrored = read_mirror(mirror) if mirror is not None else []
+        sink = open_audit_sink(settings)
+        try:
+            records, stored = sink.records(), sink.checkpoints()
+        finally:
+            sink.close()
+    except GatewayError as exc:
+        raise _fail(str(exc)) from None
+    if not keys and (stored or mirrored):
+        where = ", ".join(f"`{path}`" for path in key_files)
+        raise _fail(f"checkpoints to check but no audit-signing public key at {where} (pass --public-key)")
+    report = verify_with_checkpoints(records, stored, keys, mirrored=mirrored)
     for problem in report.problems:
         typer.echo(f"seq {problem.seq}: {problem.kind}: {problem.message}")
     if not report.ok:
-        raise _fail(f"audit chain broken: {len(report.problems)} problem(s) in {report.checked} records")
-    typer.echo(f"ok: {report.checked} records, chain intact")
+        raise _fail(
+            f"audit chain broken: {len(report.problems)} problem(s) in {report.checked} records"
+            f" and {len(set(stored) | set(mirrored))} checkpoints"
+        )
+    newest = report.newest
+    signed = f"{report.checkpoints} signed checkpoint(s) checked"
+    if newest is not None:
+        signed += f", newest at seq {newest.seq}, key(s) {', '.join(report.key_ids)}"
+    typer.echo(f"ok: {report.checked} records, chain intact; {signed}")
+    last = records[-1].seq if records else 0
+    if last > (newest.seq if newest is not None else 0):
+        # Say what the checkpoints cannot vouch for (CloudTrail's caveat, too).
+        covered = f"after seq {newest.seq}" if newest is not None else "at all"
+        typer.echo(
+            f"note: records {covered} are not covered by a checkpoint; their removal shows only"
+            " against a head kept elsewhere"
+        )
+
+
+@audit_app.command("hash")
+def audit_hash(
+    value: Annotated[
+        str | None, typer.Argument(help="the value; `-` or omitted: read from stdin, keeping it off argv")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="VALUE is JSON (a number, list...), not text")
+    ] = False,
+) -> None:
+    """Print the HMAC a sensitive argument VALUE is audited as (search with `audit query --arg-hmac`)."""
+    from mcp_gateway.audit.keys import load_hmac_key
+    from mcp_gateway.audit.sensitive import arg_hmac
+    from mcp_gateway.errors import SecretNotFound
+    from mcp_gateway.wiring import open_vault
+
+    if value is None or value == "-":
+        value = getpass.getpass("value: ") if sys.stdin.isatty() else sys.stdin.read().rstrip("\r\n")
+    try:
+        subject: Any = json.loads(value) if as_json else value
+    except json.JSONDecodeError as exc:
+        raise _fail(f"VALUE is not valid JSON: {exc.msg}") from None
+    vault = open_vault(_settings(config), master_key_env=_master_key_env())
+    try:
+        key = load_hmac_key(vault)
+    except SecretNotFound:
+        raise _fail("no audit hmac key yet: it is created when the gateway first starts unsealed") from None
+    except GatewayError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(arg_hmac(key, subject))
 
 
 # ---- policy ------------------------------------------------------------------------------------
@@ -393,6 +482,87 @@ def policy_explain(
     except PolicyLoadError as exc:
         raise _fail("; ".join(exc.problems)) from None
     typer.echo(explain(policy, agent, tool, args))
+
+
+# ---- upstreams ---------------------------------------------------------------------------------
+
+_PIN_STATUS = {"pinned": "pinned", "changed": "changed-blocked", "new": "new-blocked"}
+
+
+@upstreams_app.command("list")
+def upstreams_list(
+    config: ConfigOpt = None,
+    diff: Annotated[bool, typer.Option("--diff", help="show what changed in each blocked tool")] = False,
+) -> None:
+    """List upstream tools with their pin status (pinned, changed-blocked, new-blocked) and hashes."""
+    from mcp_gateway.pinning import definition_diff
+    from mcp_gateway.wiring import open_pin_store
+
+    store = open_pin_store(_settings(config))
+    try:
+        pins = store.all()
+    finally:
+        store.close()
+    if not pins:
+        typer.echo("no pinned tools yet (pins are taken when the gateway first lists an upstream)", err=True)
+    for pin in pins:
+        typer.echo(
+            f"{pin.name}\t{_PIN_STATUS[pin.status]}\tpinned {pin.hash or '-'}"
+            f"\tpresented {pin.presented_hash or '-'}\tsince {_iso(pin.changed_at or pin.pinned_at)}"
+        )
+        if diff and pin.status != "pinned":
+            typer.echo(definition_diff(pin.definition, pin.presented_definition, label=pin.name))
+
+
+@upstreams_app.command("approve")
+def upstreams_approve(
+    name: Annotated[str, typer.Argument(metavar="UPSTREAM.TOOL")],
+    config: ConfigOpt = None,
+    expect_hash: Annotated[
+        str | None, typer.Option("--expect-hash", help="approve only if this (prefix) is what it presents")
+    ] = None,
+) -> None:
+    """Accept the definition UPSTREAM.TOOL presents now as its pin; a running gateway unblocks it."""
+    from mcp_gateway.types import AuditEvent
+    from mcp_gateway.wiring import open_audit_sink, open_pin_store
+
+    upstream, dot, tool = name.partition(".")
+    if not (upstream and dot and tool):
+        raise _fail(f"`{name}` is not UPSTREAM.TOOL")
+    settings = _settings(config)
+    store = open_pin_store(settings)
+    try:
+        pin = store.get(upstream, tool)
+        if pin is None:
+            raise _fail(f"no pinned tool `{name}`")
+        if pin.status == "pinned":
+            raise _fail(f"tool `{name}` has no changed definition to approve")
+        if expect_hash is not None and not pin.presented_hash.startswith(expect_hash):
+            raise _fail(f"tool `{name}` presents {pin.presented_hash}, not `{expect_hash}`")
+        facts = {"action": "approve_tool", "upstream": upstream, "tool": tool, "old_hash": pin.hash}
+        sink = open_audit_sink(settings)
+        try:
+            # Audit before act. Approving the hash just audited (not "whatever is presented") keeps the
+            # record true if the upstream presents yet another definition in between.
+            approval = AuditEvent(
+                kind="admin", tool=name, status="ok", detail={**facts, "new_hash": pin.presented_hash}
+            )
+            sink.append([approval])
+            try:
+                approved = store.approve(upstream, tool, expected_hash=pin.presented_hash)
+            except GatewayError as exc:
+                failure = AuditEvent(
+                    kind="admin", tool=name, status="error", detail={**facts, "error": str(exc)}
+                )
+                sink.append([failure])
+                raise
+        finally:
+            sink.close()
+    except GatewayError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        store.close()
+    typer.echo(f"approved {name}: definition {approved.hash}; a running gateway unblocks it on its next look")
 
 
 def main() -> None:

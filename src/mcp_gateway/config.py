@@ -10,14 +10,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from mcp_gateway.errors import ConfigError
 
 SECRET_REF = re.compile(r"secret://([A-Za-z0-9_.-]{1,128})")
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# RFC 6749 3.3 scope-token: no space, `"` or `\`, so a scope can sit inside a WWW-Authenticate header.
+SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+# Public-key algorithms only: `none` and HS* (a shared secret, or a public key misused as one) never.
+OAUTH_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _Model(BaseModel):
@@ -51,6 +59,34 @@ class PostgresStore(_Model):
 Store = Annotated[SQLiteStore | PostgresStore, Field(discriminator="backend")]
 
 
+class _AuditOptions(_Model):
+    checkpoint_every: int = Field(default=1000, ge=0)
+    """Sign a checkpoint after each batch that crosses a multiple of this many records (0: only at
+    shutdown); one is always signed at a clean shutdown."""
+    checkpoint_file: Path | None = Path("checkpoints.jsonl")
+    """The append-only mirror of the signed checkpoints (relative to ``data_dir``); null: none."""
+
+
+class SQLiteAuditStore(SQLiteStore, _AuditOptions):
+    path: Path = Path("audit.db")
+
+
+class PostgresAuditStore(PostgresStore, _AuditOptions):
+    pass
+
+
+def _audit_backend(value: Any) -> str:
+    # `audit: {checkpoint_every: 100}` alone means the default store: sqlite unless said otherwise.
+    backend = value.get("backend", "sqlite") if isinstance(value, dict) else getattr(value, "backend", "")
+    return str(backend)
+
+
+AuditStore = Annotated[
+    Annotated[SQLiteAuditStore, Tag("sqlite")] | Annotated[PostgresAuditStore, Tag("postgres")],
+    Discriminator(_audit_backend),
+]
+
+
 class VaultSettings(_Model):
     store: Store = SQLiteStore(path=Path("vault.db"))
     key_file: Path | None = Path("master.key")
@@ -61,6 +97,17 @@ class TelemetrySettings(_Model):
     endpoint: str | None = None
     """OTLP/HTTP traces endpoint, e.g. ``http://127.0.0.1:4318/v1/traces``."""
     log_level: str = "INFO"
+
+
+class PinningSettings(_Model):
+    """Tool-definition pinning against rug pulls (see ``pin_guard.py``)."""
+
+    path: Path = Path("pins.db")
+    """The SQLite pin store, relative to ``data_dir``."""
+    new_tools: Literal["auto", "approve"] = "auto"
+    """``auto``: a tool that appears later is pinned on first sight; ``approve``: blocked until approved."""
+    relist_seconds: float | None = Field(default=300.0, gt=0)
+    """Re-list every upstream's tools this often (besides on change notifications); null: never."""
 
 
 class StdioUpstream(_Model):
@@ -77,6 +124,8 @@ class HttpUpstream(_Model):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=60.0, gt=0)
+    allow_private_network: bool = False
+    """Permit loopback, private and link-local addresses (never on by default: SSRF)."""
 
     @field_validator("url")
     @classmethod
@@ -89,17 +138,86 @@ class HttpUpstream(_Model):
 Upstream = Annotated[StdioUpstream | HttpUpstream, Field(discriminator="transport")]
 
 
+class LimitSettings(_Model):
+    """Resource limits on the call path (see limits.py)."""
+
+    max_argument_bytes: int = Field(default=262_144, gt=0)
+    """Largest JSON encoding of a call's arguments."""
+    max_json_depth: int = Field(default=32, gt=0)
+    """Deepest nesting of objects and arrays inside arguments."""
+    max_result_bytes: int = Field(default=1_048_576, gt=0)
+    """Largest result returned to an agent; larger results are truncated with a marker."""
+    max_concurrent_calls_per_agent: int = Field(default=16, gt=0)
+
+
+class OAuthSettings(_Model):
+    """An external identity provider whose JWT access tokens the gateway accepts (see ``oauth.py``)."""
+
+    issuer: str = Field(min_length=1)
+    """The exact value a token's ``iss`` must carry."""
+    jwks_url: str
+    """Where the issuer publishes its signing keys (https, or http on loopback only)."""
+    audience: str | None = None
+    """The resource a token's ``aud`` must name; defaults to ``<public_url>/mcp`` (RFC 8707)."""
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    agent_claim: str | None = Field(default=None, min_length=1)
+    """The claim naming the agent; unset: ``client_id``, else ``azp``, else ``sub``."""
+    agents: dict[str, str] = Field(default_factory=dict)
+    """Claim value → agent name; when given, a value that is not listed is refused."""
+    required_scopes: tuple[str, ...] = ()
+    """Scopes every token must carry, else 403 ``insufficient_scope``."""
+    jwks_cache_seconds: float = Field(default=300, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=10, ge=0)
+    """Least time between two JWKS fetches, so unknown key ids cannot force a fetch storm."""
+    leeway_seconds: float = Field(default=30, ge=0, le=300)
+    """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        # Keys fetched over plain http could be swapped in transit; allow it only on this machine.
+        if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+            raise ValueError("jwks_url must be https (http only on loopback)")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("algorithms must not be empty")
+        for alg in value:
+            if alg not in OAUTH_ALGORITHMS:
+                raise ValueError(
+                    f"algorithm `{alg}` is not allowed (one of {', '.join(sorted(OAUTH_ALGORITHMS))})"
+                )
+        return value
+
+    @field_validator("required_scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for scope in value:
+            if not SCOPE_TOKEN.match(scope):
+                raise ValueError(
+                    f"scope `{scope}` must be one scope token (no spaces, quotes or backslashes)"
+                )
+        return value
+
+
 class Settings(_Model):
     """Everything the gateway needs to start."""
 
     data_dir: Path = Path(".gateway")
     policies: Path = Path("policies")
     server: ServerSettings = ServerSettings()
-    audit: Store = SQLiteStore(path=Path("audit.db"))
+    audit: AuditStore = SQLiteAuditStore(path=Path("audit.db"))
     agents: Store = SQLiteStore(path=Path("agents.db"))
     vault: VaultSettings = VaultSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    pinning: PinningSettings = PinningSettings()
+    limits: LimitSettings = LimitSettings()
     upstreams: dict[str, Upstream] = Field(default_factory=dict)
+    oauth: OAuthSettings | None = None
 
     @field_validator("upstreams")
     @classmethod

@@ -12,12 +12,14 @@ messages name things (a secret's *name*, a file, a rule id), never their content
     │   ├── ToolNotGranted           unknown or ungranted tool (a protocol error; names no other tool)
     │   ├── PolicyDenied             a grant matched but a constraint or deny rule refused the arguments
     │   ├── VaultSealed              the call needs a secret and the vault has no master key
+    │   ├── ToolDefinitionChanged    the upstream changed a pinned tool's definition; blocked until approved
     │   └── AuditUnavailable         the audit record could not be made durable: no audit, no act
     ├── VaultError
     │   ├── SecretNotFound           no secret by that name
     │   └── IntegrityError           an envelope failed authentication (tampered, swapped, wrong key)
     ├── AuditError
     │   └── AuditWriteError          a sink failed to append (wrapped into AuditUnavailable on the call path)
+    ├── PinError                     no such pinned tool, nothing to approve, or not the definition reviewed
     └── UpstreamError                an upstream failed, timed out or answered garbage
 """
 
@@ -93,6 +95,12 @@ class AuditUnavailable(CallRefused):
     kind = "audit_unavailable"
 
 
+class ToolDefinitionChanged(CallRefused):
+    """The upstream now presents a definition of this tool that no admin approved (a rug pull)."""
+
+    kind = "definition_changed"
+
+
 class VaultError(GatewayError):
     """A vault problem."""
 
@@ -111,6 +119,10 @@ class AuditError(GatewayError):
 
 class AuditWriteError(AuditError):
     """An audit sink failed to append records durably."""
+
+
+class PinError(GatewayError):
+    """A tool-pin operation cannot be done: no such tool, nothing to approve, or a stale review."""
 
 
 class UpstreamError(GatewayError):

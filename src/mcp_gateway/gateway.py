@@ -30,6 +30,8 @@ from opentelemetry import trace
 
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.record import digest
+from mcp_gateway.audit.sensitive import mask_sensitive
+from mcp_gateway.config import LimitSettings
 from mcp_gateway.connectors.mcp_upstream import UpstreamConnection
 from mcp_gateway.errors import (
     AuditUnavailable,
@@ -37,13 +39,17 @@ from mcp_gateway.errors import (
     IntegrityError,
     PolicyDenied,
     PolicyLoadError,
+    ToolDefinitionChanged,
     ToolNotGranted,
     UpstreamError,
     VaultSealed,
 )
+from mcp_gateway.limits import InFlight, LimitExceeded, check_arguments, truncate_result
+from mcp_gateway.pin_guard import PinGuard, approval_hint
 from mcp_gateway.policy.evaluate import evaluate, granted_tools, is_granted
 from mcp_gateway.policy.load import load_policy
 from mcp_gateway.policy.model import Policy
+from mcp_gateway.policy.sensitive import sensitive_args, withhold_reasons
 from mcp_gateway.redact import EMPTY, Redactor
 from mcp_gateway.types import AuditEvent, Decision, Principal, SecretValue, ToolSpec
 from mcp_gateway.vault.crypto import Keyring
@@ -162,30 +168,46 @@ class Gateway:
     secrets: SecretsView
     audit: AuditLog
     upstreams: Mapping[str, UpstreamConnection] = field(default_factory=dict)
-    _tool_cache: dict[str, types.Tool] = field(default_factory=dict)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    pins: PinGuard | None = None
+    audit_hmac_key: bytes | None = field(default=None, repr=False)
+    """Key of the HMACs that stand in for sensitive argument values; None: withheld without one."""
+    _tool_cache: dict[str, tuple[ToolSpec, Redactor, types.Tool]] = field(default_factory=dict)
+    _in_flight: InFlight = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._in_flight = InFlight(self.limits.max_concurrent_calls_per_agent)
 
     def catalog(self) -> dict[str, ToolSpec]:
         """Every tool the gateway can offer right now, by public name."""
         tools: dict[str, ToolSpec] = {}
         for upstream in self.upstreams.values():
             tools.update(upstream.tools)
+        if self.pins is not None and self.pins.blocked:
+            # A tool whose definition changed since it was pinned is offered to no agent.
+            tools = {name: spec for name, spec in tools.items() if name not in self.pins.blocked}
         return tools
 
-    def _tool(self, spec: ToolSpec) -> types.Tool:
+    def _tool(self, spec: ToolSpec, redactor: Redactor) -> types.Tool:
+        # Upstream definitions are untrusted text: a malicious upstream can put secrets in a
+        # description. Rebuilt only when the definition or the redactor is a new object.
         cached = self._tool_cache.get(spec.name)
-        if (
-            cached is None
-            or cached.model_dump(by_alias=True, mode="json", exclude_none=True) != spec.definition
-        ):
-            cached = types.Tool.model_validate(spec.definition)
+        if cached is None or cached[0] is not spec or cached[1] is not redactor:
+            definition, _ = redactor.scrub_json(spec.definition)
+            cached = (spec, redactor, types.Tool.model_validate(definition))
             self._tool_cache[spec.name] = cached
-        return cached
+        return cached[2]
 
     def list_tools(self, principal: Principal) -> list[types.Tool]:
         """The tools ``principal`` is granted, and no others."""
+        if self.pins is not None:
+            self.pins.refresh()  # reads the pin store only while a tool is blocked
         catalog = self.catalog()
-        names = granted_tools(self.policy.policy, principal.agent, catalog)
-        return [self._tool(catalog[name]) for name in sorted(names)]
+        # Grant `scopes` narrow OAuth callers only; an agent token (None) is not filtered.
+        scopes = principal.scopes if principal.source == "oauth" else None
+        names = granted_tools(self.policy.policy, principal.agent, catalog, scopes=scopes)
+        redactor = self.secrets.redactor()
+        return [self._tool(catalog[name], redactor) for name in sorted(names)]
 
     async def call_tool(
         self, principal: Principal, name: str, arguments: Mapping[str, Any]
@@ -201,13 +223,18 @@ class Gateway:
         call_id = uuid.uuid4().hex
         started = time.perf_counter()
         redactor = self.secrets.redactor()
-        safe_args, _ = redactor.scrub_json(dict(arguments))
         shown_name = redactor.scrub_text(name[:_MAX_TOOL_NAME])
         with _tracer.start_as_current_span("mcp_gateway.tools/call") as span:
             span.set_attribute("mcp_gateway.agent", principal.agent)
             span.set_attribute("mcp_gateway.tool", shown_name)
             try:
-                result = await self._governed_call(principal, name, shown_name, arguments, safe_args, call_id)
+                safe_args = await self._admit(principal, shown_name, arguments, call_id)
+                try:
+                    result = await self._governed_call(
+                        principal, name, shown_name, arguments, safe_args, call_id
+                    )
+                finally:
+                    self._in_flight.release(principal.agent)
             except CallRefused as exc:
                 span.set_attribute("mcp_gateway.decision", "deny")
                 span.set_attribute("mcp_gateway.status", exc.kind)
@@ -216,6 +243,26 @@ class Gateway:
             span.set_attribute("mcp_gateway.status", "error" if result.is_error else "ok")
             span.set_attribute("mcp_gateway.latency_ms", (time.perf_counter() - started) * 1000)
             return result
+
+    async def _admit(
+        self, principal: Principal, shown_name: str, arguments: Mapping[str, Any], call_id: str
+    ) -> Mapping[str, Any]:
+        """Apply the limits, take an in-flight slot, and return the redacted arguments for the audit.
+
+        Raises:
+            LimitExceeded: after the refusal is audited (the arguments themselves are not recorded).
+        """
+        try:
+            # Before anything walks the arguments: a deep or huge value is refused, not parsed.
+            check_arguments(arguments, self.limits)
+            self._in_flight.acquire(principal.agent)
+        except LimitExceeded as exc:
+            omitted = {"_omitted": "not recorded: the call was refused by a limit"}
+            raise await self._refuse(
+                exc, principal, shown_name, omitted, call_id, Decision("deny", (), (str(exc),))
+            ) from None
+        safe_args, _ = self.secrets.redactor().scrub_json(dict(arguments))
+        return safe_args  # type: ignore[no-any-return]
 
     async def _refuse(
         self,
@@ -259,16 +306,27 @@ class Gateway:
         call_id: str,
     ) -> types.CallToolResult:
         policy = self.policy.policy
-        decision = evaluate(policy, principal.agent, name, arguments)
-        spec = self.catalog().get(name)
+        scopes = principal.scopes if principal.source == "oauth" else None
+        decision = evaluate(policy, principal.agent, name, arguments, scopes=scopes)
+        sensitive = sensitive_args(policy, principal.agent, name)
+        if sensitive:
+            # Values marked sensitive reach the audit store only as keyed HMACs, and no reason quotes them.
+            safe_args = mask_sensitive(safe_args, sensitive, self.audit_hmac_key, values=arguments)
+            decision = withhold_reasons(decision, sensitive)
         redactor = self.secrets.redactor()
         if not decision.allowed:
-            if not is_granted(policy, principal.agent, name):
+            if not is_granted(policy, principal.agent, name, scopes=scopes):
                 refusal: CallRefused = ToolNotGranted(f"tool `{shown_name}` is not available")
             else:
                 reasons = "; ".join(redactor.scrub_text(r) for r in decision.reasons) or "denied"
                 refusal = PolicyDenied(f"denied by policy: {reasons}", decision.rule_ids)
             raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, decision)
+        if self.pins is not None and self.pins.is_blocked(name):
+            # Blocked for every agent, granted or not; only granted callers learn why (above).
+            refusal = ToolDefinitionChanged(approval_hint(shown_name, self.pins.blocked[name].reason))
+            denial = Decision("deny", (), (str(refusal),))  # no policy rule decided this
+            raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, denial)
+        spec = self.catalog().get(name)
         upstream = self.upstreams.get(name.split(".", 1)[0]) if "." in name else None
         if spec is None:
             if upstream is not None and upstream.needs_vault:
@@ -315,6 +373,7 @@ class Gateway:
                 )
             raise
         scrubbed, redactions = redactor.scrub_json(payload)
+        scrubbed, truncated = truncate_result(scrubbed, self.limits.max_result_bytes)
         try:
             result = types.CallToolResult.model_validate(scrubbed)
         except ValueError:
@@ -336,6 +395,7 @@ class Gateway:
                     "result_digest": digest(scrubbed),
                     "redactions": redactions,
                     "redacted": redactions > 0,
+                    "truncated": truncated,
                 },
             )
         )

@@ -2,9 +2,10 @@
 
 For each secret the redactor knows its raw text and its base64 (standard and URL-safe, at each of the
 three byte alignments it can take inside a longer base64 string), URL-encoded, hex (both cases) and
-JSON-escaped forms. One compiled alternation, longest first, replaces every occurrence with
-``[REDACTED:NAME]``. Secrets shorter than ``MIN_SECRET_LENGTH`` are refused by the vault's users
-upstream of here, because scrubbing a two-letter value would shred every result.
+JSON-escaped forms. One Aho-Corasick automaton (pyahocorasick, C) over all forms finds the leftmost
+longest occurrences in a single pass, whatever the number of secrets (a regex alternation of 1,500
+forms cost 1.5 ms per KiB), and each is replaced with ``[REDACTED:NAME]``. Values shorter than
+``MIN_SECRET_LENGTH`` are not scrubbed: scrubbing a two-letter value would shred every result.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus
+
+import ahocorasick
 
 from mcp_gateway.types import SecretValue
 
@@ -69,8 +71,7 @@ def encoded_forms(raw: bytes) -> set[str]:
 class Redactor:
     """Scrubs known secret values out of strings and JSON-like structures."""
 
-    _pattern: re.Pattern[str] | None
-    _names: Mapping[str, str]
+    _automaton: Any
 
     @classmethod
     def from_secrets(cls, secrets: Iterable[SecretValue]) -> Redactor:
@@ -83,27 +84,41 @@ class Redactor:
             for form in encoded_forms(raw):
                 names.setdefault(form, secret.name)
         if not names:
-            return cls(None, {})
-        ordered = sorted(names, key=len, reverse=True)
-        return cls(re.compile("|".join(re.escape(f) for f in ordered)), names)
+            return cls(None)
+        automaton = ahocorasick.Automaton()
+        for form, name in names.items():
+            automaton.add_word(form, (len(form), f"[REDACTED:{name}]"))
+        automaton.make_automaton()
+        return cls(automaton)
 
     @property
     def empty(self) -> bool:
-        return self._pattern is None
+        return self._automaton is None
 
     def scrub(self, text: str) -> tuple[str, int]:
         """Return ``text`` with every secret form replaced, and the number of replacements."""
-        if self._pattern is None:
+        if self._automaton is None or not text:
             return text, 0
-        names = self._names
-        return self._pattern.subn(lambda m: f"[REDACTED:{names[m.group(0)]}]", text)
+        pieces: list[str] = []
+        position = count = 0
+        # iter_long yields the leftmost-longest, non-overlapping matches, in order.
+        for end, (length, label) in self._automaton.iter_long(text):
+            start = end - length + 1
+            pieces.append(text[position:start])
+            pieces.append(label)
+            position = end + 1
+            count += 1
+        if not count:
+            return text, 0
+        pieces.append(text[position:])
+        return "".join(pieces), count
 
     def scrub_text(self, text: str) -> str:
         return self.scrub(text)[0]
 
     def scrub_json(self, value: Any) -> tuple[Any, int]:
         """Scrub every string (keys included) inside a JSON-like value; returns a new value and a count."""
-        if self._pattern is None:
+        if self._automaton is None:
             return value, 0
         if isinstance(value, str):
             return self.scrub(value)
@@ -127,4 +142,4 @@ class Redactor:
         return value, 0
 
 
-EMPTY = Redactor(None, {})
+EMPTY = Redactor(None)

@@ -39,6 +39,7 @@ from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import AuditUnavailable, AuthError, CallRefused, ToolNotGranted
 from mcp_gateway.gateway import Gateway
+from mcp_gateway.oauth import OAuthVerifier, VerifiedToken, is_agent_token, token_fingerprint
 from mcp_gateway.types import AuditEvent, Principal
 
 logger = logging.getLogger(__name__)
@@ -54,15 +55,28 @@ def _resource_metadata_url(settings: Settings) -> str:
 class AuthMiddleware:
     """Bearer authentication for ``/mcp``; every failure is audited and answered with 401.
 
-    On success it sets ``scope["user"]`` to the SDK's ``AuthenticatedUser`` so the session manager
-    binds each ``Mcp-Session-Id`` to the credential that opened it.
+    ``mgw_`` tokens go to the agent store; any other token goes to the OAuth verifier when one is
+    configured (else it is refused). An OAuth token without ``oauth.required_scopes`` is answered
+    with 403 ``insufficient_scope``. On success it sets ``scope["user"]`` to the SDK's
+    ``AuthenticatedUser`` so the session manager binds each ``Mcp-Session-Id`` to the credential that
+    opened it: an agent token by its id, an OAuth token by (agent, issuer, subject), so a refreshed
+    token keeps its session and another caller's does not.
     """
 
-    def __init__(self, app: ASGIApp, *, agents: AgentStore, audit: AuditLog, metadata_url: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        agents: AgentStore,
+        audit: AuditLog,
+        metadata_url: str,
+        oauth: OAuthVerifier | None = None,
+    ) -> None:
         self.app = app
         self.agents = agents
         self.audit = audit
         self.metadata_url = metadata_url
+        self.oauth = oauth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,44 +85,103 @@ class AuthMiddleware:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
         token = token.strip()
+        oauth = self.oauth if token and not is_agent_token(token) else None
+        verified: VerifiedToken | None = None
         try:
             if scheme.lower() != "bearer" or not token:
                 raise AuthError("missing bearer token")
-            principal = self.agents.verify(token)
+            if oauth is not None:
+                verified = await oauth.verify(token)
+                principal = verified.principal
+            else:
+                principal = self.agents.verify(token)
         except AuthError as exc:
-            await self._audit_failure(str(exc), token_id_of(token) or "", scope)
+            # An OAuth token is named by a one-way fingerprint: never the token, never its unverified claims.
+            token_id = token_fingerprint(token) if oauth is not None else token_id_of(token) or ""
+            await self._audit_failure(str(exc), token_id, scope, oauth=oauth is not None)
             await self._unauthorized(send, str(exc))
             return
-        scope["user"] = AuthenticatedUser(
-            AccessToken(
+        if verified is not None and oauth is not None:
+            if not oauth.required_scopes <= principal.scopes:
+                # Authenticated but short of the required scopes: forbidden, not unauthenticated.
+                await self._audit_failure(
+                    "insufficient scope",
+                    principal.token_id,
+                    scope,
+                    oauth=True,
+                    agent=principal.agent,
+                    status="forbidden",
+                )
+                await self._insufficient_scope(send, oauth)
+                return
+            access = AccessToken(
+                token=principal.token_id,
+                client_id=principal.agent,
+                scopes=sorted(principal.scopes),
+                expires_at=verified.expires_at,
+                resource=oauth.audience,
+                subject=verified.subject,
+                claims={"iss": verified.issuer},
+            )
+        else:
+            access = AccessToken(
                 token=principal.token_id, client_id=principal.agent, scopes=[], subject=principal.token_id
             )
-        )
+        scope["user"] = AuthenticatedUser(access)
         scope.setdefault("state", {})[_PRINCIPAL] = principal
         await self.app(scope, receive, send)
 
-    async def _audit_failure(self, reason: str, token_id: str, scope: Scope) -> None:
+    async def _audit_failure(
+        self,
+        reason: str,
+        token_id: str,
+        scope: Scope,
+        *,
+        oauth: bool = False,
+        agent: str = "",
+        status: str = "unauthenticated",
+    ) -> None:
         client = scope.get("client")
+        detail = {"reason": reason, "token_id": token_id, "client": client[0] if client else ""}
+        if oauth:
+            detail["source"] = "oauth"
         event = AuditEvent(
             kind="auth_failure",
+            agent=agent,
             decision="deny",
-            status="unauthenticated",
-            detail={"reason": reason, "token_id": token_id, "client": client[0] if client else ""},
+            status=status,
+            detail=detail,
         )
         try:
             await self.audit.append(event)
         except AuditUnavailable:
             logger.error("audit unavailable while recording an authentication failure")
 
+    def _scope_param(self, oauth: OAuthVerifier | None) -> str:
+        # Scope tokens are validated at config load (no quotes or spaces), so they are safe here.
+        required = " ".join(sorted(oauth.required_scopes)) if oauth is not None else ""
+        return f'scope="{required}", ' if required else ""
+
+    async def _insufficient_scope(self, send: Send, oauth: OAuthVerifier) -> None:
+        body = json.dumps({"error": "insufficient_scope", "error_description": "insufficient scope"}).encode()
+        challenge = (
+            f'Bearer error="insufficient_scope", {self._scope_param(oauth)}'
+            f'resource_metadata="{self.metadata_url}"'
+        )
+        await self._send_challenge(send, 403, body, challenge)
+
     async def _unauthorized(self, send: Send, description: str) -> None:
         body = json.dumps({"error": "invalid_token", "error_description": description}).encode()
         challenge = f'Bearer error="invalid_token", error_description="{description}", ' + (
-            f'resource_metadata="{self.metadata_url}"'
+            f'{self._scope_param(self.oauth)}resource_metadata="{self.metadata_url}"'
         )
+        await self._send_challenge(send, 401, body, challenge)
+
+    async def _send_challenge(self, send: Send, status: int, body: bytes, challenge: str) -> None:
         await send(
             {
                 "type": "http.response.start",
-                "status": 401,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
@@ -179,13 +252,14 @@ class AppState:
     ready: bool = False
 
 
-async def _watch_policy(state: AppState) -> None:
+async def _watch_policy(state: AppState, stop: anyio.Event) -> None:
     """Reload policy on file change; a broken file keeps the last good policy (logged and audited)."""
     from watchfiles import awatch
 
     holder = state.gateway.policy
     target = holder.path if holder.path.is_dir() else holder.path.parent
-    async for _changes in awatch(target, debounce=200, step=50):
+    # The watcher runs in a thread that only notices cancellation through `stop` (else ~4 s to exit).
+    async for _changes in awatch(target, debounce=200, step=50, stop_event=stop):
         await reload_policy(state.gateway)
 
 
@@ -207,15 +281,21 @@ async def reload_policy(gateway: Gateway) -> bool:
     return error is None
 
 
-def create_app(settings: Settings, gateway: Gateway, agents: AgentStore) -> Starlette:
+def create_app(
+    settings: Settings, gateway: Gateway, agents: AgentStore, *, oauth: OAuthVerifier | None = None
+) -> Starlette:
     """Build the ASGI app.
 
     Args:
         settings: validated settings.
         gateway: the governed call path (owns policy, vault view, audit log, upstreams).
         agents: the agent-token store used to authenticate callers.
+        oauth: the JWT verifier; default: built from ``settings.oauth`` when that is set, else none
+            (then only agent tokens are accepted).
     """
     state = AppState(gateway)
+    if oauth is None and settings.oauth is not None:
+        oauth = OAuthVerifier.from_settings(settings)
     manager = StreamableHTTPSessionManager(
         app=build_mcp_server(gateway),
         security_settings=transport_security(settings),
@@ -226,6 +306,7 @@ def create_app(settings: Settings, gateway: Gateway, agents: AgentStore) -> Star
         agents=agents,
         audit=gateway.audit,
         metadata_url=_resource_metadata_url(settings),
+        oauth=oauth,
     )
 
     async def healthz(_: Request) -> Response:
@@ -242,27 +323,33 @@ def create_app(settings: Settings, gateway: Gateway, agents: AgentStore) -> Star
             "policy": "ok"
             if gateway.policy.last_error is None
             else "last reload failed; previous policy in force",
+            # Checkpoints need the signing key from the vault; without it the chain alone protects.
+            "audit_checkpoints": "signed" if gateway.audit.checkpointer is not None else "off: no key",
             "upstreams": upstreams,
         }
         return JSONResponse(body, status_code=200 if state.ready else 503)
 
     async def resource_metadata(_: Request) -> Response:
-        return JSONResponse(
-            {
-                "resource": f"{settings.resource_url}/mcp",
-                "bearer_methods_supported": ["header"],
-                "resource_name": "MCP Gateway",
-                "authorization_servers": [],
-            }
-        )
+        body: dict[str, Any] = {
+            "resource": f"{settings.resource_url}/mcp",
+            "bearer_methods_supported": ["header"],
+            "resource_name": "MCP Gateway",
+            "authorization_servers": [],
+        }
+        if oauth is not None:
+            body["authorization_servers"] = [oauth.issuer]
+            # What a client may ask for: the required scopes plus every scope the running policy uses.
+            body["scopes_supported"] = sorted(oauth.required_scopes | gateway.policy.policy.scopes)
+        return JSONResponse(body)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with manager.run(), anyio.create_task_group() as tg:
             for upstream in gateway.upstreams.values():
                 tg.start_soon(upstream.run)
+            stop_watching = anyio.Event()
             if settings.server.watch_policy:
-                tg.start_soon(_watch_policy, state)
+                tg.start_soon(_watch_policy, state, stop_watching)
             with contextlib.suppress(ValueError, RuntimeError):
                 # Only possible in the main thread; embedded servers (tests) rely on the file watch.
                 import asyncio
@@ -280,7 +367,9 @@ def create_app(settings: Settings, gateway: Gateway, agents: AgentStore) -> Star
                 state.ready = False
                 for upstream in gateway.upstreams.values():
                     upstream.stop()
+                stop_watching.set()
                 tg.cancel_scope.cancel()
+                # Drains the queue, then signs a checkpoint of the newest record (if the key is there).
                 await gateway.audit.aclose()
 
     routes = [

@@ -114,6 +114,25 @@ class AuditRecord:
     hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class AuditCheckpoint:
+    """A signed statement that the chain had record ``seq`` with hash ``hash`` (see ``audit/checkpoint.py``).
+
+    Attributes:
+        seq: the seq of the record the checkpoint covers (every record up to it).
+        hash: that record's hash.
+        ts: when the checkpoint was signed (epoch seconds).
+        key_id: which audit-signing key signed it (hex, derived from the public key).
+        signature: the Ed25519 signature over the canonical payload, hex.
+    """
+
+    seq: int
+    hash: str
+    ts: float
+    key_id: str
+    signature: str
+
+
 class Clock(Protocol):
     def __call__(self) -> float: ...
 
@@ -148,12 +167,24 @@ class AuditSink(Protocol):
         call_id: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        arg_hmac: str | None = None,
     ) -> list[AuditRecord]:
-        """The newest ``limit`` records matching every given filter, in sequence order."""
+        """The newest ``limit`` records matching every given filter, in sequence order.
+
+        ``arg_hmac`` matches records with an argument stored as ``{"hmac": arg_hmac}``.
+        """
         ...
 
     def head(self) -> tuple[int, str] | None:
         """``(seq, hash)`` of the newest record, or None when empty."""
+        ...
+
+    def write_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Durably store a signed checkpoint. Raises ``AuditWriteError``."""
+        ...
+
+    def checkpoints(self) -> list[AuditCheckpoint]:
+        """Every stored checkpoint, oldest first."""
         ...
 
     def close(self) -> None: ...

@@ -5,19 +5,26 @@ The CLI reads the environment (the master key) and hands it here; nothing below 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from mcp_gateway.agents import SQLiteAgentStore
+from mcp_gateway.audit.checkpointer import Checkpointer
+from mcp_gateway.audit.keys import PUBLIC_KEY_FILE, AuditKeys, ensure_audit_keys, export_public_key
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.config import PostgresStore, Settings
 from mcp_gateway.connectors.mcp_upstream import UpstreamConnection, required_secrets
-from mcp_gateway.errors import ConfigError
+from mcp_gateway.errors import ConfigError, GatewayError
 from mcp_gateway.gateway import Gateway, PolicyHolder, SecretsView
+from mcp_gateway.pin_guard import PinGuard
+from mcp_gateway.pin_store import SQLitePinStore
 from mcp_gateway.types import AuditSink, SecretStore
 from mcp_gateway.vault.crypto import Keyring
 from mcp_gateway.vault.store import SQLiteSecretStore, Vault, load_keyring
+
+logger = logging.getLogger(__name__)
 
 
 def open_audit_sink(settings: Settings) -> AuditSink:
@@ -69,6 +76,43 @@ def open_agents(settings: Settings) -> SQLiteAgentStore:
     return SQLiteAgentStore(settings.data_path(store.path))
 
 
+def public_key_path(settings: Settings) -> Path:
+    """Where the audit-signing public keys are exported (``audit-signing.pub`` in the data dir)."""
+    return settings.data_dir / PUBLIC_KEY_FILE
+
+
+def checkpoint_mirror_path(settings: Settings) -> Path | None:
+    """The append-only checkpoint mirror file, or None when ``audit.checkpoint_file`` is null."""
+    mirror = settings.audit.checkpoint_file
+    return settings.data_path(mirror) if mirror is not None else None
+
+
+def open_audit_keys(settings: Settings, vault: Vault) -> AuditKeys | None:
+    """The audit signing and HMAC keys (created on first start), with the public key exported.
+
+    None, with a warning logged, when the vault is sealed or the keys cannot be had: the gateway
+    still runs and audits, but signs no checkpoints and withholds sensitive values without a MAC.
+    """
+    if vault.sealed:
+        logger.warning(
+            "vault is sealed: audit checkpoints are skipped and sensitive arguments are recorded"
+            " without an hmac"
+        )
+        return None
+    try:
+        keys = ensure_audit_keys(vault)
+        export_public_key(public_key_path(settings), keys.public_key)
+    except GatewayError as exc:
+        logger.error("audit keys unavailable, audit checkpoints are skipped: %s", exc)
+        return None
+    return keys
+
+
+def open_pin_store(settings: Settings) -> SQLitePinStore:
+    """The tool-pin store (shared by the running gateway and ``mcp-gateway upstreams``)."""
+    return SQLitePinStore(settings.data_path(settings.pinning.path))
+
+
 @dataclass
 class Runtime:
     """Everything a running gateway holds; ``close`` releases the stores."""
@@ -77,10 +121,13 @@ class Runtime:
     gateway: Gateway
     agents: SQLiteAgentStore
     sink: AuditSink
+    pins: SQLitePinStore | None = None
 
     def close(self) -> None:
         self.sink.close()
         self.agents.close()
+        if self.pins is not None:
+            self.pins.close()
 
 
 def build_runtime(
@@ -102,8 +149,27 @@ def build_runtime(
     vault = open_vault(settings, master_key_env=master_key_env)
     secrets = SecretsView(vault, reload_keys=lambda: read_keyring(settings, master_key_env=master_key_env))
     sink = sink if sink is not None else open_audit_sink(settings)
+    keys = open_audit_keys(settings, vault)
+    checkpointer = None
+    if keys is not None:
+        checkpointer = Checkpointer(
+            sink,
+            keys.signing_key,
+            every=settings.audit.checkpoint_every,
+            mirror=checkpoint_mirror_path(settings),
+        )
+    audit = AuditLog(sink, checkpointer=checkpointer)
+    pin_store = open_pin_store(settings)
+    pins = PinGuard(pin_store, audit, secrets.redactor, new_tools=settings.pinning.new_tools)
     upstreams = {
-        name: UpstreamConnection(name, config, secrets.resolve, secrets.redactor)
+        name: UpstreamConnection(
+            name,
+            config,
+            secrets.resolve,
+            secrets.redactor,
+            review=pins.review,
+            relist_seconds=settings.pinning.relist_seconds,
+        )
         for name, config in settings.upstreams.items()
     }
     needs = {name: required_secrets(up.config) for name, up in upstreams.items()}
@@ -114,5 +180,8 @@ def build_runtime(
                 upstream.request_reconnect()
 
     secrets.on_change = reconnect_users
-    gateway = Gateway(policy=policy, secrets=secrets, audit=AuditLog(sink), upstreams=upstreams)
-    return Runtime(settings, gateway, open_agents(settings), sink)
+    gateway = Gateway(
+        policy=policy, secrets=secrets, audit=audit, upstreams=upstreams, limits=settings.limits, pins=pins
+    )
+    gateway.audit_hmac_key = keys.hmac_key if keys is not None else None
+    return Runtime(settings, gateway, open_agents(settings), sink, pin_store)

@@ -12,6 +12,12 @@ events queued (they are still written, in order) and passes on leadership if it 
 
 Create it anywhere, use it from one event loop (any anyio backend), and ``await aclose()`` at
 shutdown (or ``async with AuditLog(sink) as log``). Closing the log does not close the sink.
+
+With a ``Checkpointer``, the leader signs a checkpoint of the newest record after a batch that
+crosses a multiple of ``every`` (the batch's callers are already released), and ``aclose`` signs
+one of the newest record this log wrote. The checkpoint covers a record this process just wrote,
+taken from memory, never a head re-read from a store someone may have edited. A failed checkpoint
+is logged and does not fail any call: the records themselves are durable.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.record import normalize_event
 from mcp_gateway.errors import AuditError, AuditUnavailable
 from mcp_gateway.types import AuditEvent, AuditRecord, AuditSink
@@ -66,12 +73,18 @@ class AuditLog:
     Args:
         sink: where records are made durable; its ``append`` runs in a worker thread.
         max_batch: the most events one transaction takes (one caller's events are never split).
+        checkpointer: signs and stores checkpoints; None for none (the vault was sealed).
     """
 
-    def __init__(self, sink: AuditSink, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, sink: AuditSink, *, max_batch: int = 256, checkpointer: Checkpointer | None = None
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.sink = sink
+        self.checkpointer = checkpointer
+        self._newest: AuditRecord | None = None  # the newest record this log wrote
+        self._checkpointed = 0  # the seq of the last checkpoint this log wrote
         self._max_batch = max_batch
         self._queue: deque[_Waiter] = deque()
         self._leading = False  # a leader is writing, or has been promoted and will
@@ -169,13 +182,30 @@ class AuditLog:
         for waiter in batch:
             waiter.finish(records[start : start + len(waiter.events)])
             start += len(waiter.events)
+        self._newest = records[-1]
+        checkpointer = self.checkpointer
+        if checkpointer is not None and checkpointer.due(records[0].seq, records[-1].seq):
+            await self._checkpoint(checkpointer, records[-1])
+
+    async def _checkpoint(self, checkpointer: Checkpointer, record: AuditRecord) -> None:
+        try:
+            await anyio.to_thread.run_sync(checkpointer.write, record.seq, record.hash)
+        except Exception as exc:
+            logger.error("audit checkpoint at seq %d failed: %s", record.seq, _describe(exc))
+            return
+        self._checkpointed = max(self._checkpointed, record.seq)
 
     async def aclose(self) -> None:
-        """Refuse new appends and wait until every queued one is written. Idempotent."""
+        """Refuse new appends, wait until every queued one is written, then sign a checkpoint of the
+        newest record this log wrote (with a checkpointer). Idempotent."""
         self._closed = True
         while self._leading:
             self._idle = anyio.Event()
             await self._idle.wait()
+        newest, checkpointer = self._newest, self.checkpointer
+        if checkpointer is not None and newest is not None and newest.seq > self._checkpointed:
+            with anyio.CancelScope(shield=True):  # a shutdown being cancelled must still sign the end
+                await self._checkpoint(checkpointer, newest)
 
     async def __aenter__(self) -> AuditLog:
         return self

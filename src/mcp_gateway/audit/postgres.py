@@ -17,9 +17,16 @@ import psycopg
 from psycopg import sql
 
 from mcp_gateway.audit.record import chain
-from mcp_gateway.audit.sqlite import COLUMN_NAMES, from_row, to_row
+from mcp_gateway.audit.sqlite import (
+    CHECKPOINT_COLUMNS,
+    COLUMN_NAMES,
+    checkpoint_from_row,
+    from_row,
+    hmac_marker_text,
+    to_row,
+)
 from mcp_gateway.errors import AuditError, AuditWriteError
-from mcp_gateway.types import AuditEvent, AuditRecord, Clock, system_clock
+from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
 
 CHAIN_LOCK_CLASS = 0x6D637067
 """First key of the advisory lock (``pg_advisory_xact_lock(CHAIN_LOCK_CLASS, hashtext(schema))``)."""
@@ -41,6 +48,15 @@ _TABLE = """CREATE TABLE IF NOT EXISTS {table} (
 )"""
 # args/detail are kept as the exact JSON text that was hashed: jsonb would reorder keys and
 # normalise numbers, and a record must read back byte-for-byte to verify.
+_CHECKPOINT_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq bigint NOT NULL,
+    hash text NOT NULL,
+    ts double precision NOT NULL,
+    key_id text NOT NULL,
+    signature text NOT NULL
+)"""
+_CHECKPOINT_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in CHECKPOINT_COLUMNS.split(", "))
 
 
 def _why(exc: psycopg.Error) -> str:
@@ -78,6 +94,7 @@ class PostgresAuditSink:
         self._lock_timeout = f"{max(1, int(lock_timeout * 1000))}ms"
         self._connect_timeout = connect_timeout
         self._table = sql.Identifier(schema, "audit")
+        self._checkpoints = sql.Identifier(schema, "checkpoints")
         # One connection shared by the gateway's worker threads; the lock serialises its use.
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
@@ -89,6 +106,7 @@ class PostgresAuditSink:
                     self._lock_chain(conn)
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
                     conn.execute(sql.SQL(_TABLE).format(table=self._table))
+                    conn.execute(sql.SQL(_CHECKPOINT_TABLE).format(table=self._checkpoints))
                     for column in ("agent", "tool", "ts", "call_id"):
                         conn.execute(
                             sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})").format(
@@ -171,10 +189,12 @@ class PostgresAuditSink:
         call_id: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        arg_hmac: str | None = None,
     ) -> list[AuditRecord]:
         """The newest ``limit`` records matching every given filter, returned in seq order.
 
-        ``since`` is a time in epoch seconds (records with ``ts >= since``).
+        ``since`` is a time in epoch seconds (records with ``ts >= since``); ``arg_hmac`` matches
+        records holding an argument stored as ``{"hmac": arg_hmac}``.
         """
         filters = {"agent": agent, "tool": tool, "decision": decision, "kind": kind, "call_id": call_id}
         where: list[sql.Composable] = [
@@ -184,6 +204,10 @@ class PostgresAuditSink:
         if since is not None:
             where.append(sql.SQL("ts >= %s"))
             params.append(since)
+        if arg_hmac is not None:
+            # args is the exact JSON text written by to_row, so the marker's compact form is a substring.
+            where.append(sql.SQL("strpos(args, %s) > 0"))
+            params.append(hmac_marker_text(arg_hmac))
         query = sql.SQL(
             "SELECT {columns} FROM (SELECT {columns} FROM {table} WHERE {where} ORDER BY seq DESC LIMIT %s)"
             " AS newest ORDER BY seq"
@@ -200,6 +224,36 @@ class PostgresAuditSink:
             sql.SQL("SELECT seq, hash FROM {} ORDER BY seq DESC LIMIT 1").format(self._table), ()
         )
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def write_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Store a signed checkpoint durably.
+
+        Raises:
+            AuditWriteError: it was not stored.
+        """
+        insert = sql.SQL("INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s)").format(
+            table=self._checkpoints, columns=_CHECKPOINT_COLUMNS
+        )
+        row = (checkpoint.seq, checkpoint.hash, checkpoint.ts, checkpoint.key_id, checkpoint.signature)
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    conn.execute("SELECT set_config('synchronous_commit', 'on', true)")
+                    conn.execute(insert, row)
+            except psycopg.Error as exc:
+                if self._conn is not None and self._conn.broken:
+                    self._discard()
+                raise AuditWriteError(
+                    f"audit store (postgres schema `{self.schema}`) refused a checkpoint: {_why(exc)}"
+                ) from exc
+
+    def checkpoints(self) -> list[AuditCheckpoint]:
+        """Every stored checkpoint, in the order written."""
+        query = sql.SQL("SELECT {columns} FROM {table} ORDER BY id").format(
+            columns=_CHECKPOINT_COLUMNS, table=self._checkpoints
+        )
+        return [checkpoint_from_row(row) for row in self._read(query, ())]
 
     def _read(self, query: sql.Composed, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -25,7 +25,10 @@ from mcp_gateway.types import AuditEvent, AuditRecord
 GENESIS = "0" * 64
 """The ``prev_hash`` of the first record."""
 
-ProblemKind = Literal["modified", "deleted", "inserted", "reordered", "truncated"]
+ProblemKind = Literal[
+    "modified", "deleted", "inserted", "reordered", "truncated", "forged_checkpoint", "missing_checkpoint"
+]
+"""The last two come from checking signed checkpoints (``checkpoint.verify_with_checkpoints``)."""
 _TEXT_FIELDS = ("kind", "call_id", "agent", "tool", "decision", "status")
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from mcp_gateway.audit.record import chain
 from mcp_gateway.errors import AuditError, AuditWriteError
-from mcp_gateway.types import AuditEvent, AuditRecord, Clock, system_clock
+from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
 
 T = TypeVar("T")
 # The columns are the record's fields, in order.
@@ -47,7 +47,16 @@ CREATE INDEX IF NOT EXISTS audit_agent ON audit (agent);
 CREATE INDEX IF NOT EXISTS audit_tool ON audit (tool);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 CREATE INDEX IF NOT EXISTS audit_call_id ON audit (call_id);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    ts REAL NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
 """
+CHECKPOINT_COLUMNS = "seq, hash, ts, key_id, signature"
 
 
 def to_row(record: AuditRecord) -> tuple[Any, ...]:
@@ -194,15 +203,21 @@ class SQLiteAuditSink:
         call_id: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        arg_hmac: str | None = None,
     ) -> list[AuditRecord]:
         """The newest ``limit`` records matching every given filter, returned in seq order.
 
-        ``since`` is a time in epoch seconds (records with ``ts >= since``).
+        ``since`` is a time in epoch seconds (records with ``ts >= since``); ``arg_hmac`` matches
+        records holding an argument stored as ``{"hmac": arg_hmac}``.
         """
         where, params = where_clause(agent=agent, tool=tool, decision=decision, kind=kind, call_id=call_id)
         if since is not None:
             where.append("ts >= ?")
             params.append(since)
+        if arg_hmac is not None:
+            # args is the exact JSON text written by to_row, so the marker's compact form is a substring.
+            where.append("instr(args, ?) > 0")
+            params.append(hmac_marker_text(arg_hmac))
         condition = " AND ".join(where) or "1"
         sql = (
             f"SELECT * FROM (SELECT {COLUMNS} FROM audit WHERE {condition} ORDER BY seq DESC LIMIT ?)"  # noqa: S608 - built from constants
@@ -218,6 +233,38 @@ class SQLiteAuditSink:
             except sqlite3.Error as exc:
                 raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
         return (int(row[0]), str(row[1])) if row else None
+
+    def write_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Store a signed checkpoint durably.
+
+        Raises:
+            AuditWriteError: it was not stored.
+        """
+        with self._lock:
+            try:
+                if self._file_identity() != self._identity:
+                    raise AuditWriteError(f"audit store `{self.path}` was moved, replaced or deleted")
+                _when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
+                self._conn.execute(
+                    f"INSERT INTO checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
+                    (checkpoint.seq, checkpoint.hash, checkpoint.ts, checkpoint.key_id, checkpoint.signature),
+                )
+                self._conn.execute("COMMIT")
+            except (sqlite3.Error, OSError, AuditWriteError) as exc:
+                self._rollback()
+                if isinstance(exc, AuditWriteError):
+                    raise
+                raise AuditWriteError(f"audit store `{self.path}` refused a checkpoint: {_why(exc)}") from exc
+
+    def checkpoints(self) -> list[AuditCheckpoint]:
+        """Every stored checkpoint, in the order written."""
+        sql = f"SELECT {CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY id"  # noqa: S608 - constant columns
+        with self._lock:
+            try:
+                rows = _when_free(lambda: self._conn.execute(sql).fetchall(), self._busy_timeout)
+            except sqlite3.Error as exc:
+                raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
+        return [checkpoint_from_row(row) for row in rows]
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[AuditRecord]:
         with self._lock:
@@ -254,6 +301,17 @@ def _when_free(action: Callable[[], T], timeout: float) -> T:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                 raise
         time.sleep(random.uniform(0, 0.0005))  # noqa: S311 - jitter, not security
+
+
+def checkpoint_from_row(row: Sequence[Any]) -> AuditCheckpoint:
+    """A row of ``CHECKPOINT_COLUMNS`` back into a checkpoint; shared with PostgreSQL."""
+    seq, hash_, ts, key_id, signature = row
+    return AuditCheckpoint(seq=int(seq), hash=hash_, ts=float(ts), key_id=key_id, signature=signature)
+
+
+def hmac_marker_text(mac: str) -> str:
+    """How ``{"hmac": mac}`` appears inside a stored ``args`` column (the compact JSON of ``to_row``)."""
+    return json.dumps({"hmac": mac}, separators=(",", ":"))
 
 
 def where_clause(**filters: str | None) -> tuple[list[str], list[Any]]:

@@ -7,6 +7,12 @@ vault at connect time and passed only to the upstream: as environment variables 
 process, or as HTTP headers of the gateway's own client. The agent's token is never among them.
 
 An upstream's stderr may echo its secrets, so it is read through the redactor before it is logged.
+
+Every listing of the upstream's tools passes through a ``ToolReview`` (the ``PinGuard``) before it is
+published, so a tool whose definition changed is blocked before an agent can see or call it. The
+connection re-lists when the upstream says its tools changed (``notifications/tools/list_changed``
+on a 2025-11-25 connection, a ``subscriptions/listen`` stream on a 2026-07-28 one), every
+``relist_seconds``, and when asked (``request_relist``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
@@ -22,12 +28,16 @@ import anyio
 import httpx2
 import mcp_types as types
 from mcp import Client, StdioServerParameters
+from mcp.client.session import IncomingMessage
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import SubscriptionLost
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway.config import SECRET_REF, StdioUpstream, Upstream, secret_refs
 from mcp_gateway.errors import GatewayError, UpstreamError, VaultSealed
+from mcp_gateway.netguard import check_upstream_url
 from mcp_gateway.redact import Redactor
 from mcp_gateway.types import SecretValue, ToolSpec
 
@@ -35,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 SecretResolver = Callable[[str], SecretValue]
 RedactorSource = Callable[[], Redactor]
+ToolReview = Callable[[str, Mapping[str, ToolSpec]], Awaitable[None]]
+"""Checks a fresh listing (upstream, tools by public name) before it is published: ``PinGuard.review``."""
 
 _MAX_BACKOFF = 30.0
 
@@ -65,19 +77,36 @@ def _stderr_pipe(name: str, redactor: RedactorSource) -> tuple[TextIO, threading
     return writer, thread
 
 
+def _describe(exc: BaseException) -> str:
+    """The innermost error of a task-group failure: the one that says what went wrong."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 class UpstreamConnection:
     """A supervised client connection to one upstream MCP server."""
 
     def __init__(
-        self, name: str, config: Upstream, resolve: SecretResolver, redactor: RedactorSource
+        self,
+        name: str,
+        config: Upstream,
+        resolve: SecretResolver,
+        redactor: RedactorSource,
+        *,
+        review: ToolReview | None = None,
+        relist_seconds: float | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self._resolve = resolve
         self._redactor = redactor
+        self._review = review
+        self._relist_seconds = relist_seconds
         self._client: Client | None = None
         self._tools: dict[str, ToolSpec] = {}
         self._reconnect = anyio.Event()
+        self._relist = anyio.Event()
         self._ready = anyio.Event()
         self._stopping = False
         self.last_error: str | None = None
@@ -98,6 +127,10 @@ class UpstreamConnection:
     def request_reconnect(self) -> None:
         self._reconnect.set()
 
+    def request_relist(self) -> None:
+        """List the upstream's tools again (and review them) soon, without reconnecting."""
+        self._relist.set()
+
     def stop(self) -> None:
         self._stopping = True
         self._reconnect.set()
@@ -110,19 +143,23 @@ class UpstreamConnection:
             try:
                 async with AsyncExitStack() as stack:
                     client = await self._open(stack)
-                    self._tools = await self._list_tools(client)
+                    self._relist = anyio.Event()
+                    await self._publish_tools(client)
                     self._client = client
                     self.last_error = None
                     self.needs_vault = False
                     backoff = 0.5
                     self._ready.set()
                     logger.info("upstream %s connected: %d tools", self.name, len(self._tools))
-                    await self._reconnect.wait()
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._watch_tools, client)
+                        await self._reconnect.wait()
+                        tg.cancel_scope.cancel()
             except VaultSealed:
                 self.needs_vault = True
                 self.last_error = "vault is sealed"
             except Exception as exc:
-                self.last_error = self._redactor().scrub_text(f"{type(exc).__name__}: {exc}")
+                self.last_error = self._redactor().scrub_text(_describe(exc))
                 logger.warning("upstream %s unavailable: %s", self.name, self.last_error)
             finally:
                 self._client = None
@@ -147,8 +184,10 @@ class UpstreamConnection:
                 mode="auto",
                 cache=None,
                 read_timeout_seconds=config.timeout_seconds,
+                message_handler=self._on_message,
             )
         else:
+            await check_upstream_url(config.url, allow_private_network=config.allow_private_network)
             headers = {key: _substitute(value, self._resolve) for key, value in config.headers.items()}
             http = httpx2.AsyncClient(
                 headers=headers,
@@ -157,8 +196,65 @@ class UpstreamConnection:
             )
             await stack.enter_async_context(http)
             transport = streamable_http_client(config.url, http_client=http)
-            client = Client(transport, mode="auto", cache=None, read_timeout_seconds=config.timeout_seconds)
+            client = Client(
+                transport,
+                mode="auto",
+                cache=None,
+                read_timeout_seconds=config.timeout_seconds,
+                message_handler=self._on_message,
+            )
         return await stack.enter_async_context(client)
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        # 2025-11-25 connections deliver change notifications here (2026-07-28 ones via `_listen`).
+        if isinstance(message, types.ToolListChangedNotification):
+            self._relist.set()
+
+    async def _publish_tools(self, client: Client) -> None:
+        tools = await self._list_tools(client)
+        if self._review is not None:
+            # Before publishing: a changed tool is blocked before any agent can see or call it.
+            await self._review(self.name, tools)
+        self._tools = tools
+
+    async def _watch_tools(self, client: Client) -> None:
+        """Re-list on change notifications, on request and periodically, until cancelled.
+
+        Raises:
+            Exception: a re-list failed; the caller's task group ends and the connection reconnects.
+        """
+        async with anyio.create_task_group() as tg:
+            capability = client.server_capabilities.tools
+            if client.protocol_version in MODERN_PROTOCOL_VERSIONS and capability and capability.list_changed:
+                tg.start_soon(self._listen, client)
+            while True:
+                with anyio.move_on_after(self._relist_seconds):
+                    await self._relist.wait()
+                self._relist = anyio.Event()
+                await self._publish_tools(client)
+
+    async def _listen(self, client: Client) -> None:
+        """Follow the upstream's ``subscriptions/listen`` stream of tool changes (2026-07-28)."""
+        backoff = 0.5
+        while True:
+            try:
+                async with client.listen(tools_list_changed=True) as subscription:
+                    backoff = 0.5
+                    # No replay: a change made before the stream was acknowledged would be missed.
+                    self._relist.set()
+                    async for _event in subscription:
+                        self._relist.set()
+            except MCPError as exc:
+                if exc.code == types.METHOD_NOT_FOUND:
+                    logger.info("upstream %s: no change subscription; periodic re-list only", self.name)
+                    return
+                logger.info("upstream %s: change subscription failed: %s", self.name, exc.message)
+            except (SubscriptionLost, TimeoutError) as exc:
+                # Expected now and then: an HTTP upstream's stream ends at the client's read timeout.
+                logger.debug("upstream %s: change subscription ended: %s", self.name, exc)
+            # A server that ends every stream at once must not make this a busy loop.
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _list_tools(self, client: Client) -> dict[str, ToolSpec]:
         tools: dict[str, ToolSpec] = {}
@@ -195,4 +291,4 @@ class UpstreamConnection:
         except Exception as exc:
             # A broken connection: reconnect in the background and report this call as failed.
             self.request_reconnect()
-            raise UpstreamError(f"upstream `{self.name}` failed: {type(exc).__name__}: {exc}") from None
+            raise UpstreamError(f"upstream `{self.name}` failed: {_describe(exc)}") from None

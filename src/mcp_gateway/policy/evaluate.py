@@ -4,6 +4,10 @@ Order (Cedar's): deny by default; among the grants whose tool matches (exact nam
 each in declaration order) any firing deny rule denies (forbid beats permit); otherwise the first grant
 whose constraints all hold allows; otherwise deny with every violated constraint as a reason.
 Any exception while deciding is a deny: a rule that fails to evaluate must not fail open.
+
+Scopes: ``scopes=None`` is a gateway agent token, which grant ``scopes`` do not filter. An OAuth
+caller passes its token's scopes, and only grants whose ``scopes`` it carries in full can allow (or
+make a tool visible). Deny rules of every grant matching the tool still fire: a scope never lifts a deny.
 """
 
 from __future__ import annotations
@@ -65,13 +69,32 @@ def _no_grant(tool: Any) -> Decision:
     return Decision("deny", (), (f"no grant for tool {preview(tool)}",))
 
 
-def _decide(policy: Policy, agent: str, tool: str, args: Mapping[str, Any]) -> Decision:
-    grants = policy.matching_grants(agent, tool)
-    if not grants:
+def grant_applies(grant: CompiledGrant, scopes: frozenset[str] | None) -> bool:
+    """Whether ``grant`` can allow for a caller with ``scopes`` (None: an agent token, never filtered)."""
+    return scopes is None or grant.scopes <= scopes
+
+
+def _decide(
+    policy: Policy, agent: str, tool: str, args: Mapping[str, Any], scopes: frozenset[str] | None
+) -> Decision:
+    matching = policy.matching_grants(agent, tool)
+    if not matching:
         return _no_grant(tool)
-    fired = [rule for grant in grants for rule in grant.deny_rules if deny_rule_fires(rule, args)]
+    fired = [rule for grant in matching for rule in grant.deny_rules if deny_rule_fires(rule, args)]
     if fired:
         return Decision("deny", tuple(r.id for r in fired), tuple(_deny_reason(r) for r in fired))
+    grants = [grant for grant in matching if grant_applies(grant, scopes)]
+    if not grants:
+        # Rule ids and missing scopes are for the audit log; the caller is told only "not available".
+        return Decision(
+            "deny",
+            tuple(g.id for g in matching),
+            tuple(
+                f"grant `{g.id}` needs scope(s) "
+                + ", ".join(f"`{s}`" for s in sorted(g.scopes - (scopes or frozenset())))
+                for g in matching
+            ),
+        )
     reasons: list[str] = []
     for grant in grants:
         failures = grant_failures(grant, args)
@@ -83,7 +106,14 @@ def _decide(policy: Policy, agent: str, tool: str, args: Mapping[str, Any]) -> D
     return Decision("deny", tuple(g.id for g in grants), tuple(reasons))
 
 
-def evaluate(policy: Policy, agent: str, tool: str, args: Mapping[str, Any]) -> Decision:
+def evaluate(
+    policy: Policy,
+    agent: str,
+    tool: str,
+    args: Mapping[str, Any],
+    *,
+    scopes: frozenset[str] | None = None,
+) -> Decision:
     """Decide one call. Pure; never raises.
 
     Args:
@@ -91,6 +121,7 @@ def evaluate(policy: Policy, agent: str, tool: str, args: Mapping[str, Any]) -> 
         agent: the authenticated agent's name.
         tool: the tool name the agent called.
         args: the call's arguments (decoded JSON).
+        scopes: an OAuth caller's token scopes; None for a gateway agent token (no scope filtering).
 
     Returns:
         ``allow`` with the allowing grant's id, or ``deny`` with the deciding rule ids (empty when no
@@ -98,20 +129,26 @@ def evaluate(policy: Policy, agent: str, tool: str, args: Mapping[str, Any]) -> 
         deciding is a ``deny`` with reason ``policy evaluation failed``.
     """
     try:
-        return _decide(policy, agent, tool, args)
+        return _decide(policy, agent, tool, args, scopes)
     except Exception as exc:
         # The exception text may quote argument values (secrets); log its type only.
         _log.error("policy evaluation failed for agent %r: %s", agent, type(exc).__name__)
         return Decision("deny", (), (EVALUATION_FAILED,))
 
 
-def is_granted(policy: Policy, agent: str, tool: str) -> bool:
+def is_granted(policy: Policy, agent: str, tool: str, *, scopes: frozenset[str] | None = None) -> bool:
     """Whether some grant of ``agent`` matches ``tool`` by name (exact or glob), whatever its constraints.
 
     This decides visibility (``tools/list``), not whether a particular call is allowed.
+
+    Args:
+        policy: the compiled policy.
+        agent: the agent name.
+        tool: the tool name.
+        scopes: an OAuth caller's token scopes (grants needing others do not count); None: no filtering.
     """
     try:
-        return bool(policy.matching_grants(agent, tool))
+        return any(grant_applies(grant, scopes) for grant in policy.matching_grants(agent, tool))
     except Exception:  # a tool name that cannot be matched is not granted
         return False
 
@@ -119,6 +156,15 @@ def is_granted(policy: Policy, agent: str, tool: str) -> bool:
 has_grant = is_granted
 
 
-def granted_tools(policy: Policy, agent: str, available: Iterable[str]) -> list[str]:
-    """The names in ``available`` that ``agent`` has some grant for, in their original order."""
-    return [tool for tool in available if is_granted(policy, agent, tool)]
+def granted_tools(
+    policy: Policy, agent: str, available: Iterable[str], *, scopes: frozenset[str] | None = None
+) -> list[str]:
+    """The names in ``available`` that ``agent`` has some applicable grant for, in their original order.
+
+    Args:
+        policy: the compiled policy.
+        agent: the agent name.
+        available: candidate tool names.
+        scopes: as for ``is_granted``.
+    """
+    return [tool for tool in available if is_granted(policy, agent, tool, scopes=scopes)]

@@ -15,6 +15,9 @@ from mcp_gateway.policy.model import CompiledGrant, Policy, preview
 def _grant_lines(grant: CompiledGrant, args: Mapping[str, Any]) -> list[str]:
     where = f", {grant.source}" if grant.source else ""
     lines = [f"grant `{grant.id}` (tool `{grant.tool}`{where})"]
+    if grant.scopes:
+        shown = ", ".join(f"`{scope}`" for scope in sorted(grant.scopes))
+        lines.append(f"  scopes: {shown} (oauth tokens only; agent tokens are not filtered)")
     if not grant.constraints:
         lines.append("  args: unrestricted")
     for constraint in grant.constraints:

@@ -17,7 +17,13 @@ Semantics (``evaluate.py`` applies them):
   A value of the wrong type for a constraint (``min`` on a string) violates it.
 - A deny-rule condition matches only a present argument that satisfies it, so a wrong-typed value
   does not fire a deny rule: deny rules refine grants, the grant's own constraints bound the type.
+- ``sensitive: true`` on an argument limits nothing: it tells the gateway to audit the value only as a
+  keyed HMAC (``policy/sensitive.py`` answers which arguments are sensitive; the evaluator ignores it).
 - ``tool`` globs are fnmatch, case-sensitive; ``*`` also matches dots (``everything.*`` ⊇ ``everything.a.b``).
+- A grant's ``scopes`` bind only callers with OAuth tokens: for them the grant applies (shows the tool,
+  can allow a call) only when the token carries every listed scope. Gateway agent tokens carry no
+  scopes and are not filtered. Deny rules fire whatever the scopes: a scope can narrow what is
+  allowed, never lift a deny.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from pydantic import (
 )
 
 PREVIEW_CHARS = 64
+# RFC 6749 3.3 scope-token: printable ASCII without space, `"` or `\`.
+SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 
 
 def _scalar(value: object) -> object:
@@ -84,6 +92,8 @@ class Constraint(_Schema):
     max_length: Length | None = None
     subset_of: tuple[Scalar, ...] | None = None
     required: StrictBool = False
+    sensitive: StrictBool = False
+    """Audit the value only as a keyed HMAC (``{"hmac": ...}``), never in clear; limits nothing."""
 
     @field_validator("pattern")
     @classmethod
@@ -117,6 +127,18 @@ class Grant(_Schema):
     tool: str = Field(min_length=1)
     args: dict[str, Constraint] = Field(default_factory=dict)
     deny: tuple[DenyRule, ...] = ()
+    scopes: tuple[str, ...] = ()
+    """OAuth scopes a token must all carry for this grant to apply (agent tokens are not filtered)."""
+
+    @field_validator("scopes")
+    @classmethod
+    def _scope_tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for scope in value:
+            if not SCOPE_TOKEN.match(scope):
+                raise ValueError(
+                    f"scope `{scope}` must be one scope token (no spaces, quotes or backslashes)"
+                )
+        return value
 
 
 class AgentPolicy(_Schema):
@@ -154,11 +176,15 @@ class CompiledConstraint:
     arg: str
     required: bool
     checks: tuple[Check, ...]
+    sensitive: bool = False
+    """Audited as an HMAC only; read by ``policy/sensitive.py``, never by the evaluator."""
 
     def describe(self) -> str:
         parts = [c.describe for c in self.checks]
         if self.required:
             parts.insert(0, "required")
+        if self.sensitive:
+            parts.append("sensitive")
         return ", ".join(parts) or "any value"
 
 
@@ -182,6 +208,8 @@ class CompiledGrant:
     constraints: tuple[CompiledConstraint, ...]
     deny_rules: tuple[CompiledDenyRule, ...] = ()
     source: str = ""
+    scopes: frozenset[str] = frozenset()
+    """OAuth scopes required for the grant to apply to an OAuth caller; empty: none."""
 
 
 def is_glob(tool: str) -> bool:
@@ -314,7 +342,9 @@ def compile_constraint(arg: str, constraint: Constraint) -> CompiledConstraint:
         checks.append(_max_length(constraint.max_length))
     if constraint.subset_of is not None:
         checks.append(_subset_of(constraint.subset_of))
-    return CompiledConstraint(arg=arg, required=constraint.required, checks=tuple(checks))
+    return CompiledConstraint(
+        arg=arg, required=constraint.required, checks=tuple(checks), sensitive=constraint.sensitive
+    )
 
 
 def default_grant_id(agent: str, tool: str, index: int) -> str:
@@ -356,6 +386,7 @@ def compile_grant(
         constraints=tuple(compile_constraint(arg, c) for arg, c in grant.args.items()),
         deny_rules=deny_rules,
         source=source,
+        scopes=frozenset(grant.scopes),
     )
 
 
@@ -423,4 +454,11 @@ class Policy:
             for grants in self.agents.values()
             for grant in grants
             for rule_id in (grant.id, *(rule.id for rule in grant.deny_rules))
+        )
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """Every OAuth scope some grant asks for (what the gateway advertises as supported)."""
+        return frozenset(
+            scope for grants in self.agents.values() for grant in grants for scope in grant.scopes
         )

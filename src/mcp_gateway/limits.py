@@ -1,0 +1,114 @@
+"""Resource limits on the call path: argument size and depth, result size, calls in flight per agent.
+
+Each limit gives a clear refusal (``LimitExceeded``) instead of a crash, a hang or a silent cut, and a
+result that is too large is cut at a content-block boundary with a marker that says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mcp_gateway.config import LimitSettings
+from mcp_gateway.errors import CallRefused
+
+
+class LimitExceeded(CallRefused):
+    """A call exceeded a configured limit."""
+
+    kind = "limit_exceeded"
+
+
+def json_depth(value: Any, *, limit: int) -> int:
+    """Nesting depth of a JSON-like value, counting stops once past ``limit`` (no deep recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_arguments(arguments: Mapping[str, Any], limits: LimitSettings) -> None:
+    """Refuse arguments that are too deep or too large.
+
+    Raises:
+        LimitExceeded: naming the limit and its value, never the arguments.
+    """
+    depth = json_depth(arguments, limit=limits.max_json_depth)
+    if depth > limits.max_json_depth:
+        raise LimitExceeded(f"arguments are nested deeper than {limits.max_json_depth} levels")
+    size = len(json.dumps(arguments, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > limits.max_argument_bytes:
+        raise LimitExceeded(f"arguments are {size} bytes, above the limit of {limits.max_argument_bytes}")
+
+
+def truncate_result(payload: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], bool]:
+    """Cut a ``CallToolResult`` payload to at most about ``max_bytes`` of JSON.
+
+    Content blocks are kept whole while they fit; a text block that straddles the limit is cut, and a
+    text block saying how much was dropped is appended. ``structuredContent`` is dropped if the whole
+    does not fit, since half a structure would mislead.
+
+    Returns:
+        The payload (possibly new) and whether it was truncated.
+    """
+    encoded = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if encoded <= max_bytes:
+        return payload, False
+    budget = max_bytes
+    kept: list[Any] = []
+    for block in payload.get("content", []):
+        size = len(json.dumps(block, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size <= budget:
+            kept.append(block)
+            budget -= size
+            continue
+        if isinstance(block, dict) and block.get("type") == "text" and budget > 64:
+            text = str(block.get("text", ""))
+            kept.append({**block, "text": text.encode("utf-8")[: budget - 64].decode("utf-8", "ignore")})
+        break
+    marker = {
+        "type": "text",
+        "text": f"[truncated by mcp-gateway: the result was {encoded} bytes, the limit is {max_bytes}]",
+    }
+    out = {k: v for k, v in payload.items() if k not in ("content", "structuredContent")}
+    out["content"] = [*kept, marker]
+    return out, True
+
+
+class InFlight:
+    """Counts calls in flight per agent and refuses past the limit (refuse, not queue: queued calls
+    would hold connections open and hide a runaway agent)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+
+    def acquire(self, agent: str) -> None:
+        """Take one of ``agent``'s slots; pair every success with ``release``.
+
+        Raises:
+            LimitExceeded: the agent already has ``limit`` calls in flight.
+        """
+        count = self._counts.get(agent, 0)
+        if count >= self.limit:
+            raise LimitExceeded(f"agent has {count} calls in flight, the limit is {self.limit}")
+        self._counts[agent] = count + 1
+
+    def release(self, agent: str) -> None:
+        remaining = self._counts[agent] - 1
+        if remaining:
+            self._counts[agent] = remaining
+        else:
+            del self._counts[agent]
