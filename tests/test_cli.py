@@ -270,3 +270,16 @@ async def test_the_quickstart_gateway_serves_the_demo_agent_and_reloads_policy_o
     assert any(json.loads(line)["status"] == "ok" for line in out.splitlines())
     secret_free = (tmp_path / "serve.log").read_text()
     assert token not in secret_free
+
+
+def test_the_cli_process_cannot_dump_core_or_be_dumped() -> None:
+    script = (
+        "import ctypes, resource; from mcp_gateway.cli import harden_process; harden_process();"
+        "print(resource.getrlimit(resource.RLIMIT_CORE)); print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    core_limit, dumpable = out.stdout.splitlines()
+    assert core_limit == "(0, 0)"
+    assert dumpable == "0"  # PR_GET_DUMPABLE: the master key cannot be read from a dump or by ptrace

@@ -451,3 +451,36 @@ async def test_the_running_gateway_keeps_serving_through_master_key_rotation_and
     _assert_absent(first, texts)
     _assert_absent(second, texts)
     assert "[REDACTED:upstream-key]" in texts[-1]
+
+
+async def test_calls_keep_succeeding_while_the_master_key_rotates_underneath_them(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    import sys
+
+    log = tmp_path / "rotation-load.log"
+    secrets = {f"s{i}": f"rotating-secret-value-{i:04d}" for i in range(20)}
+    gw = make_gateway(
+        POLICY, secrets=secrets, upstreams={"leaky": leaky_stdio(log, {"UPSTREAM_KEY": "secret://s0"})}
+    )
+    exe = str(Path(sys.executable).parent / "mcp-gateway")
+    results: list[Any] = []
+    rotating = True
+
+    async def caller() -> None:
+        async with connect(gw.url, gw.tokens["agent-a"]) as client:
+            while rotating or len(results) < 3:
+                results.append(await client.call_tool("leaky.leak_env", {"var": "UPSTREAM_KEY"}))
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            for _ in range(3):
+                # A real CLI process rotates while the gateway serves calls.
+                done = await anyio.run_process([exe, "vault", "rotate-master", "-c", str(gw.config_path)])
+                count = int(done.stdout.split(b"re-wrapped ", 1)[1].split()[0])
+                assert count >= 20  # the 20 secrets here, plus the gateway's own audit keys
+            rotating = False
+    assert results and all(not r.is_error for r in results)
+    assert all("[REDACTED:s0]" in _text(r) for r in results)
+    _assert_absent(secrets["s0"], [_text(r) for r in results])

@@ -6,6 +6,7 @@ Secret values enter only through stdin or a hidden prompt, never argv, and are n
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -565,10 +566,24 @@ def upstreams_approve(
     typer.echo(f"approved {name}: definition {approved.hash}; a running gateway unblocks it on its next look")
 
 
+def harden_process() -> None:
+    """Keep key material out of core dumps: no core files, and (Linux) not dumpable or ptrace-able
+    by other processes of the same user."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        pr_set_dumpable = 4
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+
+
 def main() -> None:
     """Console-script entry point."""
     from mcp_gateway.telemetry import configure_logging
 
+    harden_process()
     configure_logging(os.environ.get("MCP_GATEWAY_LOG_LEVEL", "INFO"))
     try:
         app()

@@ -144,6 +144,10 @@ class SecretsView:
         if changed and not first and self.on_change is not None:
             self.on_change(changed)
 
+    def current_redactor(self) -> Redactor:
+        """The redactor as last refreshed (no I/O: safe inside logging)."""
+        return self._redactor
+
     def redactor(self) -> Redactor:
         try:
             self._refresh()
@@ -224,7 +228,8 @@ class Gateway:
         started = time.perf_counter()
         redactor = self.secrets.redactor()
         shown_name = redactor.scrub_text(name[:_MAX_TOOL_NAME])
-        with _tracer.start_as_current_span("mcp_gateway.tools/call") as span:
+        # No exception events: an exception's text can quote arguments or upstream output.
+        with _tracer.start_as_current_span("mcp_gateway.tools/call", record_exception=False) as span:
             span.set_attribute("mcp_gateway.agent", principal.agent)
             span.set_attribute("mcp_gateway.tool", shown_name)
             try:
@@ -342,7 +347,7 @@ class Gateway:
                 kind="intent",
                 call_id=call_id,
                 agent=principal.agent,
-                tool=name,
+                tool=shown_name,
                 decision="allow",
                 args=safe_args,
                 detail={"rule_ids": list(decision.rule_ids), "token_id": principal.token_id},
@@ -365,7 +370,7 @@ class Gateway:
                         kind="outcome",
                         call_id=call_id,
                         agent=principal.agent,
-                        tool=name,
+                        tool=shown_name,
                         decision="allow",
                         status="cancelled",
                         detail={"latency_ms": round((time.perf_counter() - started) * 1000, 3)},
@@ -387,7 +392,7 @@ class Gateway:
                 kind="outcome",
                 call_id=call_id,
                 agent=principal.agent,
-                tool=name,
+                tool=shown_name,
                 decision="allow",
                 status=status,
                 detail={

@@ -48,7 +48,11 @@ def check_arguments(arguments: Mapping[str, Any], limits: LimitSettings) -> None
     depth = json_depth(arguments, limit=limits.max_json_depth)
     if depth > limits.max_json_depth:
         raise LimitExceeded(f"arguments are nested deeper than {limits.max_json_depth} levels")
-    size = len(json.dumps(arguments, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    try:
+        size = len(json.dumps(arguments, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    except UnicodeEncodeError:
+        # JSON allows "\ud800"; Unicode does not. Refuse it here rather than fail deeper in the path.
+        raise InvalidArguments("arguments are not valid unicode (a lone surrogate)") from None
     if size > limits.max_argument_bytes:
         raise LimitExceeded(f"arguments are {size} bytes, above the limit of {limits.max_argument_bytes}")
 
@@ -85,6 +89,12 @@ def truncate_result(payload: dict[str, Any], max_bytes: int) -> tuple[dict[str, 
     out = {k: v for k, v in payload.items() if k not in ("content", "structuredContent")}
     out["content"] = [*kept, marker]
     return out, True
+
+
+class InvalidArguments(LimitExceeded):
+    """Arguments that no upstream could be sent (not valid Unicode)."""
+
+    kind = "invalid_arguments"
 
 
 class InFlight:

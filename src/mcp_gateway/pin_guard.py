@@ -157,8 +157,12 @@ class PinGuard:
         for name in [n for n, b in self._blocked.items() if b.upstream == upstream and n not in tools]:
             del self._blocked[name]  # removed upstream: it just disappears
         for name, spec in tools.items():
-            tool = spec.upstream_tool
-            raw: dict[str, Any] = {**spec.definition, "name": tool}
+            # A malicious upstream can put a secret in a tool's *name*: everything recorded (audit
+            # records, the pin store) uses the scrubbed name; only the in-memory block set is keyed
+            # by the name the catalog uses.
+            tool = redactor.scrub_text(spec.upstream_tool)
+            shown = redactor.scrub_text(name)
+            raw: dict[str, Any] = {**spec.definition, "name": spec.upstream_tool}
             new_hash = definition_hash(raw)
             text = redactor.scrub_text(definition_text(raw))
             pin = self.store.get(upstream, tool)
@@ -167,12 +171,12 @@ class PinGuard:
                 if trust_on_first_use:
                     self._blocked.pop(name, None)
                     detail = {**facts, "hash": new_hash}
-                    events.append(AuditEvent(kind="tool_pinned", tool=name, status="pinned", detail=detail))
+                    events.append(AuditEvent(kind="tool_pinned", tool=shown, status="pinned", detail=detail))
                     writes.append(partial(self.store.pin, upstream, tool, new_hash, text))
                     continue
                 self._blocked[name] = Blocked(upstream, tool, new_hash, "new")
                 if pin is None or pin.presented_hash != new_hash:
-                    events.append(self._changed_event(name, facts, pin, new_hash, text, redactor, "new"))
+                    events.append(self._changed_event(shown, facts, pin, new_hash, text, redactor, "new"))
                     writes.append(partial(self.store.present, upstream, tool, new_hash, text))
                 continue
             if pin.hash == new_hash:
@@ -180,7 +184,7 @@ class PinGuard:
                     events.append(
                         AuditEvent(
                             kind="tool_changed",
-                            tool=name,
+                            tool=shown,
                             status="reverted",
                             detail={**facts, "old_hash": pin.presented_hash, "new_hash": new_hash},
                         )
@@ -191,9 +195,9 @@ class PinGuard:
             if pin.presented_hash != new_hash:
                 # Once per distinct presented definition: a reconnect or restart that sees the same
                 # change again keeps it blocked without a second record.
-                events.append(self._changed_event(name, facts, pin, new_hash, text, redactor, "changed"))
+                events.append(self._changed_event(shown, facts, pin, new_hash, text, redactor, "changed"))
                 writes.append(partial(self.store.present, upstream, tool, new_hash, text))
-                logger.warning("tool %s changed its definition since it was approved; blocked", name)
+                logger.warning("tool %s changed its definition since it was approved; blocked", shown)
         return events, writes
 
     @staticmethod

@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway import __version__
 from mcp_gateway.agents import AgentStore, token_id_of
@@ -129,7 +129,25 @@ class AuthMiddleware:
             )
         scope["user"] = AuthenticatedUser(access)
         scope.setdefault("state", {})[_PRINCIPAL] = principal
-        await self.app(scope, receive, send)
+        session = next((v for k, v in scope["headers"] if k == b"mcp-session-id"), None)
+        if session is None:
+            await self.app(scope, receive, send)
+            return
+        # The SDK answers 404 for a session this credential did not open (or that expired) before any
+        # handler runs; watch for it so a replayed session id is on the record before the answer goes.
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                await self._audit_failure(
+                    "session not found for this credential",
+                    principal.token_id,
+                    scope,
+                    agent=principal.agent,
+                    status="session_refused",
+                )
+            await send(message)
+
+        await self.app(scope, receive, watch)
 
     async def _audit_failure(
         self,

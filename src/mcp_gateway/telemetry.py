@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import traceback
+import weakref
+from typing import Any, Protocol
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -20,6 +25,99 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from mcp_gateway.config import TelemetrySettings
+from mcp_gateway.redact import Redactor
+
+GATEWAY_SCOPE = "mcp_gateway"
+
+
+class OwnSpansOnly(SpanProcessor):
+    """Export only the gateway's own spans.
+
+    Libraries instrumented with OpenTelemetry (the MCP SDK among them) put upstream error messages and
+    other untrusted, unredacted text into their spans' status and events; the gateway's spans carry
+    only agent, tool, decision and status.
+    """
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self._inner = inner
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if _own(span):
+            self._inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if _own(span):
+            self._inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def _own(span: ReadableSpan) -> bool:
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name == GATEWAY_SCOPE
+
+
+class RedactorHolder(Protocol):
+    def current_redactor(self) -> Redactor: ...
+
+
+_holders: weakref.WeakSet[Any] = weakref.WeakSet()
+_reentry = threading.local()
+_installed: list[bool] = []
+
+
+def install_log_redaction(holder: RedactorHolder) -> None:
+    """Scrub vault values from every log record made in this process, the libraries' included.
+
+    Third-party code logs untrusted text too (the MCP SDK quotes an upstream's unparsable output in
+    its validation errors), so redaction happens where records are made: the record factory formats
+    the message and any traceback once, scrubs them, and stores the result.
+    """
+    _holders.add(holder)
+    if _installed:
+        return
+    make_record = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if getattr(_reentry, "active", False):
+            return record
+        _reentry.active = True
+        try:
+            _scrub_record(record, [h.current_redactor() for h in list(_holders)])
+        finally:
+            _reentry.active = False
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed.append(True)
+
+
+def _scrub_record(record: logging.LogRecord, redactors: list[Redactor]) -> None:
+    redactors = [r for r in redactors if not r.empty]
+    if not redactors:
+        return
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: leave it to the handler to report
+        return
+    exc_text = None
+    if record.exc_info and record.exc_info[0] is not None:
+        exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+    stack = record.stack_info
+    for redactor in redactors:
+        message = redactor.scrub_text(message)
+        exc_text = redactor.scrub_text(exc_text) if exc_text is not None else None
+        stack = redactor.scrub_text(stack) if stack is not None else None
+    record.msg, record.args = message, None
+    if exc_text is not None:
+        # Formatters use exc_text when it is set, so the raw exception is never formatted again.
+        record.exc_text = exc_text
+    record.stack_info = stack
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -58,6 +156,6 @@ def configure_tracing(
     processor = (
         SimpleSpanProcessor(exporter) if settings.exporter == "console" else BatchSpanProcessor(exporter)
     )
-    provider.add_span_processor(processor)
+    provider.add_span_processor(OwnSpansOnly(processor))
     trace.set_tracer_provider(provider)
     return provider

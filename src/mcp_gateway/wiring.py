@@ -20,6 +20,7 @@ from mcp_gateway.errors import ConfigError, GatewayError
 from mcp_gateway.gateway import Gateway, PolicyHolder, SecretsView
 from mcp_gateway.pin_guard import PinGuard
 from mcp_gateway.pin_store import SQLitePinStore
+from mcp_gateway.telemetry import install_log_redaction
 from mcp_gateway.types import AuditSink, SecretStore
 from mcp_gateway.vault.crypto import Keyring
 from mcp_gateway.vault.store import SQLiteSecretStore, Vault, load_keyring
@@ -180,6 +181,7 @@ def build_runtime(
                 upstream.request_reconnect()
 
     secrets.on_change = reconnect_users
+    install_log_redaction(secrets)
     gateway = Gateway(
         policy=policy, secrets=secrets, audit=audit, upstreams=upstreams, limits=settings.limits, pins=pins
     )
