@@ -354,6 +354,19 @@ class Gateway:
             )
         )
         started = time.perf_counter()
+
+        def outcome(status: str, **detail: Any) -> AuditEvent:
+            latency = {"latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+            return AuditEvent(
+                kind="outcome",
+                call_id=call_id,
+                agent=principal.agent,
+                tool=shown_name,
+                decision="allow",
+                status=status,
+                detail=latency | detail,
+            )
+
         connection = self.upstreams[spec.upstream]
         try:
             raw = await connection.call(spec.upstream_tool, dict(arguments))
@@ -365,17 +378,7 @@ class Gateway:
         except anyio.get_cancelled_exc_class():
             # The caller went away mid-call; the upstream may have acted, so the record must say so.
             with anyio.CancelScope(shield=True):
-                await self.audit.append(
-                    AuditEvent(
-                        kind="outcome",
-                        call_id=call_id,
-                        agent=principal.agent,
-                        tool=shown_name,
-                        decision="allow",
-                        status="cancelled",
-                        detail={"latency_ms": round((time.perf_counter() - started) * 1000, 3)},
-                    )
-                )
+                await self.audit.append(outcome("cancelled"))
             raise
         scrubbed, redactions = redactor.scrub_json(payload)
         scrubbed, truncated = truncate_result(scrubbed, self.limits.max_result_bytes)
@@ -388,20 +391,12 @@ class Gateway:
             )
             status = "upstream_error"
         await self.audit.append(
-            AuditEvent(
-                kind="outcome",
-                call_id=call_id,
-                agent=principal.agent,
-                tool=shown_name,
-                decision="allow",
-                status=status,
-                detail={
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "result_digest": digest(scrubbed),
-                    "redactions": redactions,
-                    "redacted": redactions > 0,
-                    "truncated": truncated,
-                },
+            outcome(
+                status,
+                result_digest=digest(scrubbed),
+                redactions=redactions,
+                redacted=redactions > 0,
+                truncated=truncated,
             )
         )
         return result
