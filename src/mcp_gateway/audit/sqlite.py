@@ -286,6 +286,10 @@ class SQLiteAuditSink:
         self.close()
 
 
+# A private generator: the module-level one is shared process state (and test tools watch it).
+_JITTER = random.Random()  # noqa: S311 - retry jitter, not security
+
+
 def _when_free(action: Callable[[], T], timeout: float) -> T:
     """Run ``action``, retrying it while the database is locked, for at most ``timeout`` seconds.
 
@@ -300,7 +304,7 @@ def _when_free(action: Callable[[], T], timeout: float) -> T:
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                 raise
-        time.sleep(random.uniform(0, 0.0005))  # noqa: S311 - jitter, not security
+        time.sleep(_JITTER.uniform(0, 0.0005))
 
 
 def checkpoint_from_row(row: Sequence[Any]) -> AuditCheckpoint:
