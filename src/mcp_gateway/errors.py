@@ -118,7 +118,16 @@ class AuditError(GatewayError):
 
 
 class AuditWriteError(AuditError):
-    """An audit sink failed to append records durably."""
+    """An audit sink failed to append records durably.
+
+    Args:
+        message: the full story for operators (may name the store's path or host).
+        reason: what may be told to a caller, an agent included: no path, host or value.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        self.reason = reason if reason is not None else message
+        super().__init__(message)
 
 
 class PinError(GatewayError):

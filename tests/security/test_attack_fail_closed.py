@@ -85,6 +85,8 @@ def assert_all_refused(answers: list[str], why: str) -> None:
     assert refused == answers, [a[:120] for a in answers if a not in refused]
     # The refusal says why, so an operator reading the agent's transcript knows what to fix.
     assert all(re.search(why, a) for a in answers), answers[0]
+    # ...without telling an agent where the store lives (the path goes to the gateway's log only).
+    assert not any("audit.db" in a for a in answers), answers[0]
 
 
 async def assert_serves_again(gw: RunningGateway, before: list[str]) -> None:

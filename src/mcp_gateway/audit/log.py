@@ -31,7 +31,7 @@ import anyio
 
 from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.record import normalize_event
-from mcp_gateway.errors import AuditError, AuditUnavailable
+from mcp_gateway.errors import AuditError, AuditUnavailable, AuditWriteError
 from mcp_gateway.types import AuditEvent, AuditRecord, AuditSink
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class _Waiter:
     wake: anyio.Event = field(default_factory=anyio.Event)  # set when done or promoted to leader
     records: list[AuditRecord] | None = None
     failure: str = ""
+    public: str = ""
     cause: BaseException | None = None
     promoted: bool = False
     abandoned: bool = False  # its caller was cancelled; write its events, wake nobody
@@ -54,12 +55,17 @@ class _Waiter:
         self.wake.set()
 
     def fail(self, reason: str, cause: BaseException | None) -> None:
-        self.failure, self.cause = reason, cause
+        self.failure, self.public, self.cause = reason, _public(cause), cause
         self.wake.set()
 
     @property
     def done(self) -> bool:
         return self.records is not None or bool(self.failure)
+
+
+def _public(exc: BaseException | None) -> str:
+    # What a caller (an agent) may read: the reason without the store's path or host.
+    return exc.reason if isinstance(exc, AuditWriteError) else "the audit store cannot write"
 
 
 def _describe(exc: BaseException) -> str:
@@ -130,7 +136,8 @@ class AuditLog:
             self._leading = True
             await self._lead(waiter)
         if waiter.records is None:
-            raise AuditUnavailable(f"audit log unavailable: {waiter.failure}") from waiter.cause
+            # The full reason names the store (a path, a host); it went to the log when the batch failed.
+            raise AuditUnavailable(f"audit log unavailable: {waiter.public}")
         return waiter.records
 
     async def _lead(self, own: _Waiter) -> None:

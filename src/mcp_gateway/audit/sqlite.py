@@ -123,13 +123,19 @@ class SQLiteAuditSink:
             # No SQLite busy handler: ``_when_free`` does all waiting (see there).
             self._conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise AuditWriteError(f"audit store `{self.path}` cannot be opened: {_why(exc)}") from exc
+            raise AuditWriteError(
+                f"audit store `{self.path}` cannot be opened: {_why(exc)}",
+                reason=f"audit store cannot be opened: {_why(exc)}",
+            ) from exc
         try:
             _when_free(self._set_up, busy_timeout)
             self._identity = self._file_identity()
         except (sqlite3.Error, OSError) as exc:
             self._conn.close()
-            raise AuditWriteError(f"audit store `{self.path}` cannot be set up: {_why(exc)}") from exc
+            raise AuditWriteError(
+                f"audit store `{self.path}` cannot be set up: {_why(exc)}",
+                reason=f"audit store cannot be set up: {_why(exc)}",
+            ) from exc
 
     def _set_up(self) -> None:
         # Idempotent, so a retry after SQLITE_BUSY (another process setting up the same file) is safe.
@@ -157,7 +163,10 @@ class SQLiteAuditSink:
                 # In WAL mode SQLite keeps writing to a file that was deleted or replaced under it;
                 # records would then vanish unseen. Refuse instead (one stat per batch).
                 if self._file_identity() != self._identity:
-                    raise AuditWriteError(f"audit store `{self.path}` was moved, replaced or deleted")
+                    raise AuditWriteError(
+                        f"audit store `{self.path}` was moved, replaced or deleted",
+                        reason="audit store was moved, replaced or deleted",
+                    )
                 # Taking the write lock before reading the newest record means no other process can
                 # append between our read and our insert.
                 _when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
@@ -173,8 +182,14 @@ class SQLiteAuditSink:
                 if isinstance(exc, AuditWriteError):
                     raise
                 if isinstance(exc, OSError):
-                    raise AuditWriteError(f"audit store `{self.path}` is gone: {exc.strerror}") from exc
-                raise AuditWriteError(f"audit store `{self.path}` refused the append: {_why(exc)}") from exc
+                    raise AuditWriteError(
+                        f"audit store `{self.path}` is gone: {exc.strerror}",
+                        reason=f"audit store is gone: {exc.strerror}",
+                    ) from exc
+                raise AuditWriteError(
+                    f"audit store `{self.path}` refused the append: {_why(exc)}",
+                    reason=f"audit store refused the append: {_why(exc)}",
+                ) from exc
         return records
 
     def _newest(self) -> Any:
@@ -243,7 +258,10 @@ class SQLiteAuditSink:
         with self._lock:
             try:
                 if self._file_identity() != self._identity:
-                    raise AuditWriteError(f"audit store `{self.path}` was moved, replaced or deleted")
+                    raise AuditWriteError(
+                        f"audit store `{self.path}` was moved, replaced or deleted",
+                        reason="audit store was moved, replaced or deleted",
+                    )
                 _when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
                 self._conn.execute(
                     f"INSERT INTO checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
@@ -254,7 +272,10 @@ class SQLiteAuditSink:
                 self._rollback()
                 if isinstance(exc, AuditWriteError):
                     raise
-                raise AuditWriteError(f"audit store `{self.path}` refused a checkpoint: {_why(exc)}") from exc
+                raise AuditWriteError(
+                    f"audit store `{self.path}` refused a checkpoint: {_why(exc)}",
+                    reason=f"audit store refused a checkpoint: {_why(exc)}",
+                ) from exc
 
     def checkpoints(self) -> list[AuditCheckpoint]:
         """Every stored checkpoint, in the order written."""
