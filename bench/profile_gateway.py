@@ -131,7 +131,7 @@ KINDS: list[tuple[str, str]] = [
 # Frames every sample of a thread passes through; they say nothing about where the time goes.
 BOILERPLATE = (
     "(typer/",
-    "(mcp_gateway/cli.py",
+    "(mcp_gateway/cli/",
     "(mcp_gateway/runner.py",
     "(uvicorn/server.py",
     "(uvicorn/_compat.py",

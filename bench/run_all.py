@@ -1,6 +1,6 @@
 """Run every benchmark and write ``bench/results/latest.md``.
 
-Run: ``python bench/run_all.py [--quick] [--profile]`` (about 4-5 minutes on 2 cores; ``--quick`` is a
+Run: ``python bench/run_all.py [--quick] [--profile]`` (about 3 minutes on 2 cores; ``--quick`` is a
 smoke test of a minute, ``--profile`` adds the py-spy profile, about a minute more).
 Each benchmark runs as its own process with the same interpreter; a failing one is reported in
 ``latest.md`` and makes the exit status non-zero, but does not stop the others.
@@ -95,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         if path.suffix == ".txt":
             body = f"## Profile\n\nSee `{path.relative_to(BENCH.parent)}`.\n"
         sections.append(body)
-        sections.append(
-            f"Command: `python bench/{name}.py {' '.join(extra)}`".rstrip() + f"; data: `{path.name}`.\n"
-        )
+        shown = " ".join([f"python bench/{name}.py", *extra])
+        sections.append(f"Command: `{shown}`; data: `{path.name}`.\n")
         if status != 0:
             sections.append(f"**{name} exited with status {status}** (see above for errors).\n")
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,100 @@
+"""``mcp-gateway``: the admin CLI, a thin layer over the modules it calls.
+
+The environment is read here and nowhere else (``MCP_GATEWAY_CONFIG``, ``MCP_GATEWAY_MASTER_KEY``).
+Secret values enter only through stdin or a hidden prompt, never argv, and are never printed.
+One module per command group; ``common.py`` holds what they share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mcp_gateway.cli.agents import agents_app
+from mcp_gateway.cli.audit import audit_app
+from mcp_gateway.cli.common import ConfigOpt, fail, load_cli_settings, master_key_env, parse_expiry
+from mcp_gateway.cli.policy import policy_app
+from mcp_gateway.cli.upstreams import upstreams_app
+from mcp_gateway.cli.vault import vault_app
+from mcp_gateway.errors import GatewayError
+
+app = typer.Typer(help="MCP Gateway: a governed MCP gateway.", no_args_is_help=True, add_completion=False)
+app.add_typer(upstreams_app, name="upstreams")
+app.add_typer(agents_app, name="agents")
+app.add_typer(vault_app, name="vault")
+app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
+
+__all__ = ["app", "harden_process", "main", "parse_expiry"]
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8080)")] = None,
+) -> None:
+    """Run the gateway."""
+    from mcp_gateway.runner import run_gateway
+
+    settings = load_cli_settings(config)
+    if host is not None or port is not None:
+        server = settings.server.model_copy(
+            update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        )
+        settings = settings.model_copy(update={"server": server})
+    try:
+        run_gateway(settings, master_key_env=master_key_env())
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def quickstart(
+    directory: Annotated[Path, typer.Option("--dir", help="where to put the demo set-up")] = Path(
+        ".mcp-gateway-quickstart"
+    ),
+    port: Annotated[int, typer.Option(help="port to serve on")] = 8080,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="set up and print, but do not start")] = False,
+) -> None:
+    """Set up a demo (key, agent, policy, upstream) and start the gateway on 127.0.0.1."""
+    from mcp_gateway.quickstart import prepare, run
+
+    try:
+        demo = prepare(directory.resolve(), port=port)
+        typer.echo(demo.instructions)
+        if not no_serve:
+            run(demo)
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
+
+
+def harden_process() -> None:
+    """Keep key material out of core dumps: no core files, and (Linux) not dumpable or ptrace-able
+    by other processes of the same user."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        pr_set_dumpable = 4
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from mcp_gateway.telemetry import configure_logging
+
+    harden_process()
+    configure_logging(os.environ.get("MCP_GATEWAY_LOG_LEVEL", "INFO"))
+    try:
+        app()
+    except GatewayError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)

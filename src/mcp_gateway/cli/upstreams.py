@@ -1,0 +1,95 @@
+"""``mcp-gateway upstreams``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mcp_gateway.cli.common import (
+    ConfigOpt,
+    fail,
+    iso,
+    load_cli_settings,
+)
+from mcp_gateway.errors import GatewayError
+
+upstreams_app = typer.Typer(help="Review and approve upstream tool definitions (pins).", no_args_is_help=True)
+
+_PIN_STATUS = {"pinned": "pinned", "changed": "changed-blocked", "new": "new-blocked"}
+
+
+@upstreams_app.command("list")
+def upstreams_list(
+    config: ConfigOpt = None,
+    diff: Annotated[bool, typer.Option("--diff", help="show what changed in each blocked tool")] = False,
+) -> None:
+    """List upstream tools with their pin status (pinned, changed-blocked, new-blocked) and hashes."""
+    from mcp_gateway.pinning import definition_diff
+    from mcp_gateway.wiring import open_pin_store
+
+    store = open_pin_store(load_cli_settings(config))
+    try:
+        pins = store.all()
+    finally:
+        store.close()
+    if not pins:
+        typer.echo("no pinned tools yet (pins are taken when the gateway first lists an upstream)", err=True)
+    for pin in pins:
+        typer.echo(
+            f"{pin.name}\t{_PIN_STATUS[pin.status]}\tpinned {pin.hash or '-'}"
+            f"\tpresented {pin.presented_hash or '-'}\tsince {iso(pin.changed_at or pin.pinned_at)}"
+        )
+        if diff and pin.status != "pinned":
+            typer.echo(definition_diff(pin.definition, pin.presented_definition, label=pin.name))
+
+
+@upstreams_app.command("approve")
+def upstreams_approve(
+    name: Annotated[str, typer.Argument(metavar="UPSTREAM.TOOL")],
+    config: ConfigOpt = None,
+    expect_hash: Annotated[
+        str | None, typer.Option("--expect-hash", help="approve only if this (prefix) is what it presents")
+    ] = None,
+) -> None:
+    """Accept the definition UPSTREAM.TOOL presents now as its pin; a running gateway unblocks it."""
+    from mcp_gateway.types import AuditEvent
+    from mcp_gateway.wiring import open_audit_sink, open_pin_store
+
+    upstream, dot, tool = name.partition(".")
+    if not (upstream and dot and tool):
+        raise fail(f"`{name}` is not UPSTREAM.TOOL")
+    settings = load_cli_settings(config)
+    store = open_pin_store(settings)
+    try:
+        pin = store.get(upstream, tool)
+        if pin is None:
+            raise fail(f"no pinned tool `{name}`")
+        if pin.status == "pinned":
+            raise fail(f"tool `{name}` has no changed definition to approve")
+        if expect_hash is not None and not pin.presented_hash.startswith(expect_hash):
+            raise fail(f"tool `{name}` presents {pin.presented_hash}, not `{expect_hash}`")
+        facts = {"action": "approve_tool", "upstream": upstream, "tool": tool, "old_hash": pin.hash}
+        sink = open_audit_sink(settings)
+        try:
+            # Audit before act. Approving the hash just audited (not "whatever is presented") keeps the
+            # record true if the upstream presents yet another definition in between.
+            approval = AuditEvent(
+                kind="admin", tool=name, status="ok", detail={**facts, "new_hash": pin.presented_hash}
+            )
+            sink.append([approval])
+            try:
+                approved = store.approve(upstream, tool, expected_hash=pin.presented_hash)
+            except GatewayError as exc:
+                failure = AuditEvent(
+                    kind="admin", tool=name, status="error", detail={**facts, "error": str(exc)}
+                )
+                sink.append([failure])
+                raise
+        finally:
+            sink.close()
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        store.close()
+    typer.echo(f"approved {name}: definition {approved.hash}; a running gateway unblocks it on its next look")
