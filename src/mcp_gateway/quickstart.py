@@ -16,7 +16,7 @@ from pathlib import Path
 from mcp_gateway.config import load_settings
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.runner import run_gateway
-from mcp_gateway.vault.store import init_key_file
+from mcp_gateway.vault.keys import init_key_file
 from mcp_gateway.wiring import key_file_path, open_agents, open_vault
 
 DEMO_AGENT = "demo-agent"

@@ -23,7 +23,8 @@ from mcp_gateway.pin_store import SQLitePinStore
 from mcp_gateway.telemetry import install_log_redaction
 from mcp_gateway.types import AuditSink, SecretStore
 from mcp_gateway.vault.crypto import Keyring
-from mcp_gateway.vault.store import SQLiteSecretStore, Vault, load_keyring
+from mcp_gateway.vault.keys import load_keyring
+from mcp_gateway.vault.store import SQLiteSecretStore, Vault
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ vault_app = typer.Typer(help="Manage encrypted secrets.", no_args_is_help=True)
 @vault_app.command("init")
 def vault_init(config: ConfigOpt = None) -> None:
     """Create the master key file (0600) if it does not exist."""
-    from mcp_gateway.vault.store import init_key_file
+    from mcp_gateway.vault.keys import init_key_file
     from mcp_gateway.wiring import key_file_path
 
     path = key_file_path(load_cli_settings(config))
@@ -74,8 +74,8 @@ def vault_rm(name: str, config: ConfigOpt = None) -> None:
 @vault_app.command("rotate-master")
 def vault_rotate_master(config: ConfigOpt = None) -> None:
     """Generate a new master key and re-wrap every data key; a running gateway keeps serving."""
-    from mcp_gateway.vault.crypto import MasterKey
-    from mcp_gateway.vault.store import Keyring, load_keyring, write_key_file
+    from mcp_gateway.vault.crypto import Keyring, MasterKey
+    from mcp_gateway.vault.keys import load_keyring, write_key_file
     from mcp_gateway.wiring import key_file_path, open_vault
 
     settings = load_cli_settings(config)
