@@ -213,6 +213,15 @@ class Gateway:
         redactor = self.secrets.redactor()
         return [self._tool(catalog[name], redactor) for name in sorted(names)]
 
+    def input_schema(self, principal: Principal, name: str) -> dict[str, Any] | None:
+        """The input schema of ``name`` if ``principal`` may see that tool, else None."""
+        spec = self.catalog().get(name)
+        scopes = principal.scopes if principal.source == "oauth" else None
+        if spec is None or not is_granted(self.policy.policy, principal.agent, name, scopes=scopes):
+            return None
+        schema = spec.definition.get("inputSchema")
+        return dict(schema) if isinstance(schema, dict) else None
+
     async def call_tool(
         self, principal: Principal, name: str, arguments: Mapping[str, Any]
     ) -> types.CallToolResult:

@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 _PRINCIPAL = "mcp_gateway.principal"
+# The authenticated caller of the request being served (set by AuthMiddleware, read by SDK callbacks
+# that are not given the request).
+_CALLER: ContextVar[Principal | None] = ContextVar("mcp_gateway_caller", default=None)
 
 
 def _resource_metadata_url(settings: Settings) -> str:
@@ -129,6 +133,7 @@ class AuthMiddleware:
             )
         scope["user"] = AuthenticatedUser(access)
         scope.setdefault("state", {})[_PRINCIPAL] = principal
+        _CALLER.set(principal)
         session = next((v for k, v in scope["headers"] if k == b"mcp-session-id"), None)
         if session is None:
             await self.app(scope, receive, send)
@@ -243,10 +248,18 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
                 content=[types.TextContent(type="text", text=str(exc))], is_error=True
             )
 
+    def input_schema(name: str) -> dict[str, Any] | None:
+        # The SDK checks a 2026-07-28 call's Mcp-Param headers against the tool's schema; without this
+        # lookup it runs a whole tools/list per call. Only the caller's granted tools have a schema
+        # here, so the check cannot be used to probe for tools the caller may not see.
+        principal = _CALLER.get()
+        return gateway.input_schema(principal, name) if principal is not None else None
+
     return Server(
         "mcp-gateway",
         version=__version__,
         instructions="A governed gateway: you see only the tools your policy grants; every call is audited.",
+        get_tool_input_schema=input_schema,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )
@@ -283,7 +296,8 @@ async def _watch_policy(state: AppState, stop: anyio.Event) -> None:
 
 async def reload_policy(gateway: Gateway) -> bool:
     """Reload the policy; audit the outcome. Returns True when the new policy is in force."""
-    error = gateway.policy.reload()
+    # A large policy takes seconds to parse; the event loop keeps serving meanwhile.
+    error = await anyio.to_thread.run_sync(gateway.policy.reload)
     if error is None:
         logger.info("policy reloaded from %s", gateway.policy.path)
         event = AuditEvent(kind="policy_reload", status="ok", detail={"path": str(gateway.policy.path)})
