@@ -242,10 +242,11 @@ class Gateway:
             span.set_attribute("mcp_gateway.agent", principal.agent)
             span.set_attribute("mcp_gateway.tool", shown_name)
             try:
-                safe_args = await self._admit(principal, shown_name, arguments, call_id)
+                # One redactor for the whole call: each refresh is a store query on the event loop.
+                safe_args = await self._admit(principal, shown_name, arguments, call_id, redactor)
                 try:
                     result = await self._governed_call(
-                        principal, name, shown_name, arguments, safe_args, call_id
+                        principal, name, shown_name, arguments, safe_args, call_id, redactor
                     )
                 finally:
                     self._in_flight.release(principal.agent)
@@ -259,7 +260,12 @@ class Gateway:
             return result
 
     async def _admit(
-        self, principal: Principal, shown_name: str, arguments: Mapping[str, Any], call_id: str
+        self,
+        principal: Principal,
+        shown_name: str,
+        arguments: Mapping[str, Any],
+        call_id: str,
+        redactor: Redactor,
     ) -> Mapping[str, Any]:
         """Apply the limits, take an in-flight slot, and return the redacted arguments for the audit.
 
@@ -272,10 +278,9 @@ class Gateway:
             self._in_flight.acquire(principal.agent)
         except LimitExceeded as exc:
             omitted = {"_omitted": "not recorded: the call was refused by a limit"}
-            raise await self._refuse(
-                exc, principal, shown_name, omitted, call_id, Decision("deny", (), (str(exc),))
-            ) from None
-        safe_args, _ = self.secrets.redactor().scrub_json(dict(arguments))
+            denial = Decision("deny", (), (str(exc),))
+            raise await self._refuse(exc, principal, shown_name, omitted, call_id, denial, redactor) from None
+        safe_args, _ = redactor.scrub_json(dict(arguments))
         return safe_args  # type: ignore[no-any-return]
 
     async def _refuse(
@@ -286,8 +291,8 @@ class Gateway:
         safe_args: Mapping[str, Any],
         call_id: str,
         decision: Decision,
+        redactor: Redactor,
     ) -> CallRefused:
-        redactor = self.secrets.redactor()
         event = AuditEvent(
             kind="denied",
             call_id=call_id,
@@ -318,6 +323,7 @@ class Gateway:
         arguments: Mapping[str, Any],
         safe_args: Mapping[str, Any],
         call_id: str,
+        redactor: Redactor,
     ) -> types.CallToolResult:
         policy = self.policy.policy
         scopes = principal.scopes if principal.source == "oauth" else None
@@ -327,19 +333,18 @@ class Gateway:
             # Values marked sensitive reach the audit store only as keyed HMACs, and no reason quotes them.
             safe_args = mask_sensitive(safe_args, sensitive, self.audit_hmac_key, values=arguments)
             decision = withhold_reasons(decision, sensitive)
-        redactor = self.secrets.redactor()
         if not decision.allowed:
             if not is_granted(policy, principal.agent, name, scopes=scopes):
                 refusal: CallRefused = ToolNotGranted(f"tool `{shown_name}` is not available")
             else:
                 reasons = "; ".join(redactor.scrub_text(r) for r in decision.reasons) or "denied"
                 refusal = PolicyDenied(f"denied by policy: {reasons}", decision.rule_ids)
-            raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, decision)
+            raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, decision, redactor)
         if self.pins is not None and self.pins.is_blocked(name):
             # Blocked for every agent, granted or not; only granted callers learn why (above).
             refusal = ToolDefinitionChanged(approval_hint(shown_name, self.pins.blocked[name].reason))
             denial = Decision("deny", (), (str(refusal),))  # no policy rule decided this
-            raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, denial)
+            raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, denial, redactor)
         spec = self.catalog().get(name)
         upstream = self.upstreams.get(name.split(".", 1)[0]) if "." in name else None
         if spec is None:
@@ -349,7 +354,7 @@ class Gateway:
                 refusal = CallRefused(f"upstream `{upstream.name}` is unavailable")
             else:
                 refusal = ToolNotGranted(f"tool `{shown_name}` is not available")
-            raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, decision)
+            raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, decision, redactor)
 
         await self.audit.append(
             AuditEvent(
@@ -389,7 +394,9 @@ class Gateway:
             with anyio.CancelScope(shield=True):
                 await self.audit.append(outcome("cancelled"))
             raise
-        scrubbed, redactions = redactor.scrub_json(payload)
+        # A redactor taken now, not at the start of the call: a secret written meanwhile refreshes the
+        # view *before* any upstream reconnects with it, so this one knows every value the upstream held.
+        scrubbed, redactions = self.secrets.redactor().scrub_json(payload)
         scrubbed, truncated = truncate_result(scrubbed, self.limits.max_result_bytes)
         try:
             result = types.CallToolResult.model_validate(scrubbed)
