@@ -275,7 +275,7 @@ def bench_audit(count: int, budget_s: float) -> tuple[Row, list[list[str]]]:
 
 
 def bench_vault(count: int) -> tuple[Row, list[list[str]]]:
-    from mcp_gateway.gateway import SecretsView
+    from mcp_gateway.state import SecretsView
     from mcp_gateway.vault.store import SQLiteSecretStore, Vault, init_key_file, load_keyring
 
     results: Row = {}

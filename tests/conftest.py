@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from mcp_gateway.config import Settings, TelemetrySettings
 from mcp_gateway.server import create_app
 from mcp_gateway.telemetry import configure_tracing
+from mcp_gateway.tools.base import Toolset
 from mcp_gateway.types import AuditSink
 from mcp_gateway.vault.store import init_key_file
 from mcp_gateway.wiring import Runtime, build_runtime, key_file_path, open_agents, open_vault
@@ -168,6 +169,8 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
         oauth: dict[str, Any] | None = None,
         audit: dict[str, Any] | None = None,
         watch_policy: bool = True,
+        toolsets: Sequence[Toolset] = (),
+        config: dict[str, Any] | None = None,
     ) -> RunningGateway:
         root = tmp_path / name
         (root / "policies").mkdir(parents=True, exist_ok=True)
@@ -186,6 +189,7 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
             raw["oauth"] = oauth
         if audit is not None:
             raw["audit"] = audit
+        raw.update(config or {})  # further gateway.yaml sections (warehouses, orchestrators, ...)
         # The same settings on disk, so tests can point the admin CLI at this gateway's stores.
         (root / "gateway.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
         settings = Settings.model_validate(raw)
@@ -200,7 +204,7 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
         store = open_agents(settings)
         tokens = {agent: store.create(agent)[1] for agent in agents}
         store.close()
-        runtime = build_runtime(settings, master_key_env=None, sink=sink)
+        runtime = build_runtime(settings, master_key_env=None, sink=sink, toolsets=toolsets)
         app = create_app(settings, runtime.gateway, runtime.agents)
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

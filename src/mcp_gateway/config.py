@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
+from mcp_gateway.approvals import ApprovalSettings
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.quotas import QuotaSettings
 
 SECRET_REF = re.compile(r"secret://([A-Za-z0-9_.-]{1,128})")
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -218,6 +220,8 @@ class Settings(_Model):
     limits: LimitSettings = LimitSettings()
     upstreams: dict[str, Upstream] = Field(default_factory=dict)
     oauth: OAuthSettings | None = None
+    approvals: ApprovalSettings = ApprovalSettings()
+    quotas: QuotaSettings = QuotaSettings()
 
     @field_validator("upstreams")
     @classmethod

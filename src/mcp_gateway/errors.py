@@ -13,6 +13,8 @@ messages name things (a secret's *name*, a file, a rule id), never their content
     │   ├── PolicyDenied             a grant matched but a constraint or deny rule refused the arguments
     │   ├── VaultSealed              the call needs a secret and the vault has no master key
     │   ├── ToolDefinitionChanged    the upstream changed a pinned tool's definition; blocked until approved
+    │   ├── InvalidArguments         the arguments do not fit a built-in tool's input model
+    │   ├── ApprovalRefused          a call needs approval and no approval store is configured
     │   └── AuditUnavailable         the audit record could not be made durable: no audit, no act
     ├── VaultError
     │   ├── SecretNotFound           no secret by that name
@@ -136,3 +138,18 @@ class PinError(GatewayError):
 
 class UpstreamError(GatewayError):
     """An upstream failed, timed out or answered something the gateway cannot use."""
+
+
+class InvalidArguments(CallRefused):
+    """The arguments do not fit the tool's input model (a built-in tool validates before it runs)."""
+
+    kind = "invalid_arguments"
+
+
+class ApprovalRefused(CallRefused):
+    """An approval is needed or presented and cannot be had: no approval store is configured.
+
+    (The store's own refusals, by kind, are ``approvals.model.ApprovalError`` subclasses.)
+    """
+
+    kind = "approval_unavailable"

@@ -19,9 +19,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -31,137 +30,46 @@ from opentelemetry import trace
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.record import digest
 from mcp_gateway.audit.sensitive import mask_sensitive
+from mcp_gateway.builtin import builtin_specs, parse_arguments, result_payload, run_builtin
 from mcp_gateway.config import LimitSettings
 from mcp_gateway.connectors.mcp_upstream import UpstreamConnection
 from mcp_gateway.errors import (
+    ApprovalRefused,
     AuditUnavailable,
     CallRefused,
-    IntegrityError,
+    InvalidArguments,
     PolicyDenied,
-    PolicyLoadError,
     ToolDefinitionChanged,
     ToolNotGranted,
     UpstreamError,
     VaultSealed,
 )
+from mcp_gateway.governance import (
+    ApprovalGate,
+    QuotaGate,
+    approval_reasons,
+    args_hash,
+    pending_result,
+    quota_limits,
+    split_approval,
+)
 from mcp_gateway.limits import InFlight, LimitExceeded, check_arguments, truncate_result
 from mcp_gateway.pin_guard import PinGuard, approval_hint
 from mcp_gateway.policy.evaluate import evaluate, granted_tools, is_granted
-from mcp_gateway.policy.load import load_policy
-from mcp_gateway.policy.model import Policy
+from mcp_gateway.policy.model import GrantGovernance
 from mcp_gateway.policy.sensitive import sensitive_args, withhold_reasons
-from mcp_gateway.redact import EMPTY, Redactor
-from mcp_gateway.types import AuditEvent, Decision, Principal, SecretValue, ToolSpec
-from mcp_gateway.vault.crypto import Keyring
-from mcp_gateway.vault.store import Vault
+from mcp_gateway.redact import Redactor
+from mcp_gateway.state import PolicyHolder, SecretsView
+from mcp_gateway.tools.base import BuiltinTool, NeedsApproval, ToolContext, Toolset
+from mcp_gateway.types import AuditEvent, Decision, Principal, ToolSpec
+
+__all__ = ["Gateway", "PolicyHolder", "SecretsView"]
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer("mcp_gateway")
 
 # Tool names an agent sends are untrusted text; keep what we record of an unknown one short.
 _MAX_TOOL_NAME = 200
-
-
-class PolicyHolder:
-    """The running policy; a reload that fails keeps the last good one."""
-
-    def __init__(self, path: Path, policy: Policy) -> None:
-        self.path = path
-        self.policy = policy
-        self.last_error: str | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> PolicyHolder:
-        """Load the initial policy. Raises ``PolicyLoadError``: a gateway must not start on a bad one."""
-        return cls(path, load_policy(path))
-
-    def reload(self) -> PolicyLoadError | None:
-        """Re-read the policy files; on error keep the running policy and return the error."""
-        try:
-            self.policy = load_policy(self.path)
-        except PolicyLoadError as exc:
-            self.last_error = str(exc)
-            return exc
-        self.last_error = None
-        return None
-
-
-class SecretsView:
-    """The vault's plaintexts for injection and the redactor built from them, refreshed on change.
-
-    The redactor keeps every value this process has seen, not only the current ones: after a
-    secret is replaced, an upstream may still hold (and echo) the old value until it reconnects.
-
-    Args:
-        vault: the vault.
-        reload_keys: re-reads the master keys (after ``vault rotate-master`` in another process).
-        on_change: called with the names whose values changed, so their users can reconnect.
-    """
-
-    def __init__(
-        self,
-        vault: Vault,
-        *,
-        reload_keys: Callable[[], Keyring | None] | None = None,
-        on_change: Callable[[set[str]], None] | None = None,
-    ) -> None:
-        self.vault = vault
-        self._reload_keys = reload_keys
-        self.on_change = on_change
-        self._generation: int | None = None
-        self._redactor: Redactor = EMPTY
-        self._values: dict[str, SecretValue] = {}
-        self._seen: dict[bytes, SecretValue] = {}
-
-    def _refresh(self) -> None:
-        if self.vault.sealed:
-            return
-        generation = self.vault.generation()
-        if generation == self._generation:
-            return
-        try:
-            values = self.vault.resolve_all()
-        except IntegrityError:
-            # After `vault rotate-master` the envelopes are sealed by a key this process has not
-            # loaded yet: re-read the key source once, then give up loudly.
-            if self._reload_keys is None:
-                raise
-            self.vault.reload_keyring(self._reload_keys())
-            values = self.vault.resolve_all()
-        changed = {
-            name
-            for name in values.keys() | self._values.keys()
-            if (old := self._values.get(name)) is None
-            or (new := values.get(name)) is None
-            or old.reveal() != new.reveal()
-        }
-        first = self._generation is None
-        self._values = values
-        for value in values.values():
-            self._seen[value.reveal()] = value
-        self._redactor = Redactor.from_secrets(self._seen.values())
-        self._generation = generation
-        if changed and not first and self.on_change is not None:
-            self.on_change(changed)
-
-    def current_redactor(self) -> Redactor:
-        """The redactor as last refreshed (no I/O: safe inside logging)."""
-        return self._redactor
-
-    def redactor(self) -> Redactor:
-        try:
-            self._refresh()
-        except IntegrityError:
-            logger.exception("vault integrity failure while refreshing the redactor")
-        return self._redactor
-
-    def resolve(self, name: str) -> SecretValue:
-        """Resolve ``name``. Raises ``VaultSealed``, ``SecretNotFound``, ``IntegrityError``."""
-        if self.vault.sealed:
-            raise VaultSealed(f"vault is sealed: secret `{name}` cannot be resolved")
-        self._refresh()
-        value = self._values.get(name)
-        return value if value is not None else self.vault.resolve(name)
 
 
 @dataclass
@@ -176,15 +84,37 @@ class Gateway:
     pins: PinGuard | None = None
     audit_hmac_key: bytes | None = field(default=None, repr=False)
     """Key of the HMACs that stand in for sensitive argument values; None: withheld without one."""
+    toolsets: Mapping[str, Toolset] = field(default_factory=dict)
+    """The gateway's own governed tools (``data``, ``ops``, ``salesforce``), by toolset name."""
+    quotas: QuotaGate | None = None
+    approvals: ApprovalGate | None = None
+    """None: no approval store, so a call that needs approval is refused (never run unapproved)."""
     _tool_cache: dict[str, tuple[ToolSpec, Redactor, types.Tool]] = field(default_factory=dict)
     _in_flight: InFlight = field(init=False)
+    _builtins: dict[str, tuple[ToolSpec, BuiltinTool[Any]]] = field(init=False)
 
     def __post_init__(self) -> None:
         self._in_flight = InFlight(self.limits.max_concurrent_calls_per_agent)
+        self._builtins = builtin_specs(self.toolsets)
+
+    async def start_toolsets(self) -> None:
+        """Open what the built-in toolsets hold (clients, connections)."""
+        for toolset in self.toolsets.values():
+            if toolset.start is not None:
+                await toolset.start()
+
+    async def stop_toolsets(self) -> None:
+        """Close the toolsets; one that fails to close does not keep the others open."""
+        for toolset in self.toolsets.values():
+            if toolset.stop is not None:
+                try:
+                    await toolset.stop()
+                except Exception:
+                    logger.exception("toolset `%s` failed to stop", toolset.name)
 
     def catalog(self) -> dict[str, ToolSpec]:
         """Every tool the gateway can offer right now, by public name."""
-        tools: dict[str, ToolSpec] = {}
+        tools: dict[str, ToolSpec] = {name: spec for name, (spec, _) in self._builtins.items()}
         for upstream in self.upstreams.values():
             tools.update(upstream.tools)
         if self.pins is not None and self.pins.blocked:
@@ -243,10 +173,11 @@ class Gateway:
             span.set_attribute("mcp_gateway.tool", shown_name)
             try:
                 # One redactor for the whole call: each refresh is a store query on the event loop.
+                arguments, approval_id = split_approval(arguments)
                 safe_args = await self._admit(principal, shown_name, arguments, call_id, redactor)
                 try:
                     result = await self._governed_call(
-                        principal, name, shown_name, arguments, safe_args, call_id, redactor
+                        principal, name, shown_name, arguments, safe_args, call_id, redactor, approval_id
                     )
                 finally:
                     self._in_flight.release(principal.agent)
@@ -324,6 +255,7 @@ class Gateway:
         safe_args: Mapping[str, Any],
         call_id: str,
         redactor: Redactor,
+        approval_id: str | None = None,
     ) -> types.CallToolResult:
         policy = self.policy.policy
         scopes = principal.scopes if principal.source == "oauth" else None
@@ -355,7 +287,37 @@ class Gateway:
             else:
                 refusal = ToolNotGranted(f"tool `{shown_name}` is not available")
             raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, decision, redactor)
+        call = _Call(principal, name, shown_name, safe_args, call_id, decision, redactor)
+        grant = policy.grant(decision.rule_ids[0]) if decision.rule_ids else None
+        governance = grant.governance if grant is not None else GrantGovernance()
+        builtin = self._builtins.get(name)
+        model = None
+        if builtin is not None:
+            try:
+                model = parse_arguments(builtin[1], arguments)
+            except InvalidArguments as exc:
+                raise await self._refuse(
+                    exc, principal, shown_name, safe_args, call_id, decision, redactor
+                ) from None
+        # The approval id is the gateway's, not the tool's: it is neither hashed nor forwarded.
+        asks = approval_reasons(governance, arguments, builtin is not None)
+        if asks and approval_id is None:
+            return await self._park(call, governance, arguments, asks, {})
+        if self.quotas is not None:
+            limits = quota_limits(policy, principal.agent, name, governance)
+            if limits:
+                try:
+                    await self.quotas.hit(limits)
+                except CallRefused as exc:
+                    raise await self._refuse(
+                        exc, principal, shown_name, safe_args, call_id, decision, redactor
+                    ) from None
+        if approval_id is not None:
+            await self._consume_approval(call, approval_id, arguments)
 
+        intent_detail: dict[str, Any] = {"rule_ids": list(decision.rule_ids), "token_id": principal.token_id}
+        if approval_id is not None:
+            intent_detail["approval_id"] = approval_id
         await self.audit.append(
             AuditEvent(
                 kind="intent",
@@ -364,7 +326,7 @@ class Gateway:
                 tool=shown_name,
                 decision="allow",
                 args=safe_args,
-                detail={"rule_ids": list(decision.rule_ids), "token_id": principal.token_id},
+                detail=intent_detail,
             )
         )
         started = time.perf_counter()
@@ -381,11 +343,29 @@ class Gateway:
                 detail=latency | detail,
             )
 
-        connection = self.upstreams[spec.upstream]
+        facts: dict[str, Any] = {}
         try:
-            raw = await connection.call(spec.upstream_tool, dict(arguments))
-            payload: dict[str, Any] = raw.model_dump(by_alias=True, mode="json", exclude_none=True)
-            status = "error" if raw.is_error else "ok"
+            if builtin is not None and model is not None:
+                ctx = ToolContext(
+                    principal=principal,
+                    call_id=call_id,
+                    grant_limits={"max_rows": governance.max_rows} if governance.max_rows is not None else {},
+                    approval_conditions=governance.tool_conditions,
+                    approved=approval_id is not None,
+                    resolve_secret=self.secrets.resolve,
+                    policy_extra=dict(policy.extra) | {"audit_lookup": self._outcome_of},
+                    audit_detail=facts,
+                )
+                try:
+                    payload, status = await run_builtin(builtin[1], ctx, model)
+                except NeedsApproval as exc:
+                    await self.audit.append(outcome("pending_approval", reasons=[exc.reason]))
+                    return await self._park(call, governance, arguments, [exc.reason], exc.detail)
+            else:
+                connection = self.upstreams[spec.upstream]
+                raw = await connection.call(spec.upstream_tool, dict(arguments))
+                payload = raw.model_dump(by_alias=True, mode="json", exclude_none=True)
+                status = "error" if raw.is_error else "ok"
         except UpstreamError as exc:
             payload = {"content": [{"type": "text", "text": str(exc)}], "isError": True}
             status = "upstream_error"
@@ -396,7 +376,8 @@ class Gateway:
             raise
         # A redactor taken now, not at the start of the call: a secret written meanwhile refreshes the
         # view *before* any upstream reconnects with it, so this one knows every value the upstream held.
-        scrubbed, redactions = self.secrets.redactor().scrub_json(payload)
+        after = self.secrets.redactor()
+        scrubbed, redactions = after.scrub_json(payload)
         scrubbed, truncated = truncate_result(scrubbed, self.limits.max_result_bytes)
         try:
             result = types.CallToolResult.model_validate(scrubbed)
@@ -406,6 +387,11 @@ class Gateway:
                 is_error=True,
             )
             status = "upstream_error"
+        extra: dict[str, Any] = {}
+        if facts:
+            # Before/after images, snapshot ids, run ids: scrubbed like the result they describe.
+            extra["facts"], more = after.scrub_json(facts)
+            redactions += more
         await self.audit.append(
             outcome(
                 status,
@@ -413,6 +399,116 @@ class Gateway:
                 redactions=redactions,
                 redacted=redactions > 0,
                 truncated=truncated,
+                **extra,
             )
         )
         return result
+
+    async def _park(
+        self,
+        call: _Call,
+        governance: GrantGovernance,
+        arguments: Mapping[str, Any],
+        reasons: list[str],
+        detail: Mapping[str, Any],
+    ) -> types.CallToolResult:
+        """Send the call to a human: record a pending approval, audit it, answer ``pending_approval``."""
+        if self.approvals is None:
+            refusal = ApprovalRefused("this call needs approval and no approval store is configured")
+            raise await self._refuse(
+                refusal,
+                call.principal,
+                call.shown_name,
+                call.safe_args,
+                call.call_id,
+                call.decision,
+                call.redactor,
+            )
+        shown_reasons = [call.redactor.scrub_text(r) for r in reasons]
+        safe_detail, _ = call.redactor.scrub_json(dict(detail))
+        try:
+            pending = await self.approvals.request(
+                agent=call.principal.agent,
+                tool=call.name,
+                args_hash=args_hash(arguments),
+                args=call.safe_args,
+                reason="; ".join(shown_reasons),
+                detail=safe_detail,
+                ttl_seconds=governance.approval_ttl,
+            )
+        except ApprovalRefused as exc:
+            raise await self._refuse(
+                exc,
+                call.principal,
+                call.shown_name,
+                call.safe_args,
+                call.call_id,
+                call.decision,
+                call.redactor,
+            ) from None
+        await self.audit.append(
+            AuditEvent(
+                kind="approval_requested",
+                call_id=call.call_id,
+                agent=call.principal.agent,
+                tool=call.shown_name,
+                decision="pending",
+                status="pending_approval",
+                args=call.safe_args,
+                detail={
+                    "approval_id": pending.id,
+                    "reasons": shown_reasons,
+                    "expires_at": pending.expires_at,
+                },
+            )
+        )
+        return types.CallToolResult.model_validate(
+            result_payload(pending_result(call.shown_name, pending, shown_reasons))
+        )
+
+    async def _consume_approval(self, call: _Call, approval_id: str, arguments: Mapping[str, Any]) -> None:
+        """Use the approval for this exact call, once; a misuse is audited and refused."""
+        if self.approvals is None:
+            refusal: CallRefused = ApprovalRefused("approvals are not configured")
+        else:
+            try:
+                await self.approvals.consume(
+                    approval_id,
+                    agent=call.principal.agent,
+                    tool=call.name,
+                    args_hash=args_hash(arguments),
+                    call_id=call.call_id,
+                )
+                return
+            except CallRefused as exc:
+                refusal = exc
+        raise await self._refuse(
+            refusal,
+            call.principal,
+            call.shown_name,
+            {**call.safe_args, "approval_id": approval_id},
+            call.call_id,
+            call.decision,
+            call.redactor,
+        )
+
+    async def _outcome_of(self, call_id: str) -> Mapping[str, Any] | None:
+        """The outcome record of an earlier call (for tools that undo one, e.g. a Salesforce revert)."""
+        records = await anyio.to_thread.run_sync(lambda: self.audit.sink.query(call_id=call_id, limit=10))
+        for record in reversed(records):
+            if record.kind == "outcome":
+                return {"agent": record.agent, "tool": record.tool, "status": record.status, **record.detail}
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call's facts that refusals and approvals need."""
+
+    principal: Principal
+    name: str
+    shown_name: str
+    safe_args: Mapping[str, Any]
+    call_id: str
+    decision: Decision
+    redactor: Redactor

@@ -39,6 +39,7 @@ from mcp_gateway.agents import AgentStore, token_id_of
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import AuditUnavailable, AuthError, CallRefused, ToolNotGranted
+from mcp_gateway.federation import federation_handlers, relaying
 from mcp_gateway.gateway import Gateway
 from mcp_gateway.oauth import OAuthVerifier, VerifiedToken, is_agent_token, token_fingerprint
 from mcp_gateway.types import AuditEvent, Principal
@@ -240,7 +241,9 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
     ) -> types.CallToolResult:
         principal = _principal(ctx)
         try:
-            return await gateway.call_tool(principal, params.name, params.arguments or {})
+            # The upstream's progress and log messages about this call go back to this caller only.
+            with relaying(ctx, gateway):
+                return await gateway.call_tool(principal, params.name, params.arguments or {})
         except ToolNotGranted as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         except CallRefused as exc:
@@ -262,6 +265,7 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
         get_tool_input_schema=input_schema,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
+        **federation_handlers(gateway, _principal),
     )
 
 
@@ -392,11 +396,14 @@ def create_app(
             with anyio.move_on_after(20):
                 for upstream in gateway.upstreams.values():
                     await upstream.wait_ready()
+            await gateway.start_toolsets()
             state.ready = True
             try:
                 yield
             finally:
                 state.ready = False
+                with anyio.CancelScope(shield=True):
+                    await gateway.stop_toolsets()
                 for upstream in gateway.upstreams.values():
                     upstream.stop()
                 stop_watching.set()

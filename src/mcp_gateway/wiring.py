@@ -6,10 +6,13 @@ The CLI reads the environment (the master key) and hands it here; nothing below 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mcp_gateway.agents import SQLiteAgentStore
+from mcp_gateway.approvals import ApprovalStore, open_approval_store
+from mcp_gateway.approvals.notify import ApprovalNotifier
 from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.keys import PUBLIC_KEY_FILE, AuditKeys, ensure_audit_keys, export_public_key
 from mcp_gateway.audit.log import AuditLog
@@ -17,10 +20,15 @@ from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.config import PostgresStore, Settings
 from mcp_gateway.connectors.mcp_upstream import UpstreamConnection, required_secrets
 from mcp_gateway.errors import ConfigError, GatewayError
-from mcp_gateway.gateway import Gateway, PolicyHolder, SecretsView
+from mcp_gateway.gates import StoreApprovalGate, StoreQuotaGate
+from mcp_gateway.gateway import Gateway
 from mcp_gateway.pin_guard import PinGuard
 from mcp_gateway.pin_store import SQLitePinStore
+from mcp_gateway.quotas import QuotaStore, open_quota_store
+from mcp_gateway.state import PolicyHolder, SecretsView
 from mcp_gateway.telemetry import install_log_redaction
+from mcp_gateway.tools.base import Toolset
+from mcp_gateway.toolsets import build_toolsets
 from mcp_gateway.types import AuditSink, SecretStore
 from mcp_gateway.vault.crypto import Keyring
 from mcp_gateway.vault.keys import load_keyring
@@ -124,16 +132,23 @@ class Runtime:
     agents: SQLiteAgentStore
     sink: AuditSink
     pins: SQLitePinStore | None = None
+    approvals: ApprovalStore | None = None
+    quotas: QuotaStore | None = None
 
     def close(self) -> None:
         self.sink.close()
         self.agents.close()
-        if self.pins is not None:
-            self.pins.close()
+        for store in (self.pins, self.approvals, self.quotas):
+            if store is not None:
+                store.close()
 
 
 def build_runtime(
-    settings: Settings, *, master_key_env: str | None, sink: AuditSink | None = None
+    settings: Settings,
+    *,
+    master_key_env: str | None,
+    sink: AuditSink | None = None,
+    toolsets: Sequence[Toolset] = (),
 ) -> Runtime:
     """Build a gateway from settings.
 
@@ -141,6 +156,7 @@ def build_runtime(
         settings: validated settings.
         master_key_env: the value of ``MCP_GATEWAY_MASTER_KEY`` if set.
         sink: an audit sink to use instead of the configured one (tests inject failing ones).
+        toolsets: built-in toolsets to offer besides those the settings configure.
 
     Raises:
         PolicyLoadError: the policy does not load (a gateway does not start on a bad policy).
@@ -183,8 +199,45 @@ def build_runtime(
 
     secrets.on_change = reconnect_users
     install_log_redaction(secrets)
+    all_toolsets = {
+        toolset.name: toolset for toolset in (*build_toolsets(settings, secrets.resolve), *toolsets)
+    }
+    clash = set(all_toolsets) & set(upstreams)
+    if clash:
+        raise ConfigError(f"upstream name(s) {sorted(clash)} collide with built-in toolsets")
+    approval_store = open_approval_store(settings.approvals, settings.data_dir)
+    webhook = settings.approvals.webhook_url
+    notifier = (
+        ApprovalNotifier(
+            webhook,
+            resolve_secret=secrets.resolve,
+            allow_private_network=settings.approvals.allow_private_network,
+            timeout_seconds=settings.approvals.notify_timeout_seconds,
+        )
+        if webhook is not None
+        else None
+    )
+    quota_store = open_quota_store(settings.quotas, settings.data_dir)
     gateway = Gateway(
-        policy=policy, secrets=secrets, audit=audit, upstreams=upstreams, limits=settings.limits, pins=pins
+        quotas=StoreQuotaGate(quota_store),
+        approvals=StoreApprovalGate(
+            approval_store, default_ttl=settings.approvals.ttl_seconds, notifier=notifier
+        ),
+        policy=policy,
+        secrets=secrets,
+        audit=audit,
+        upstreams=upstreams,
+        limits=settings.limits,
+        pins=pins,
+        toolsets=all_toolsets,
     )
     gateway.audit_hmac_key = keys.hmac_key if keys is not None else None
-    return Runtime(settings, gateway, open_agents(settings), sink, pin_store)
+    return Runtime(
+        settings,
+        gateway,
+        open_agents(settings),
+        sink,
+        pin_store,
+        approvals=approval_store,
+        quotas=quota_store,
+    )

@@ -61,7 +61,7 @@ CONSTRAINT_CASES = [
     ({"subset_of": ["Name", "Amount"]}, ["Name", "Amount"], True, ""),
     ({"subset_of": ["Name", "Amount"]}, [], True, ""),
     ({"subset_of": ["Name", "Amount"]}, ["Name", "Secret"], False, "has items outside subset_of: `Secret`"),
-    ({"subset_of": ["Name"]}, "Name", False, "is not a list (subset_of"),
+    ({"subset_of": ["Name"]}, "Name", False, "is not a list or object (subset_of"),
     ({"required": True}, "x", True, ""),
     ({"required": True}, ABSENT, False, "argument `v` is required but absent"),
     ({"min": 1, "in": [5]}, ABSENT, True, ""),

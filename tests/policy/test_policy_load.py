@@ -284,7 +284,7 @@ def test_parse_policy_text_names_the_given_file_in_errors() -> None:
     with pytest.raises(PolicyLoadError) as caught:
         parse_policy_text("version: 1\nagents:\n  x:\n    nope: 1\n", "team.yaml")
     assert caught.value.problems == (
-        "team.yaml:4: unknown key `nope` in `agents.x` (expected one of `description`, `grants`)",
+        "team.yaml:4: unknown key `nope` in `agents.x` (expected one of `description`, `grants`, `rate`)",
     )
 
 

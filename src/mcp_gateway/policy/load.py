@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -23,7 +23,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from mcp_gateway.errors import PolicyLoadError
-from mcp_gateway.policy.model import CompiledGrant, Policy, PolicyDocument, compile_grant
+from mcp_gateway.policy.compile import compile_grant, compile_rates
+from mcp_gateway.policy.model import CompiledGrant, NamedMetric, Policy, PolicyDocument, TableRule
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -222,7 +223,14 @@ def _compile(parsed: Sequence[tuple[str, PolicyDocument, _Map]], problems: list[
     agents: dict[str, list[CompiledGrant]] = {}
     descriptions: dict[str, str] = {}
     first_seen: dict[str, str] = {}
+    tables: dict[str, TableRule] = {}
+    metrics: dict[str, NamedMetric] = {}
+    runbooks: dict[str, str] = {}
+    agent_rates: dict[str, tuple[tuple[str, int, int], ...]] = {}
     for filename, document, raw in parsed:
+        _merge_named(filename, raw, "tables", document.tables, tables, problems)
+        _merge_named(filename, raw, "metrics", document.metrics, metrics, problems)
+        _merge_named(filename, raw, "runbooks", document.runbooks, runbooks, problems)
         raw_agents = raw.get("agents")
         for agent, agent_policy in document.agents.items():
             raw_agent = raw_agents[agent] if isinstance(raw_agents, _Map) else None
@@ -230,6 +238,8 @@ def _compile(parsed: Sequence[tuple[str, PolicyDocument, _Map]], problems: list[
             grants = agents.setdefault(agent, [])
             if agent_policy.description and agent not in descriptions:
                 descriptions[agent] = agent_policy.description
+            if agent_policy.rate:
+                agent_rates[agent] = agent_rates.get(agent, ()) + compile_rates(agent_policy.rate)
             for i, grant in enumerate(agent_policy.grants):
                 raw_grant = raw_grants[i] if isinstance(raw_grants, _Seq) else None
                 raw_deny = raw_grant.get("deny") if isinstance(raw_grant, _Map) else None
@@ -248,11 +258,49 @@ def _compile(parsed: Sequence[tuple[str, PolicyDocument, _Map]], problems: list[
                     else:
                         first_seen[rule_id] = source
                 grants.append(compiled)
+    for table, rule in tables.items():
+        for name in rule.metrics + tuple(c.name for c in rule.switch_in_checks if c.name):
+            if name not in metrics:
+                problems.append(
+                    f"{_table_source(parsed, table)}: table `{table}` names unknown metric `{name}`"
+                )
     return Policy(
         agents={name: tuple(grants) for name, grants in agents.items()},
         descriptions=descriptions,
         sources=tuple(name for name, _, _ in parsed),
+        tables=tables,
+        metrics=metrics,
+        runbooks=runbooks,
+        agent_rates=agent_rates,
     )
+
+
+def _merge_named(
+    filename: str,
+    raw: _Map,
+    section: str,
+    items: Mapping[str, Any],
+    into: dict[str, Any],
+    problems: list[str],
+) -> None:
+    """Merge one top-level named section (``tables``, ``metrics``, ``runbooks``); a name defined in two
+    files is an error, since which definition wins would depend on file order."""
+    raw_section = raw.get(section)
+    for name, item in items.items():
+        line = raw_section.key_lines.get(name, 1) if isinstance(raw_section, _Map) else 1
+        if name in into:
+            problems.append(f"{filename}:{line}: `{section}.{name}` is defined in more than one file")
+        else:
+            into[name] = item
+
+
+def _table_source(parsed: Sequence[tuple[str, PolicyDocument, _Map]], table: str) -> str:
+    for filename, document, raw in parsed:
+        if table in document.tables:
+            section = raw.get("tables")
+            line = section.key_lines.get(table, 1) if isinstance(section, _Map) else 1
+            return f"{filename}:{line}"
+    return "<policy>"
 
 
 def _load_sources(sources: Iterable[tuple[str, str]]) -> Policy:

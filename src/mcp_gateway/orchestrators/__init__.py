@@ -1,0 +1,1 @@
+"""Pipeline orchestrators behind one Protocol (``base.py``): Prefect, Airflow, dbt Cloud, Dagster."""

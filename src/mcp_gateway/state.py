@@ -1,0 +1,123 @@
+"""The running policy and the vault's view for the call path: both refreshed while the gateway runs.
+
+``PolicyHolder`` keeps the last good policy when a reload fails. ``SecretsView`` holds the vault's
+plaintexts for injection and the redactor built from every value this process has seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from mcp_gateway.errors import IntegrityError, PolicyLoadError, VaultSealed
+from mcp_gateway.policy.load import load_policy
+from mcp_gateway.policy.model import Policy
+from mcp_gateway.redact import EMPTY, Redactor
+from mcp_gateway.types import SecretValue
+from mcp_gateway.vault.crypto import Keyring
+from mcp_gateway.vault.store import Vault
+
+logger = logging.getLogger(__name__)
+
+
+class PolicyHolder:
+    """The running policy; a reload that fails keeps the last good one."""
+
+    def __init__(self, path: Path, policy: Policy) -> None:
+        self.path = path
+        self.policy = policy
+        self.last_error: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> PolicyHolder:
+        """Load the initial policy. Raises ``PolicyLoadError``: a gateway must not start on a bad one."""
+        return cls(path, load_policy(path))
+
+    def reload(self) -> PolicyLoadError | None:
+        """Re-read the policy files; on error keep the running policy and return the error."""
+        try:
+            self.policy = load_policy(self.path)
+        except PolicyLoadError as exc:
+            self.last_error = str(exc)
+            return exc
+        self.last_error = None
+        return None
+
+
+class SecretsView:
+    """The vault's plaintexts for injection and the redactor built from them, refreshed on change.
+
+    The redactor keeps every value this process has seen, not only the current ones: after a
+    secret is replaced, an upstream may still hold (and echo) the old value until it reconnects.
+
+    Args:
+        vault: the vault.
+        reload_keys: re-reads the master keys (after ``vault rotate-master`` in another process).
+        on_change: called with the names whose values changed, so their users can reconnect.
+    """
+
+    def __init__(
+        self,
+        vault: Vault,
+        *,
+        reload_keys: Callable[[], Keyring | None] | None = None,
+        on_change: Callable[[set[str]], None] | None = None,
+    ) -> None:
+        self.vault = vault
+        self._reload_keys = reload_keys
+        self.on_change = on_change
+        self._generation: int | None = None
+        self._redactor: Redactor = EMPTY
+        self._values: dict[str, SecretValue] = {}
+        self._seen: dict[bytes, SecretValue] = {}
+
+    def _refresh(self) -> None:
+        if self.vault.sealed:
+            return
+        generation = self.vault.generation()
+        if generation == self._generation:
+            return
+        try:
+            values = self.vault.resolve_all()
+        except IntegrityError:
+            # After `vault rotate-master` the envelopes are sealed by a key this process has not
+            # loaded yet: re-read the key source once, then give up loudly.
+            if self._reload_keys is None:
+                raise
+            self.vault.reload_keyring(self._reload_keys())
+            values = self.vault.resolve_all()
+        changed = {
+            name
+            for name in values.keys() | self._values.keys()
+            if (old := self._values.get(name)) is None
+            or (new := values.get(name)) is None
+            or old.reveal() != new.reveal()
+        }
+        first = self._generation is None
+        self._values = values
+        for value in values.values():
+            self._seen[value.reveal()] = value
+        self._redactor = Redactor.from_secrets(self._seen.values())
+        self._generation = generation
+        if changed and not first and self.on_change is not None:
+            self.on_change(changed)
+
+    def current_redactor(self) -> Redactor:
+        """The redactor as last refreshed (no I/O: safe inside logging)."""
+        return self._redactor
+
+    def redactor(self) -> Redactor:
+        try:
+            self._refresh()
+        except IntegrityError:
+            logger.exception("vault integrity failure while refreshing the redactor")
+        return self._redactor
+
+    def resolve(self, name: str) -> SecretValue:
+        """Resolve ``name``. Raises ``VaultSealed``, ``SecretNotFound``, ``IntegrityError``."""
+        if self.vault.sealed:
+            raise VaultSealed(f"vault is sealed: secret `{name}` cannot be resolved")
+        self._refresh()
+        value = self._values.get(name)
+        return value if value is not None else self.vault.resolve(name)
