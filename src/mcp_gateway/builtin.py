@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mcp_gateway.errors import InvalidArguments
+from mcp_gateway.errors import GatewayError, InvalidArguments
 from mcp_gateway.tools.base import BuiltinTool, NeedsApproval, ToolContext, ToolFailure, Toolset
 from mcp_gateway.types import ToolSpec
 
@@ -80,6 +80,10 @@ async def run_builtin(
     except ToolFailure as exc:
         ctx.audit_detail.update(exc.detail)
         return error_payload(str(exc)), "error"
+    except GatewayError as exc:
+        # Our own errors name things, never values (a sealed vault, a missing secret, an upstream
+        # refusal); the result is scrubbed as well before it leaves.
+        return error_payload(f"`{tool.name}` failed: {exc}"), "error"
     except Exception as exc:
         # The message may quote data or connection strings: the agent gets a generic error, the log
         # (scrubbed of vault values like every record) gets the type.

@@ -13,11 +13,23 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mcp_gateway.approvals import ApprovalSettings
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.orchestrators.config import JobSettings, OrchestratorSettings
 from mcp_gateway.quotas import QuotaSettings
+from mcp_gateway.salesforce.config import SalesforceOrgSettings
+from mcp_gateway.warehouse.config import WarehouseSettings
 
 SECRET_REF = re.compile(r"secret://([A-Za-z0-9_.-]{1,128})")
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -222,6 +234,30 @@ class Settings(_Model):
     oauth: OAuthSettings | None = None
     approvals: ApprovalSettings = ApprovalSettings()
     quotas: QuotaSettings = QuotaSettings()
+    warehouses: dict[str, WarehouseSettings] = Field(default_factory=dict)
+    """Tables for the ``data`` toolset; the name is the first part of every table name."""
+    orchestrators: dict[str, OrchestratorSettings] = Field(default_factory=dict)
+    jobs: dict[str, JobSettings] = Field(default_factory=dict)
+    """Jobs agents may name in ``ops.rerun_job``: orchestrator and the orchestrator's own id."""
+    salesforce: dict[str, SalesforceOrgSettings] = Field(default_factory=dict)
+    """Salesforce orgs for the ``salesforce`` toolset, by the name agents pass as ``org``."""
+
+    @field_validator("warehouses", "orchestrators", "salesforce")
+    @classmethod
+    def _section_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not UPSTREAM_NAME.match(name):
+                raise ValueError(f"name `{name}` must match {UPSTREAM_NAME.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _jobs_name_orchestrators(self) -> Settings:
+        for job, spec in self.jobs.items():
+            if spec.orchestrator not in self.orchestrators:
+                raise ValueError(
+                    f"job `{job}` names orchestrator `{spec.orchestrator}`, which is not configured"
+                )
+        return self
 
     @field_validator("upstreams")
     @classmethod

@@ -18,4 +18,18 @@ Resolve = Callable[[str], SecretValue]
 def build_toolsets(settings: Settings, resolve_secret: Resolve) -> list[Toolset]:
     """The toolsets for the configured sections, in a fixed order."""
     toolsets: list[Toolset] = []
+    if settings.warehouses:
+        from mcp_gateway.tools.data import build_data_toolset
+
+        toolsets.append(build_data_toolset(settings.warehouses, resolve_secret))
+    if settings.jobs:
+        from mcp_gateway.tools.ops import build_ops_toolset
+
+        toolsets.append(
+            build_ops_toolset(settings.orchestrators, settings.jobs, settings.data_dir, resolve_secret)
+        )
+    if settings.salesforce:
+        from mcp_gateway.tools.salesforce import build_salesforce_toolset
+
+        toolsets.append(build_salesforce_toolset(settings.salesforce, resolve_secret))
     return toolsets

@@ -77,8 +77,10 @@ class Orchestrator(Protocol):
     async def rerun(self, job_id: str, mode: RerunMode, idempotency_key: str) -> RunInfo:
         """Rerun ``job_id``.
 
-        ``failed_only``: retry/clear the failed tasks of the most recent failed run (the run id stays
-        that run's id); if there is no failed run, raise ``RunConflict``. ``full``: start a new run.
+        ``failed_only``: retry the failed tasks of the most recent failed run; if there is no failed
+        run, raise ``RunConflict``. The returned run id is that run's (Prefect and Airflow retry in
+        place) or the new child run's (dbt Cloud and Dagster re-execute from the failure).
+        ``full``: start a new run.
         ``idempotency_key`` (derived from the agent's reason/ticket) must make a repeat with the same
         key return the run the first call started instead of launching another.
         """
