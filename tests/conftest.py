@@ -205,7 +205,13 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
         tokens = {agent: store.create(agent)[1] for agent in agents}
         store.close()
         runtime = build_runtime(settings, master_key_env=None, sink=sink, toolsets=toolsets)
-        app = create_app(settings, runtime.gateway, runtime.agents)
+        app = create_app(
+            settings,
+            runtime.gateway,
+            runtime.agents,
+            approvals=runtime.approvals,
+            verify_admin=runtime.admins.verify if runtime.admins is not None else None,
+        )
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
         )

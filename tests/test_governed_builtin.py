@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 from pydantic import Field
@@ -127,7 +128,7 @@ async def test_an_argument_condition_parks_the_call_until_a_human_approves_it_on
     gw = _start(make_gateway)
     args = {"key": "kprod", "value": 11}
     pending = await _call(gw, "agent-a", args)
-    assert not pending.is_error
+    assert pending.is_error  # not run: an agent must not read it as done
     body = pending.structured_content
     assert body["status"] == "pending_approval" and body["approval_id"].startswith("apr_")
     assert RUNS == []
@@ -225,3 +226,36 @@ async def test_an_ungranted_builtin_tool_is_invisible_and_refused(make_gateway: 
         with pytest.raises(MCPError):
             await client.call_tool("demo.set_value", {"key": "k1", "value": 1})
     assert RUNS == []
+
+
+async def test_an_approver_approves_over_the_admin_api_and_an_agent_token_cannot(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = _start(make_gateway)
+    assert gw.runtime.admins is not None
+    _, admin_token = gw.runtime.admins.create("alice")
+    args = {"key": "kprod", "value": 11}
+    approval_id = (await _call(gw, "agent-a", args)).structured_content["approval_id"]
+    async with httpx.AsyncClient(base_url=gw.base, timeout=10) as http:
+        forged = await http.post(
+            f"/admin/approvals/{approval_id}/approve",
+            headers={"Authorization": f"Bearer {gw.tokens['agent-a']}"},
+            json={"note": "self-approval"},
+        )
+        assert forged.status_code == 401
+        listed = await http.get(
+            "/admin/approvals",
+            params={"status": "pending"},
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        assert [a["id"] for a in listed.json()["approvals"]] == [approval_id]
+        approved = await http.post(
+            f"/admin/approvals/{approval_id}/approve",
+            headers={"Authorization": f"Bearer {admin_token}"},
+            json={"note": "checked with the owner"},
+        )
+        assert approved.status_code == 200
+    assert not (await _call(gw, "agent-a", {**args, "approval_id": approval_id})).is_error
+    assert len(RUNS) == 1
+    kinds = [r.kind for r in gw.audit()]
+    assert "admin_auth_failure" in kinds and "approval" in kinds

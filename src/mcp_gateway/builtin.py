@@ -92,6 +92,6 @@ async def run_builtin(
     return _payload(result), "ok"
 
 
-def result_payload(result: Mapping[str, Any]) -> dict[str, Any]:
-    """A successful structured result as a ``CallToolResult`` payload."""
-    return _payload(result)
+def result_payload(result: Mapping[str, Any], *, is_error: bool = False) -> dict[str, Any]:
+    """A structured result as a ``CallToolResult`` payload."""
+    return _payload(result, is_error)

@@ -69,8 +69,9 @@ class StoreApprovalGate:
             )
         )
         if self.notifier is not None:
-            # Never fails the call: the approval is durable, approvers can still find it.
-            await self.notifier.notify(approval)
+            # Queued, never awaited: a slow webhook must not stall the call. The approval is durable;
+            # approvers can still find it with the CLI or the admin API.
+            self.notifier.submit(approval)
         return PendingApproval(approval.id, approval.expires_at)
 
     async def consume(self, approval_id: str, *, agent: str, tool: str, args_hash: str, call_id: str) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,8 @@ class Gateway:
     quotas: QuotaGate | None = None
     approvals: ApprovalGate | None = None
     """None: no approval store, so a call that needs approval is refused (never run unapproved)."""
+    services: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    """Background tasks the server runs for the gateway's lifetime (e.g. the approval notifier)."""
     _tool_cache: dict[str, tuple[ToolSpec, Redactor, types.Tool]] = field(default_factory=dict)
     _in_flight: InFlight = field(init=False)
     _builtins: dict[str, tuple[ToolSpec, BuiltinTool[Any]]] = field(init=False)
@@ -462,8 +464,10 @@ class Gateway:
                 },
             )
         )
+        # An error result: the call did not run (and an upstream tool's output schema does not
+        # describe this answer, so a client must not validate it as the tool's output).
         return types.CallToolResult.model_validate(
-            result_payload(pending_result(call.shown_name, pending, shown_reasons))
+            result_payload(pending_result(call.shown_name, pending, shown_reasons), is_error=True)
         )
 
     async def _consume_approval(self, call: _Call, approval_id: str, arguments: Mapping[str, Any]) -> None:

@@ -20,7 +20,13 @@ def run_gateway(settings: Settings, *, master_key_env: str | None) -> None:
     provider = configure_tracing(settings.telemetry)
     if runtime.gateway.secrets.vault.sealed:
         logger.warning("vault is sealed (no master key): calls that need secrets will be refused")
-    app = create_app(settings, runtime.gateway, runtime.agents)
+    app = create_app(
+        settings,
+        runtime.gateway,
+        runtime.agents,
+        approvals=runtime.approvals,
+        verify_admin=runtime.admins.verify if runtime.admins is not None else None,
+    )
     config = uvicorn.Config(
         app,
         host=settings.server.host,

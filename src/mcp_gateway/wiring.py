@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcp_gateway.admin import SQLiteAdminStore, admin_store_path
 from mcp_gateway.agents import SQLiteAgentStore
 from mcp_gateway.approvals import ApprovalStore, open_approval_store
 from mcp_gateway.approvals.notify import ApprovalNotifier
@@ -134,11 +135,12 @@ class Runtime:
     pins: SQLitePinStore | None = None
     approvals: ApprovalStore | None = None
     quotas: QuotaStore | None = None
+    admins: SQLiteAdminStore | None = None
 
     def close(self) -> None:
         self.sink.close()
         self.agents.close()
-        for store in (self.pins, self.approvals, self.quotas):
+        for store in (self.pins, self.approvals, self.quotas, self.admins):
             if store is not None:
                 store.close()
 
@@ -232,6 +234,8 @@ def build_runtime(
         toolsets=all_toolsets,
     )
     gateway.audit_hmac_key = keys.hmac_key if keys is not None else None
+    if notifier is not None:
+        gateway.services.append(notifier.run)
     return Runtime(
         settings,
         gateway,
@@ -240,4 +244,5 @@ def build_runtime(
         pin_store,
         approvals=approval_store,
         quotas=quota_store,
+        admins=SQLiteAdminStore(admin_store_path(settings.data_dir)),
     )

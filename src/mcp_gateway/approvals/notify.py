@@ -3,6 +3,8 @@
 The body is ``{"text": ..., "blocks": [...]}`` (Slack's Block Kit; Mattermost and others accept the
 same). A notification is a courtesy, never part of the decision: ``notify`` never raises, is bounded
 in time (one attempt and at most one retry, each with a timeout), and a failure is only logged.
+To keep even that wait off the call path, ``submit`` queues the approval and returns at once, and
+``run`` (started once in the server's task group) sends the queue in the background.
 
 Webhook URLs are credentials (the path is the secret), so the URL may be a ``secret://NAME``
 reference resolved from the vault at send time, and logs name only its scheme and host. The URL is
@@ -16,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,8 +54,11 @@ def _iso(ts: float) -> str:
 def safe_url(url: str) -> str:
     """``scheme://host[:port]`` of ``url``: what may be logged of a webhook URL."""
     parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port: still name the host, nothing more
+        port = None
+    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{port}" if port else "")
 
 
 def approval_message(approval: Approval) -> dict[str, Any]:
@@ -101,6 +107,7 @@ class ApprovalNotifier:
         timeout_seconds: per attempt (connect, read, write and pool each).
         transport: an httpx transport (tests inject ``httpx.MockTransport``); None: the network.
         check_url: the SSRF guard (``netguard.check_upstream_url``).
+        queue_size: the most approvals ``submit`` holds for ``run``; more are dropped (and logged).
     """
 
     def __init__(
@@ -112,6 +119,7 @@ class ApprovalNotifier:
         timeout_seconds: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
         check_url: UrlCheck = check_upstream_url,
+        queue_size: int = 100,
     ) -> None:
         self._url = webhook_url
         self._resolve_secret = resolve_secret
@@ -119,9 +127,34 @@ class ApprovalNotifier:
         self._timeout = timeout_seconds
         self._transport = transport
         self._check_url = check_url
+        self._queue: deque[Approval] = deque()
+        self._queue_size = queue_size
+        self._wake: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return "ApprovalNotifier(<webhook>)"
+
+    def submit(self, approval: Approval) -> bool:
+        """Queue ``approval`` for ``run`` and return at once (call it from the event loop's thread).
+
+        Returns False, logged, when the queue is full (approvers still find it with the CLI or API).
+        """
+        if len(self._queue) >= self._queue_size:
+            logger.warning("approval %s: notification queue full; notification dropped", approval.id)
+            return False
+        self._queue.append(approval)
+        if self._wake is not None:
+            self._wake.set()
+        return True
+
+    async def run(self) -> None:
+        """Send what ``submit`` queues, one at a time, until cancelled (start it in a task group)."""
+        while True:
+            while self._queue:
+                await self.notify(self._queue.popleft())
+            # No await between the check above and this: a submit in between cannot be missed.
+            self._wake = anyio.Event()
+            await self._wake.wait()
 
     async def notify(self, approval: Approval) -> bool:
         """Announce ``approval``; True when the webhook accepted it. Never raises; failures are logged

@@ -15,7 +15,9 @@ from typing import Annotated
 
 import typer
 
+from mcp_gateway.cli.admin import admin_app
 from mcp_gateway.cli.agents import agents_app
+from mcp_gateway.cli.approvals import approvals_app
 from mcp_gateway.cli.audit import audit_app
 from mcp_gateway.cli.common import ConfigOpt, fail, load_cli_settings, master_key_env, parse_expiry
 from mcp_gateway.cli.policy import policy_app
@@ -26,6 +28,8 @@ from mcp_gateway.errors import GatewayError
 app = typer.Typer(help="MCP Gateway: a governed MCP gateway.", no_args_is_help=True, add_completion=False)
 app.add_typer(upstreams_app, name="upstreams")
 app.add_typer(agents_app, name="agents")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(admin_app, name="admin")
 app.add_typer(vault_app, name="vault")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
