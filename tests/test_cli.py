@@ -243,7 +243,8 @@ async def test_the_quickstart_gateway_serves_the_demo_agent_and_reloads_policy_o
         url = f"http://127.0.0.1:{port}/mcp"
         async with connect(url, token) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-            assert names == {"time.get_current_time", "time.convert_time"}
+            assert {"time.get_current_time", "time.convert_time", "data.switch_in", "ops.rerun_job"} <= names
+            assert "data.delete_rows" not in names  # the demo grants no deletes
             result = await client.call_tool("time.get_current_time", {"timezone": "Europe/Paris"})
             assert not result.is_error and "Europe/Paris" in result.content[0].text  # type: ignore[union-attr]
             refused = await client.call_tool("time.get_current_time", {"timezone": "Asia/Seoul"})

@@ -127,6 +127,11 @@ def configure_logging(level: str = "INFO") -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # pyiceberg announces its file IO choice at INFO on every table load.
+    # pyiceberg announces its file IO choice at INFO on every table load; the HTTP clients log every
+    # request line at INFO (URLs included).
+    for noisy in ("pyiceberg", "httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def configure_tracing(

@@ -20,6 +20,7 @@ from mcp_gateway.cli.agents import agents_app
 from mcp_gateway.cli.approvals import approvals_app
 from mcp_gateway.cli.audit import audit_app
 from mcp_gateway.cli.common import ConfigOpt, fail, load_cli_settings, master_key_env, parse_expiry
+from mcp_gateway.cli.demo import demo_app
 from mcp_gateway.cli.policy import policy_app
 from mcp_gateway.cli.upstreams import upstreams_app
 from mcp_gateway.cli.vault import vault_app
@@ -33,6 +34,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(vault_app, name="vault")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
+app.add_typer(demo_app, name="demo")
 
 __all__ = ["app", "harden_process", "main", "parse_expiry"]
 

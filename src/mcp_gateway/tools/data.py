@@ -1,0 +1,298 @@
+"""The governed ``data`` toolset: "git for data" over the configured warehouses.
+
+Agents clone a production table to a branch, fix rows there (structured predicates, a row cap from
+the grant), measure the branch, and switch it in. Switch-in runs the table's policy checks on the
+branch first, asks for approval when policy says so, and only fast-forwards. Production (``main``)
+is never written in place. Tables are named ``<warehouse>.<namespace>.<table>``.
+
+Policy sections read from ``ctx.policy_extra``:
+    tables:  {fnmatch pattern: {switch_in_checks: [check, ...], switch_in_approval: bool,
+              metrics: [named metric names agents may run]}}   (an exact name wins over patterns)
+    metrics: {name: {sql: "SELECT ... FROM {table}", description: ...}}   (admin-trusted SQL)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from pydantic import ConfigDict, Field, ValidationError
+
+from mcp_gateway.tools.base import BuiltinTool, NeedsApproval, ToolContext, ToolFailure, ToolInput, Toolset
+from mcp_gateway.types import SecretValue
+from mcp_gateway.warehouse.base import (
+    Check,
+    NamedMetric,
+    Predicate,
+    RowCapExceeded,
+    Warehouse,
+    WarehouseError,
+)
+from mcp_gateway.warehouse.config import IcebergSettings, PostgresSettings, SnowflakeSettings, open_warehouse
+from mcp_gateway.warehouse.metrics import judge, resolve_named
+
+T = TypeVar("T")
+AnySettings = IcebergSettings | PostgresSettings | SnowflakeSettings
+DEFAULT_MAX_ROWS = 100
+
+_TABLE = Field(description="`<warehouse>.<namespace>.<table>`, e.g. `lake.sales.opportunities`")
+_BRANCH = Field(description="branch name: lowercase letters, digits, underscores; never `main`")
+
+
+class CloneInput(ToolInput):
+    table: str = _TABLE
+    branch: str = _BRANCH
+
+
+class UpdateInput(ToolInput):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    table: str = _TABLE
+    branch: str = _BRANCH
+    where: list[Predicate] = Field(
+        min_length=1, description="all must hold; ops = != < <= > >= in is_null not_null"
+    )
+    values: dict[str, Any] = Field(alias="set", min_length=1, description="{column: new value}")
+
+
+class DeleteInput(ToolInput):
+    table: str = _TABLE
+    branch: str = _BRANCH
+    where: list[Predicate] = Field(min_length=1, description="all must hold")
+
+
+class QualityInput(ToolInput):
+    table: str = _TABLE
+    branch: str | None = Field(default=None, description="measure this branch; production when omitted")
+    checks: list[Check] = Field(
+        default_factory=list, description="defaults to row_count + the switch-in checks"
+    )
+    metrics: list[str] = Field(default_factory=list, description="named metrics allowed for this table")
+
+
+class SwitchInput(ToolInput):
+    table: str = _TABLE
+    branch: str = _BRANCH
+
+
+class RollbackInput(ToolInput):
+    table: str = _TABLE
+    to_snapshot: str = Field(description="a snapshot/backup handle from an earlier switch_in or rollback")
+
+
+class _Registry:
+    """Opens each warehouse on first use (resolving its secrets then) and keeps it."""
+
+    def __init__(
+        self, settings: Mapping[str, AnySettings], resolve_secret: Callable[[str], SecretValue]
+    ) -> None:
+        self._settings = dict(settings)
+        self._resolve = resolve_secret
+        self._open: dict[str, Warehouse] = {}
+        self._lock = threading.Lock()
+
+    def split(self, table: str) -> tuple[str, str]:
+        name, _, rest = table.partition(".")
+        if name not in self._settings:
+            raise ToolFailure(
+                f"unknown warehouse in `{table}`: name tables `<warehouse>.<namespace>.<table>`"
+            )
+        return name, rest
+
+    def get(self, name: str) -> Warehouse:
+        with self._lock:
+            if name not in self._open:
+                self._open[name] = open_warehouse(self._settings[name], self._resolve)
+            return self._open[name]
+
+    def close(self) -> None:
+        with self._lock:
+            for warehouse in self._open.values():
+                warehouse.close()
+            self._open.clear()
+
+
+def table_rule(ctx: ToolContext, table: str) -> Mapping[str, Any]:
+    """The policy rule for ``table``: the exact entry, else the first matching pattern, else none."""
+    rules = ctx.policy_extra.get("tables") or {}
+    if table in rules:
+        return dict(rules[table])
+    for pattern, rule in rules.items():
+        if fnmatch.fnmatchcase(table, pattern):
+            return dict(rule)
+    return {}
+
+
+def _named_metrics(ctx: ToolContext) -> dict[str, NamedMetric]:
+    defined = ctx.policy_extra.get("metrics") or {}
+    return {name: NamedMetric(name, str(spec["sql"])) for name, spec in defined.items() if "sql" in spec}
+
+
+def _rule_checks(rule: Mapping[str, Any], table: str) -> list[Check]:
+    try:
+        return [Check.model_validate(c) for c in rule.get("switch_in_checks") or ()]
+    except ValidationError as exc:
+        raise ToolFailure(f"policy switch-in checks for `{table}` are invalid") from exc
+
+
+def _failure(exc: WarehouseError) -> ToolFailure:
+    detail: dict[str, Any] = {"error": type(exc).__name__}
+    if isinstance(exc, RowCapExceeded):
+        detail.update(rows_matched=exc.matched, max_rows=exc.max_rows, rows_written=0)
+    return ToolFailure(str(exc), detail)
+
+
+def build_data_toolset(
+    warehouses: Mapping[str, AnySettings], resolve_secret: Callable[[str], SecretValue]
+) -> Toolset:
+    """The ``data`` toolset over ``warehouses`` (warehouse name → settings).
+
+    Args:
+        warehouses: parsed settings; the name is the first part of every table name.
+        resolve_secret: vault lookup for ``secret://NAME`` references, used when a warehouse opens.
+    """
+    registry = _Registry(warehouses, resolve_secret)
+
+    async def call(table: str, fn: Callable[[Warehouse, str], T]) -> T:
+        name, inner = registry.split(table)
+
+        def work() -> T:
+            return fn(registry.get(name), inner)
+
+        try:
+            return await anyio.to_thread.run_sync(work)
+        except WarehouseError as exc:
+            raise _failure(exc) from exc
+
+    async def measure(
+        ctx: ToolContext, table: str, branch: str | None, checks: Sequence[Check]
+    ) -> list[dict[str, Any]]:
+        try:
+            named = resolve_named(checks, _named_metrics(ctx))
+        except WarehouseError as exc:
+            raise _failure(exc) from exc
+        values = await call(table, lambda wh, t: wh.metrics(t, branch, checks, named))
+        return [judge(c, v) for c, v in zip(checks, values, strict=True)]
+
+    async def clone_table(ctx: ToolContext, args: CloneInput) -> dict[str, Any]:
+        handle = await call(args.table, lambda wh, t: wh.clone(t, args.branch))
+        name, _ = registry.split(args.table)
+        caps = registry.get(name).capabilities
+        ctx.audit_detail.update(branch=args.branch, branch_handle=handle)
+        return {
+            "table": args.table,
+            "branch": args.branch,
+            "handle": handle,
+            "zero_copy": caps.zero_copy,
+            "note": "branch is a zero-copy ref" if caps.zero_copy else "branch is a full copy of the table",
+        }
+
+    async def update_rows(ctx: ToolContext, args: UpdateInput) -> dict[str, Any]:
+        cap = int(ctx.grant_limits.get("max_rows", DEFAULT_MAX_ROWS))
+        count = await call(
+            args.table, lambda wh, t: wh.update_rows(t, args.branch, args.where, args.values, cap)
+        )
+        ctx.audit_detail.update(branch=args.branch, rows_updated=count, max_rows=cap)
+        return {"table": args.table, "branch": args.branch, "rows_updated": count}
+
+    async def delete_rows(ctx: ToolContext, args: DeleteInput) -> dict[str, Any]:
+        cap = int(ctx.grant_limits.get("max_rows", DEFAULT_MAX_ROWS))
+        count = await call(args.table, lambda wh, t: wh.delete_rows(t, args.branch, args.where, cap))
+        ctx.audit_detail.update(branch=args.branch, rows_deleted=count, max_rows=cap)
+        return {"table": args.table, "branch": args.branch, "rows_deleted": count}
+
+    async def query_quality_metrics(ctx: ToolContext, args: QualityInput) -> dict[str, Any]:
+        rule = table_rule(ctx, args.table)
+        allowed = set(rule.get("metrics") or ())
+        asked = [*args.metrics, *(str(c.name) for c in args.checks if c.metric == "named")]
+        for name in asked:
+            if name not in allowed:
+                raise ToolFailure(f"named metric `{name}` is not allowed for table `{args.table}`")
+        checks = list(args.checks) or [Check(metric="row_count"), *_rule_checks(rule, args.table)]
+        checks += [Check(metric="named", name=n) for n in args.metrics]
+        results = await measure(ctx, args.table, args.branch, checks)
+        return {
+            "table": args.table,
+            "branch": args.branch or "main",
+            "results": results,
+            "passed": all(r["passed"] for r in results),
+        }
+
+    async def switch_in(ctx: ToolContext, args: SwitchInput) -> dict[str, Any]:
+        rule = table_rule(ctx, args.table)
+        results = await measure(ctx, args.table, args.branch, _rule_checks(rule, args.table))
+        ctx.audit_detail.update(branch=args.branch, checks=results)
+        failing = [r for r in results if not r["passed"]]
+        if failing:
+            said = "; ".join(f"{r['check']} = {r['value']} (want [{r['min']}, {r['max']}])" for r in failing)
+            raise ToolFailure(
+                f"switch-in of `{args.table}` refused, failing checks: {said}", {"checks": results}
+            )
+        if rule.get("switch_in_approval") and not ctx.approved:
+            raise NeedsApproval(
+                f"switching branch `{args.branch}` into `{args.table}` needs approval", {"checks": results}
+            )
+        result = await call(args.table, lambda wh, t: wh.switch_in(t, args.branch))
+        ctx.audit_detail.update(before_snapshot=result.before, after_snapshot=result.after)
+        return {
+            "table": args.table,
+            "branch": args.branch,
+            "before_snapshot": result.before,
+            "after_snapshot": result.after,
+            "checks": results,
+        }
+
+    async def rollback_table(ctx: ToolContext, args: RollbackInput) -> dict[str, Any]:
+        result = await call(args.table, lambda wh, t: wh.rollback(t, args.to_snapshot))
+        ctx.audit_detail.update(before_snapshot=result.before, after_snapshot=result.after)
+        return {"table": args.table, "before_snapshot": result.before, "after_snapshot": result.after}
+
+    async def discard_branch(ctx: ToolContext, args: CloneInput) -> dict[str, Any]:
+        await call(args.table, lambda wh, t: wh.discard_branch(t, args.branch))
+        ctx.audit_detail.update(branch=args.branch, discarded=True)
+        return {"table": args.table, "branch": args.branch, "discarded": True}
+
+    async def stop() -> None:
+        await anyio.to_thread.run_sync(registry.close)
+
+    tools: list[BuiltinTool[Any]] = [
+        BuiltinTool(
+            "data.clone_table", "Cut a branch of a production table to fix data on.", CloneInput, clone_table
+        ),
+        BuiltinTool(
+            "data.update_rows",
+            "Set columns on the branch rows matching `where` (capped; refuses if more rows match).",
+            UpdateInput,
+            update_rows,
+        ),
+        BuiltinTool(
+            "data.delete_rows", "Delete the branch rows matching `where` (capped).", DeleteInput, delete_rows
+        ),
+        BuiltinTool(
+            "data.query_quality_metrics",
+            "Measure a branch or production: row count, null rate, duplicates, freshness, min/max, named.",
+            QualityInput,
+            query_quality_metrics,
+            read_only=True,
+            idempotent=True,
+        ),
+        BuiltinTool(
+            "data.switch_in",
+            "Make a branch production (fast-forward only) after the table's policy checks pass on it.",
+            SwitchInput,
+            switch_in,
+            destructive=True,
+        ),
+        BuiltinTool(
+            "data.rollback_table",
+            "Set production back to an earlier snapshot handle.",
+            RollbackInput,
+            rollback_table,
+            destructive=True,
+        ),
+        BuiltinTool("data.discard_branch", "Drop a branch.", CloneInput, discard_branch, destructive=True),
+    ]
+    return Toolset(name="data", tools={t.name: t for t in tools}, stop=stop)
