@@ -211,8 +211,12 @@ def build_data_toolset(
         for name in asked:
             if name not in allowed:
                 raise ToolFailure(f"named metric `{name}` is not allowed for table `{args.table}`")
-        checks = list(args.checks) or [Check(metric="row_count"), *_rule_checks(rule, args.table)]
-        checks += [Check(metric="named", name=n) for n in args.metrics]
+        checks = list(args.checks) or _rule_checks(rule, args.table)
+        if not args.checks and not any(c.metric == "row_count" for c in checks):
+            checks.insert(0, Check(metric="row_count"))
+        # A named metric already among the checks (with its bounds) is not measured twice.
+        measured = {c.name for c in checks if c.metric == "named"}
+        checks += [Check(metric="named", name=n) for n in dict.fromkeys(args.metrics) if n not in measured]
         results = await measure(ctx, args.table, args.branch, checks)
         return {
             "table": args.table,
@@ -223,7 +227,13 @@ def build_data_toolset(
 
     async def switch_in(ctx: ToolContext, args: SwitchInput) -> dict[str, Any]:
         rule = table_rule(ctx, args.table)
-        results = await measure(ctx, args.table, args.branch, _rule_checks(rule, args.table))
+        gates = _rule_checks(rule, args.table)
+        if not gates:
+            # "Verified" must mean something: a table policy attaches no checks to is never switched in.
+            raise ToolFailure(
+                f"switch-in of `{args.table}` refused: policy attaches no `switch_in_checks` to this table"
+            )
+        results = await measure(ctx, args.table, args.branch, gates)
         ctx.audit_detail.update(branch=args.branch, checks=results)
         failing = [r for r in results if not r["passed"]]
         if failing:

@@ -1,0 +1,1 @@
+SELECT COUNT(*), COUNT("amount") FROM "ANALYTICS"."SALES"."T"
