@@ -80,7 +80,9 @@ async def test_an_agent_patches_gets_approval_for_a_5x_change_and_reverts_throug
         assert small["before"] == {"Amount": 1000000.0} and small["after"] == {"Amount": 1200000.0}
 
         big_args = {**patch, "fields": {"Amount": 12000000}}
-        pending = body(await client.call_tool("salesforce.patch_record", big_args))
+        parked = await client.call_tool("salesforce.patch_record", big_args)
+        assert parked.is_error  # nothing ran: no client may read it as done
+        pending = json.loads(parked.content[0].text)
         assert pending["status"] == "pending_approval"
         assert emulator.emulator.record("Opportunity", OPP)["Amount"] == 1200000.0
         assert gw.runtime.approvals is not None
@@ -107,3 +109,29 @@ async def test_an_agent_patches_gets_approval_for_a_5x_change_and_reverts_throug
     everything = json.dumps([(r.args, r.detail) for r in gw.audit()], default=str)
     for secret in [SECRET, *emulator.emulator.sessions]:
         assert secret not in everything
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        ({"object": "Opportunity", "fields": {"OwnerId": "005000000000001AAA"}}, "subset_of"),
+        ({"object": "Opportunity", "fields": {"Amount": 900_000_000}}, "above max"),
+        ({"object": "Opportunity", "fields": {"Amount": -5}}, "below min"),
+        ({"object": "Lead", "fields": {"Amount": 1}}, "`object`"),
+        ({"object": "Opportunity", "org": "other", "fields": {"Amount": 1}}, "`org`"),
+    ],
+)
+async def test_an_injected_patch_outside_the_grant_is_refused_audited_and_never_reaches_salesforce(
+    emulator: EmulatorServer, make_gateway: GatewayFactory, args: dict[str, Any], why: str
+) -> None:
+    gw = start(emulator, make_gateway)
+    before = dict(emulator.emulator.record("Opportunity", OPP))
+    usage = emulator.emulator.orgs[0].api_usage
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        refused = await client.call_tool("salesforce.patch_record", {"org": "prod", "id": OPP, **args})
+    assert refused.is_error and why in refused.content[0].text
+    assert emulator.emulator.record("Opportunity", OPP) == before
+    assert emulator.emulator.orgs[0].api_usage == usage  # not even read: refused before the call
+    denied = [r for r in gw.audit() if r.kind == "denied"]
+    assert denied and denied[-1].status == "denied" and denied[-1].tool == "salesforce.patch_record"
+    assert not [r for r in gw.audit() if r.kind == "intent"]
