@@ -259,3 +259,32 @@ async def test_an_approver_approves_over_the_admin_api_and_an_agent_token_cannot
     assert len(RUNS) == 1
     kinds = [r.kind for r in gw.audit()]
     assert "admin_auth_failure" in kinds and "approval" in kinds
+
+
+async def test_an_expired_approval_is_refused_and_audited(make_gateway: GatewayFactory) -> None:
+    import sqlite3
+
+    gw = _start(make_gateway)
+    args = {"key": "kprod", "value": 11}
+    approval_id = (await _call(gw, "agent-a", args)).structured_content["approval_id"]
+    _approve(gw, approval_id)
+    # Age the approval past its expiry, as the clock would after ttl_seconds.
+    with sqlite3.connect(gw.settings.data_dir / "approvals.db") as db:
+        db.execute("UPDATE approvals SET expires_at = expires_at - 7200 WHERE id = ?", (approval_id,))
+    late = await _call(gw, "agent-a", {**args, "approval_id": approval_id})
+    assert late.is_error and RUNS == []
+    assert [r.status for r in gw.audit() if r.kind == "denied"][-1] == "approval_expired"
+
+
+async def test_a_pending_approval_survives_a_gateway_restart_and_is_usable_once_after_it(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = _start(make_gateway)
+    args = {"key": "kprod", "value": 11}
+    approval_id = (await _call(gw, "agent-a", args)).structured_content["approval_id"]
+    gw.stop()
+    again = _start(make_gateway)
+    _approve(again, approval_id)
+    assert not (await _call(again, "agent-a", {**args, "approval_id": approval_id})).is_error
+    assert (await _call(again, "agent-a", {**args, "approval_id": approval_id})).is_error
+    assert len(RUNS) == 1
