@@ -57,7 +57,8 @@ def secret_name(ref: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # An inline credential that fails validation must not be echoed back in the config error.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class _Common(_Model):
