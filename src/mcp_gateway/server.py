@@ -35,7 +35,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway import __version__
+from mcp_gateway.admin import VerifyAdmin, create_admin_routes
 from mcp_gateway.agents import AgentStore, token_id_of
+from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import AuditUnavailable, AuthError, CallRefused, ToolNotGranted
@@ -318,7 +320,13 @@ async def reload_policy(gateway: Gateway) -> bool:
 
 
 def create_app(
-    settings: Settings, gateway: Gateway, agents: AgentStore, *, oauth: OAuthVerifier | None = None
+    settings: Settings,
+    gateway: Gateway,
+    agents: AgentStore,
+    *,
+    oauth: OAuthVerifier | None = None,
+    approvals: ApprovalStore | None = None,
+    verify_admin: VerifyAdmin | None = None,
 ) -> Starlette:
     """Build the ASGI app.
 
@@ -328,6 +336,8 @@ def create_app(
         agents: the agent-token store used to authenticate callers.
         oauth: the JWT verifier; default: built from ``settings.oauth`` when that is set, else none
             (then only agent tokens are accepted).
+        approvals, verify_admin: the approval store and the admin-token check; with both, the admin
+            API is served under ``/admin`` (its own tokens; agent tokens are refused there).
     """
     state = AppState(gateway)
     if oauth is None and settings.oauth is not None:
@@ -383,6 +393,8 @@ def create_app(
         async with manager.run(), anyio.create_task_group() as tg:
             for upstream in gateway.upstreams.values():
                 tg.start_soon(upstream.run)
+            for service in gateway.services:
+                tg.start_soon(service)
             stop_watching = anyio.Event()
             if settings.server.watch_policy:
                 tg.start_soon(_watch_policy, state, stop_watching)
@@ -418,4 +430,6 @@ def create_app(
         Route(WELL_KNOWN, resource_metadata, methods=["GET"]),
         Route(f"{WELL_KNOWN}/mcp", resource_metadata, methods=["GET"]),
     ]
+    if approvals is not None and verify_admin is not None:
+        routes.extend(create_admin_routes(approvals, gateway.audit, verify_admin))
     return Starlette(routes=routes, lifespan=lifespan)

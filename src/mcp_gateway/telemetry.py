@@ -7,6 +7,7 @@ Spans carry the agent, the tool, the decision and the status of a call, never ar
 from __future__ import annotations
 
 import logging
+import random
 import sys
 import threading
 import traceback
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from mcp_gateway.config import TelemetrySettings
 from mcp_gateway.redact import Redactor
@@ -134,6 +136,26 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+class PrivateIdGenerator(IdGenerator):
+    """Trace and span ids from the gateway's own PRNG instead of the ``random`` module's shared state
+    (OpenTelemetry's default), which every other library in the process draws from and may seed."""
+
+    def __init__(self) -> None:
+        self._random = random.Random()  # noqa: S311 - ids must be unique, not secret
+
+    def generate_span_id(self) -> int:
+        span_id = self._random.getrandbits(64)
+        while span_id == trace.INVALID_SPAN_ID:
+            span_id = self._random.getrandbits(64)
+        return span_id
+
+    def generate_trace_id(self) -> int:
+        trace_id = self._random.getrandbits(128)
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = self._random.getrandbits(128)
+        return trace_id
+
+
 def configure_tracing(
     settings: TelemetrySettings, *, exporter: SpanExporter | None = None
 ) -> TracerProvider | None:
@@ -157,7 +179,9 @@ def configure_tracing(
             exporter = (
                 OTLPSpanExporter(endpoint=settings.endpoint) if settings.endpoint else OTLPSpanExporter()
             )
-    provider = TracerProvider(resource=Resource.create({"service.name": "mcp-gateway"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "mcp-gateway"}), id_generator=PrivateIdGenerator()
+    )
     processor = (
         SimpleSpanProcessor(exporter) if settings.exporter == "console" else BatchSpanProcessor(exporter)
     )

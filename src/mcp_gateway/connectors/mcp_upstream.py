@@ -13,6 +13,12 @@ published, so a tool whose definition changed is blocked before an agent can see
 connection re-lists when the upstream says its tools changed (``notifications/tools/list_changed``
 on a 2025-11-25 connection, a ``subscriptions/listen`` stream on a 2026-07-28 one), every
 ``relist_seconds``, and when asked (``request_relist``).
+
+Resources, prompts and completions are forwarded on demand (``federation.py`` governs them). While a
+call is in flight, the upstream's progress notifications go to the ``CallRelay`` the server put in
+``CURRENT_RELAY`` for that request (the SDK maps progress tokens per request); its log messages go to
+the relay of the one call in flight, and are dropped when several are (a log message names no
+request, so it could otherwise reach another agent's session).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any, TextIO
+from contextvars import ContextVar
+from typing import Any, Protocol, TextIO, TypeVar
 
 import anyio
 import httpx2
@@ -49,6 +56,19 @@ ToolReview = Callable[[str, Mapping[str, ToolSpec]], Awaitable[None]]
 """Checks a fresh listing (upstream, tools by public name) before it is published: ``PinGuard.review``."""
 
 _MAX_BACKOFF = 30.0
+_T = TypeVar("_T")
+
+
+class CallRelay(Protocol):
+    """Where an upstream's notifications about one in-flight request go (the calling client)."""
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None: ...
+
+    async def log(self, level: str, data: Any, logger_name: str | None) -> None: ...
+
+
+CURRENT_RELAY: ContextVar[CallRelay | None] = ContextVar("mcp_gateway_call_relay", default=None)
+"""Set by the server for the request being served; read by ``UpstreamConnection`` calls."""
 
 
 def required_secrets(config: Upstream) -> set[str]:
@@ -109,6 +129,7 @@ class UpstreamConnection:
         self._relist = anyio.Event()
         self._ready = anyio.Event()
         self._stopping = False
+        self._in_flight: list[CallRelay | None] = []
         self.last_error: str | None = None
         self.needs_vault = False
 
@@ -185,6 +206,8 @@ class UpstreamConnection:
                 cache=None,
                 read_timeout_seconds=config.timeout_seconds,
                 message_handler=self._on_message,
+                logging_callback=self._on_log,
+                log_level="debug",
             )
         else:
             await check_upstream_url(config.url, allow_private_network=config.allow_private_network)
@@ -202,6 +225,8 @@ class UpstreamConnection:
                 cache=None,
                 read_timeout_seconds=config.timeout_seconds,
                 message_handler=self._on_message,
+                logging_callback=self._on_log,
+                log_level="debug",
             )
         return await stack.enter_async_context(client)
 
@@ -209,6 +234,15 @@ class UpstreamConnection:
         # 2025-11-25 connections deliver change notifications here (2026-07-28 ones via `_listen`).
         if isinstance(message, types.ToolListChangedNotification):
             self._relist.set()
+
+    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        # A log message names no request: deliver it only when exactly one call can have caused it.
+        if len(self._in_flight) == 1 and (relay := self._in_flight[0]) is not None:
+            await relay.log(str(params.level), params.data, params.logger)
+        else:
+            logger.debug(
+                "upstream %s: log message not relayed (%d calls in flight)", self.name, len(self._in_flight)
+            )
 
     async def _publish_tools(self, client: Client) -> None:
         tools = await self._list_tools(client)
@@ -271,7 +305,83 @@ class UpstreamConnection:
                 return tools
 
     async def call(self, upstream_tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
-        """Call a tool at the upstream.
+        """Call a tool at the upstream; progress and log messages go to ``CURRENT_RELAY``'s relay.
+
+        Raises:
+            UpstreamError: not connected, timed out, a protocol error, or an unusable answer.
+        """
+        relay = CURRENT_RELAY.get()
+        progress = relay.progress if relay is not None else None
+        return await self._request(
+            lambda c: c.call_tool(upstream_tool, arguments, progress_callback=progress)
+        )
+
+    async def list_resources(self) -> list[types.Resource]:
+        """Every resource the upstream lists (all pages). Raises ``UpstreamError``."""
+
+        async def fetch(client: Client, cursor: str | None) -> tuple[list[types.Resource], str | None]:
+            page = await client.list_resources(cursor=cursor, cache_mode="bypass")
+            return list(page.resources), page.next_cursor
+
+        return await self._paged(fetch, "resources")
+
+    async def list_resource_templates(self) -> list[types.ResourceTemplate]:
+        """Every resource template the upstream lists (all pages). Raises ``UpstreamError``."""
+
+        async def fetch(
+            client: Client, cursor: str | None
+        ) -> tuple[list[types.ResourceTemplate], str | None]:
+            page = await client.list_resource_templates(cursor=cursor, cache_mode="bypass")
+            return list(page.resource_templates), page.next_cursor
+
+        return await self._paged(fetch, "resources")
+
+    async def list_prompts(self) -> list[types.Prompt]:
+        """Every prompt the upstream lists (all pages). Raises ``UpstreamError``."""
+
+        async def fetch(client: Client, cursor: str | None) -> tuple[list[types.Prompt], str | None]:
+            page = await client.list_prompts(cursor=cursor, cache_mode="bypass")
+            return list(page.prompts), page.next_cursor
+
+        return await self._paged(fetch, "prompts")
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        """Read ``uri`` at the upstream. Raises ``UpstreamError``."""
+        return await self._request(lambda c: c.read_resource(uri, cache_mode="bypass"))
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
+        """Get the upstream's prompt ``name``. Raises ``UpstreamError``."""
+        return await self._request(lambda c: c.get_prompt(name, arguments))
+
+    async def complete(
+        self,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: dict[str, str],
+        context_arguments: dict[str, str] | None,
+    ) -> types.CompleteResult:
+        """Forward ``completion/complete`` (``ref`` in the upstream's own names). Raises ``UpstreamError``."""
+        return await self._request(lambda c: c.complete(ref, argument, context_arguments))
+
+    def supports(self, capability: str) -> bool:
+        """Whether the connected upstream declares ``capability`` (``resources``, ``prompts``, ...)."""
+        client = self._client
+        return client is not None and getattr(client.server_capabilities, capability, None) is not None
+
+    async def _paged(
+        self, fetch: Callable[[Client, str | None], Awaitable[tuple[list[_T], str | None]]], capability: str
+    ) -> list[_T]:
+        if not self.supports(capability):
+            return []
+        items: list[_T] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self._request(lambda c, cur=cursor: fetch(c, cur))  # type: ignore[misc]
+            items.extend(page)
+            if not cursor:
+                return items
+
+    async def _request(self, send: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Send one request with this upstream's timeout; the calling request's relay gets its logs.
 
         Raises:
             UpstreamError: not connected, timed out, a protocol error, or an unusable answer.
@@ -279,9 +389,11 @@ class UpstreamConnection:
         client = self._client
         if client is None:
             raise UpstreamError(f"upstream `{self.name}` is not connected")
+        marker = CURRENT_RELAY.get()
+        self._in_flight.append(marker)
         try:
             with anyio.fail_after(self.config.timeout_seconds):
-                return await client.call_tool(upstream_tool, arguments)
+                return await send(client)
         except TimeoutError:
             raise UpstreamError(f"upstream `{self.name}` timed out") from None
         except MCPError as exc:
@@ -292,3 +404,5 @@ class UpstreamConnection:
             # A broken connection: reconnect in the background and report this call as failed.
             self.request_reconnect()
             raise UpstreamError(f"upstream `{self.name}` failed: {_describe(exc)}") from None
+        finally:
+            self._in_flight.remove(marker)

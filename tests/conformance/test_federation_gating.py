@@ -1,0 +1,122 @@
+"""Resources, prompts and completions through the gateway: deny by default, audited, progress relayed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from conftest import GatewayFactory, connect
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "conformance_server.py"
+POLICY = """
+version: 1
+agents:
+  agent-a:
+    grants:
+      - id: text
+        tool: "resource:conf:test://static-text"
+      - id: templates
+        tool: "resource:conf:test://template/*"
+      - id: prompt
+        tool: prompt:conf.test_prompt_with_arguments
+      - id: progress
+        tool: conf.test_tool_with_progress
+  agent-b:
+    grants: []
+"""
+
+
+@pytest.fixture
+def gw(make_gateway: GatewayFactory):  # type: ignore[no-untyped-def]
+    upstream = {"transport": "stdio", "command": sys.executable, "args": [str(FIXTURE), "stdio"]}
+    return make_gateway(
+        POLICY, agents=("agent-a", "agent-b"), upstreams={"conf": upstream}, watch_policy=False
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_only_granted_resources_and_prompts_are_listed(gw) -> None:  # type: ignore[no-untyped-def]
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        resources = await client.list_resources()
+        templates = await client.list_resource_templates()
+        prompts = await client.list_prompts()
+    assert [r.uri for r in resources.resources] == ["test://static-text"]
+    assert [t.uri_template for t in templates.resource_templates] == ["test://template/{id}/data"]
+    assert [p.name for p in prompts.prompts] == ["conf.test_prompt_with_arguments"]
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_granted_resource_and_prompt_are_served_and_audited(gw) -> None:  # type: ignore[no-untyped-def]
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        text = await client.read_resource("test://static-text")
+        templated = await client.read_resource("test://template/7/data")
+        prompt = await client.get_prompt("conf.test_prompt_with_arguments", {"arg1": "a", "arg2": "b"})
+    assert text.contents[0].text == "This is the content of the static text resource."  # type: ignore[union-attr]
+    assert '"id":"7"' in templated.contents[0].text  # type: ignore[union-attr]
+    assert "arg1='a'" in prompt.messages[0].content.text  # type: ignore[union-attr]
+    kinds = [(r.kind, r.tool) for r in gw.audit() if r.tool.startswith(("resource:", "prompt:"))]
+    assert ("intent", "resource:conf:test://static-text") in kinds
+    assert ("outcome", "resource:conf:test://static-text") in kinds
+    assert ("intent", "prompt:conf.test_prompt_with_arguments") in kinds
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+@pytest.mark.parametrize("uri", ["test://static-binary", "test://no-such-thing"])
+async def test_ungranted_or_unknown_resource_is_refused_alike_and_audited(gw, uri: str) -> None:  # type: ignore[no-untyped-def]
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource(uri)
+    assert refused.value.code == types.INVALID_PARAMS
+    assert refused.value.message == f"resource `{uri}` is not available"
+    denied = [r for r in gw.audit() if r.kind == "denied"]
+    assert denied and denied[-1].tool.endswith(uri) and denied[-1].agent == "agent-a"
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_agent_without_grants_sees_no_prompt_and_is_refused(gw) -> None:  # type: ignore[no-untyped-def]
+    async with connect(gw.url, gw.tokens["agent-b"]) as client:
+        assert (await client.list_prompts()).prompts == []
+        assert (await client.list_resources()).resources == []
+        with pytest.raises(MCPError) as refused:
+            await client.get_prompt("conf.test_prompt_with_arguments", {"arg1": "a", "arg2": "b"})
+        with pytest.raises(MCPError):
+            await client.complete(
+                types.PromptReference(name="conf.test_prompt_with_arguments"), {"name": "arg1", "value": "pa"}
+            )
+    assert refused.value.message == "prompt `conf.test_prompt_with_arguments` is not available"
+    assert any(r.kind == "denied" and r.tool == "prompt:conf.test_prompt_with_arguments" for r in gw.audit())
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_completion_is_forwarded_for_a_granted_prompt(gw) -> None:  # type: ignore[no-untyped-def]
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        result = await client.complete(
+            types.PromptReference(name="conf.test_prompt_with_arguments"), {"name": "arg1", "value": "par"}
+        )
+    assert result.completion.values == ["paris", "park", "party"]
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_upstream_progress_is_relayed_to_the_calling_client(gw, mode: str) -> None:  # type: ignore[no-untyped-def]
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with connect(gw.url, gw.tokens["agent-a"], mode=mode) as client:
+        with anyio.fail_after(20):
+            result = await client.call_tool("conf.test_tool_with_progress", {}, progress_callback=on_progress)
+    assert not result.is_error
+    assert seen == [0, 50, 100]
