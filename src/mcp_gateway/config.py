@@ -141,6 +141,9 @@ class HttpUpstream(_Model):
     timeout_seconds: float = Field(default=60.0, gt=0)
     allow_private_network: bool = False
     """Permit loopback, private and link-local addresses (never on by default: SSRF)."""
+    lean_calls: bool = True
+    """Send ``tools/call`` to a stateless (2026-07-28) upstream as one pooled POST instead of through
+    the SDK client (``connectors/fast_http.py``); off: every request goes through the SDK client."""
 
     @field_validator("url")
     @classmethod

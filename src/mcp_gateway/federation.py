@@ -63,6 +63,13 @@ class ClientRelay:
         self._ctx = ctx
         self._gateway = gateway
 
+    @property
+    def wants_progress(self) -> bool:
+        meta: Any = self._ctx.meta
+        return isinstance(meta, dict) and (
+            meta.get("progressToken") is not None or meta.get("progress_token") is not None
+        )
+
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         text = self._gateway.secrets.current_redactor().scrub_text(message) if message else message
         await self._ctx.session.report_progress(progress, total, text)

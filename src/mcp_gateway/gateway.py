@@ -365,9 +365,8 @@ class Gateway:
                     return await self._park(call, governance, arguments, [exc.reason], exc.detail)
             else:
                 connection = self.upstreams[spec.upstream]
-                raw = await connection.call(spec.upstream_tool, dict(arguments))
-                payload = raw.model_dump(by_alias=True, mode="json", exclude_none=True)
-                status = "error" if raw.is_error else "ok"
+                payload = await connection.call_payload(spec.upstream_tool, dict(arguments))
+                status = "error" if payload.get("isError") is True else "ok"
         except UpstreamError as exc:
             payload = {"content": [{"type": "text", "text": str(exc)}], "isError": True}
             status = "upstream_error"

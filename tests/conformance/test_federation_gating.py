@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -120,3 +121,64 @@ async def test_upstream_progress_is_relayed_to_the_calling_client(gw, mode: str)
             result = await client.call_tool("conf.test_tool_with_progress", {}, progress_callback=on_progress)
     assert not result.is_error
     assert seen == [0, 50, 100]
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+@pytest.mark.parametrize("want_progress", [True, False])
+async def test_a_stateless_http_upstream_relays_progress_when_asked_and_takes_the_lean_path_otherwise(
+    make_gateway: GatewayFactory, tmp_path: Path, want_progress: bool
+) -> None:
+    import subprocess
+
+    from conftest import free_port, wait_until
+
+    port = free_port()
+    log = (tmp_path / "upstream.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, str(FIXTURE), "http", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until(lambda: _listening(port), what="http conformance upstream")
+        upstream = {"transport": "http", "url": f"http://127.0.0.1:{port}/mcp", "allow_private_network": True}
+        gw = make_gateway(POLICY, agents=("agent-a",), upstreams={"conf": upstream}, watch_policy=False)
+        connection = gw.runtime.gateway.upstreams["conf"]
+        fast = connection._fast
+        assert fast is not None  # the SDK client negotiated the stateless era
+        lean: list[str] = []
+        original = fast.call
+
+        async def counting(tool: str, arguments: Any) -> Any:
+            lean.append(tool)
+            return await original(tool, arguments)
+
+        fast.call = counting  # type: ignore[method-assign]
+        seen: list[float] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append(progress)
+
+        async with connect(gw.url, gw.tokens["agent-a"], mode="auto") as client:
+            with anyio.fail_after(20):
+                result = await client.call_tool(
+                    "conf.test_tool_with_progress",
+                    {},
+                    progress_callback=on_progress if want_progress else None,
+                )
+        assert not result.is_error
+        assert seen == ([0, 50, 100] if want_progress else [])
+        # Progress needs the SDK client's stream; without it the call is one pooled POST.
+        assert lean == ([] if want_progress else ["test_tool_with_progress"])
+        outcome = [r for r in gw.audit() if r.kind == "outcome"][-1]
+        assert outcome.status == "ok"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

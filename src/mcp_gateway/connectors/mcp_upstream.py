@@ -43,6 +43,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway.config import SECRET_REF, StdioUpstream, Upstream, secret_refs
+from mcp_gateway.connectors.fast_http import FastToolCaller
 from mcp_gateway.errors import GatewayError, UpstreamError, VaultSealed
 from mcp_gateway.netguard import check_upstream_url
 from mcp_gateway.redact import Redactor
@@ -61,6 +62,11 @@ _T = TypeVar("_T")
 
 class CallRelay(Protocol):
     """Where an upstream's notifications about one in-flight request go (the calling client)."""
+
+    @property
+    def wants_progress(self) -> bool:
+        """Whether the calling client asked for progress (a progress token in its request)."""
+        ...
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None: ...
 
@@ -124,6 +130,7 @@ class UpstreamConnection:
         self._review = review
         self._relist_seconds = relist_seconds
         self._client: Client | None = None
+        self._fast: FastToolCaller | None = None
         self._tools: dict[str, ToolSpec] = {}
         self._reconnect = anyio.Event()
         self._relist = anyio.Event()
@@ -184,6 +191,7 @@ class UpstreamConnection:
                 logger.warning("upstream %s unavailable: %s", self.name, self.last_error)
             finally:
                 self._client = None
+                self._fast = None
             self._ready.set()
             if self._stopping:
                 break
@@ -228,6 +236,14 @@ class UpstreamConnection:
                 logging_callback=self._on_log,
                 log_level="debug",
             )
+            opened = await stack.enter_async_context(client)
+            if config.lean_calls and opened.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                fast = FastToolCaller(
+                    self.name, config.url, headers, opened.protocol_version, config.timeout_seconds
+                )
+                stack.push_async_callback(fast.aclose)
+                self._fast = fast
+            return opened
         return await stack.enter_async_context(client)
 
     async def _on_message(self, message: IncomingMessage) -> None:
@@ -303,6 +319,28 @@ class UpstreamConnection:
             cursor = page.next_cursor
             if not cursor:
                 return tools
+
+    async def call_payload(self, upstream_tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Call a tool at the upstream; its ``CallToolResult`` as JSON-ready data (not yet validated).
+
+        A call to a stateless HTTP upstream whose client did not ask for progress takes the lean path
+        (one pooled POST); any other goes through the SDK client.
+
+        Raises:
+            UpstreamError: not connected, timed out, a protocol error, or an unusable answer.
+        """
+        fast = self._fast
+        relay = CURRENT_RELAY.get()
+        if fast is None or (relay is not None and relay.wants_progress):
+            result = await self.call(upstream_tool, arguments)
+            return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if self._client is None:
+            raise UpstreamError(f"upstream `{self.name}` is not connected")
+        self._in_flight.append(relay)
+        try:
+            return await fast.call(upstream_tool, arguments)
+        finally:
+            self._in_flight.remove(relay)
 
     async def call(self, upstream_tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
         """Call a tool at the upstream; progress and log messages go to ``CURRENT_RELAY``'s relay.
