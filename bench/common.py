@@ -39,6 +39,8 @@ TOOL = "echo"
 MAX_TEXT = 256
 BENCH_MAX_IN_FLIGHT = 1024
 
+BUILTIN_TOOL = "gateway.echo"
+
 POLICY = f"""\
 version: 1
 agents:
@@ -46,6 +48,10 @@ agents:
     grants:
       - id: bench-echo
         tool: {UPSTREAM_NAME}.{TOOL}
+        args:
+          text: {{max_length: {MAX_TEXT}, required: true}}
+      - id: bench-builtin
+        tool: {BUILTIN_TOOL}
         args:
           text: {{max_length: {MAX_TEXT}, required: true}}
 """

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import (
+    BUILTIN_TOOL,
     TOOL,
     UPSTREAM_NAME,
     Stack,
@@ -33,7 +34,7 @@ from common import (
 )
 from loadgen import WorkerSpec, default_workers, run_cell, split
 
-PATHS = ("direct", "gateway")
+PATHS = ("direct", "gateway", "builtin")
 NOISE_CORES = 0.2
 
 
@@ -53,11 +54,12 @@ def calls_for(base: int, concurrency: int) -> int:
 
 def measure(stack: Stack, path: str, era: str, concurrency: int, cfg: CellConfig) -> dict[str, Any]:
     """One cell: ``concurrency`` connections against ``path`` in ``era``; returns its statistics."""
-    url, tool, auth = (
-        (stack.upstream_url, TOOL, "Bearer direct-calls-need-any-credential")
-        if path == "direct"
-        else (stack.gateway_url, f"{UPSTREAM_NAME}.{TOOL}", f"Bearer {stack.token}")
-    )
+    url, tool, auth = {
+        "direct": (stack.upstream_url, TOOL, "Bearer direct-calls-need-any-credential"),
+        "gateway": (stack.gateway_url, f"{UPSTREAM_NAME}.{TOOL}", f"Bearer {stack.token}"),
+        # The gateway's own no-op tool through the full governed path (no upstream behind it).
+        "builtin": (stack.gateway_url, BUILTIN_TOOL, f"Bearer {stack.token}"),
+    }[path]
     workers = min(cfg.workers or default_workers(concurrency), concurrency)
     conns = split(concurrency, workers)
     calls = split(calls_for(cfg.calls, concurrency), workers)
@@ -147,7 +149,7 @@ def markdown(cells: list[dict[str, Any]]) -> str:
     for c in cells:
         ratio = ""
         base = direct.get((c["era"], c["concurrency"]))
-        if c["path"] == "gateway" and base:
+        if c["path"] != "direct" and base:
             ratio = f"{c['calls_per_s'] / base:.2f}x"
         cpu = c["cpu_ms_per_call"]
         rows.append(
@@ -160,7 +162,7 @@ def markdown(cells: list[dict[str, Any]]) -> str:
                 _fmt(c["latency_ms"]["p99"], 2),
                 ratio,
                 f"{c['calls_ok']}" + (f" (**{c['errors']} errors**)" if c["errors"] else ""),
-                _fmt(cpu.get("gateway") if c["path"] == "gateway" else None, 2),
+                _fmt(cpu.get("gateway") if c["path"] != "direct" else None, 2),
                 _fmt(cpu.get("upstream"), 2),
                 _fmt(cpu.get("loadgen"), 2),
                 _fmt(c.get("foreign_cpu_cores"), 2),
@@ -173,7 +175,7 @@ def markdown(cells: list[dict[str, Any]]) -> str:
         "calls/s",
         "p50 ms",
         "p99 ms",
-        "gateway/direct",
+        "vs direct",
         "calls",
         "gw CPU ms/call",
         "upstream CPU ms/call",

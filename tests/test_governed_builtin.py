@@ -288,3 +288,23 @@ async def test_a_pending_approval_survives_a_gateway_restart_and_is_usable_once_
     assert not (await _call(again, "agent-a", {**args, "approval_id": approval_id})).is_error
     assert (await _call(again, "agent-a", {**args, "approval_id": approval_id})).is_error
     assert len(RUNS) == 1
+
+
+async def test_the_gateway_echo_tool_is_offered_only_when_granted_and_names_the_caller(
+    make_gateway: GatewayFactory,
+) -> None:
+    policy = (
+        "version: 1\nagents:\n  agent-a:\n    grants:\n"
+        "      - {tool: gateway.echo, args: {text: {max_length: 10}}}\n"
+        "  agent-b:\n    grants: []\n"
+    )
+    gw = make_gateway(policy, agents=("agent-a", "agent-b"), upstreams={})
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["gateway.echo"]
+        result = await client.call_tool("gateway.echo", {"text": "hello"})
+        too_long = await client.call_tool("gateway.echo", {"text": "x" * 11})
+    assert result.structured_content is not None
+    assert result.structured_content["text"] == "hello" and result.structured_content["agent"] == "agent-a"
+    assert too_long.is_error and "max_length" in too_long.content[0].text
+    async with connect(gw.url, gw.tokens["agent-b"]) as client:
+        assert (await client.list_tools()).tools == []

@@ -36,6 +36,9 @@ def run_gateway(settings: Settings, *, master_key_env: str | None) -> None:
         # Logging is configured by telemetry.py; uvicorn must not replace it.
         log_config=None,
         lifespan="on",
+        # uvloop and httptools when installed (they are dependencies on Linux and macOS).
+        loop="auto",
+        http="auto",
     )
     try:
         uvicorn.Server(config).run()

@@ -1,7 +1,8 @@
 """Build the built-in toolsets that ``gateway.yaml`` configures (each imported only when configured).
 
-``data`` (warehouses), ``ops`` (orchestrators and jobs) and ``salesforce`` (orgs). A toolset whose
-section is empty is not offered at all, so its tools appear in no catalog.
+``gateway`` (always: ``gateway.echo``), ``data`` (warehouses), ``ops`` (orchestrators and jobs) and
+``salesforce`` (orgs). A toolset whose section is empty is not offered at all, so its tools appear in
+no catalog. Every tool still needs a grant: a toolset that is offered is not a tool that is allowed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 from mcp_gateway.config import Settings
 from mcp_gateway.tools.base import Toolset
+from mcp_gateway.tools.gateway_info import build_gateway_toolset
 from mcp_gateway.types import SecretValue
 
 Resolve = Callable[[str], SecretValue]
@@ -17,7 +19,7 @@ Resolve = Callable[[str], SecretValue]
 
 def build_toolsets(settings: Settings, resolve_secret: Resolve) -> list[Toolset]:
     """The toolsets for the configured sections, in a fixed order."""
-    toolsets: list[Toolset] = []
+    toolsets: list[Toolset] = [build_gateway_toolset()]
     if settings.warehouses:
         from mcp_gateway.tools.data import build_data_toolset
 
