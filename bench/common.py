@@ -264,7 +264,9 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def prepare_gateway_dir(workdir: Path, *, gateway_port: int, upstream_port: int) -> str:
+def prepare_gateway_dir(
+    workdir: Path, *, gateway_port: int, upstream_port: int, lean_calls: bool = True
+) -> str:
     """Write gateway.yaml + policy, create the master key, the vault secret and the agent; return its token.
 
     Durable SQLite audit is the default and is kept (``audit`` is not set).
@@ -283,6 +285,8 @@ def prepare_gateway_dir(workdir: Path, *, gateway_port: int, upstream_port: int)
     if "allow_private_network" in HttpUpstream.model_fields:
         # The SSRF guard refuses loopback upstreams unless told to; the bench upstream is on 127.0.0.1.
         upstream["allow_private_network"] = True
+    if not lean_calls:
+        upstream["lean_calls"] = False
     raw = {
         "data_dir": "data",
         "policies": "policies",
@@ -314,7 +318,9 @@ def prepare_gateway_dir(workdir: Path, *, gateway_port: int, upstream_port: int)
 
 
 @contextlib.contextmanager
-def running_stack(*, start_gateway: bool = True, json_upstream: bool = False) -> Iterator[Stack]:
+def running_stack(
+    *, start_gateway: bool = True, json_upstream: bool = False, lean_calls: bool = True
+) -> Iterator[Stack]:
     """A temp dir, the echo upstream, and (optionally) a started gateway; all torn down on exit."""
     group = Group()
     with tempfile.TemporaryDirectory(prefix="mcp-gateway-bench-") as tmp, terminate_as_interrupt():
@@ -330,7 +336,9 @@ def running_stack(*, start_gateway: bool = True, json_upstream: bool = False) ->
             except TimeoutError:
                 sys.stderr.write(tail(workdir / "upstream.log"))
                 raise
-            token = prepare_gateway_dir(workdir, gateway_port=gateway_port, upstream_port=upstream_port)
+            token = prepare_gateway_dir(
+                workdir, gateway_port=gateway_port, upstream_port=upstream_port, lean_calls=lean_calls
+            )
             stack = Stack(workdir, upstream_port, gateway_port, token, upstream, None, group)
             if start_gateway:
                 stack.start_gateway()

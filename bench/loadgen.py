@@ -224,7 +224,11 @@ class McpChannel:
         if result.get("isError"):
             raise CallFailed(f"tool error: {str(result.get('content'))[:200]}")
         content = result.get("content") or [{}]
-        if content[0].get("text") != text:
+        structured = result.get("structuredContent")
+        # An upstream echo answers with the text; the gateway's built-in echo with {"text": ...}.
+        if content[0].get("text") != text and not (
+            isinstance(structured, dict) and structured.get("text") == text
+        ):
             raise CallFailed("echo mismatch")
 
     async def close(self) -> None:

@@ -207,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="load generator processes (default: cores)")
     parser.add_argument("--json-upstream", action="store_true", help="upstream answers JSON instead of SSE")
     parser.add_argument(
+        "--no-lean-calls",
+        action="store_true",
+        help="send every upstream call through the SDK client (upstreams.NAME.lean_calls: false)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="run each cell N times (alternating paths), keep the best"
     )
     parser.add_argument(
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CellConfig(args.calls, args.max_seconds, args.warmup, args.client, args.workers)
     stamp = timestamp()
     cells: list[dict[str, Any]] = []
-    with running_stack(json_upstream=args.json_upstream) as stack:
+    with running_stack(json_upstream=args.json_upstream, lean_calls=not args.no_lean_calls) as stack:
         for era in eras:
             for concurrency in concurrencies:
                 runs: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
@@ -271,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             "wait_quiet_s": args.wait_quiet,
             "repeat": args.repeat,
             "upstream_response": "json" if args.json_upstream else "sse",
+            "lean_calls": not args.no_lean_calls,
             "gateway": "mcp-gateway serve; sqlite audit (WAL, synchronous=FULL); 1 grant; 1 vault secret",
         },
         "errors": errors,

@@ -1,94 +1,121 @@
-"""The lean tools/call path: what it sends, and how every kind of bad answer becomes an UpstreamError
-(error mapping with httpx.MockTransport; the real path is exercised in tests/conformance and test_server)."""
+"""The lean tools/call path against a real HTTP server: what it sends, and how every kind of bad
+answer becomes an UpstreamError without the credential (the end-to-end path through the gateway is
+in tests/conformance/test_federation_gating.py and tests/test_server.py)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
+from conftest import free_port
 from mcp_gateway.connectors.fast_http import FastToolCaller
+from mcp_gateway.emulators import serve_in_thread
 from mcp_gateway.errors import UpstreamError
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
-SECRET_HEADER = {"Authorization": "Bearer upstream-credential-123"}
-
-
-def _caller(handler: Any) -> FastToolCaller:
-    return FastToolCaller(
-        "up", "http://up.test/mcp", SECRET_HEADER, "2026-07-28", 5, transport=httpx.MockTransport(handler)
-    )
+CREDENTIAL = "upstream-credential-123"
+Answer = Callable[[dict[str, Any]], Response]
 
 
-async def test_a_call_is_one_self_contained_post_with_the_eras_headers_and_envelope() -> None:
-    seen: list[httpx.Request] = []
+class Upstream:
+    """A stand-in upstream whose next answer each test chooses; it records what it received."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        body = json.loads(request.content)
-        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}})
+    def __init__(self) -> None:
+        self.answer: Answer = lambda body: JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": {}})
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
 
-    caller = _caller(handler)
+    async def handle(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        self.requests.append((dict(request.headers), body))
+        return self.answer(body)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[Upstream, str]]:
+    state = Upstream()
+    server = serve_in_thread(Starlette(routes=[Route("/mcp", state.handle, methods=["POST"])]), free_port())
+    yield state, f"{server.url}/mcp"
+    server.stop()
+
+
+def _caller(url: str) -> FastToolCaller:
+    return FastToolCaller("up", url, {"Authorization": f"Bearer {CREDENTIAL}"}, "2026-07-28", 5)
+
+
+async def test_a_call_is_one_self_contained_post_with_the_eras_headers_and_envelope(
+    upstream: tuple[Upstream, str],
+) -> None:
+    state, url = upstream
+    state.answer = lambda body: JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}})
+    caller = _caller(url)
     assert await caller.call("echo", {"text": "hi"}) == {"content": []}
     await caller.aclose()
-    request = seen[0]
-    body = json.loads(request.content)
-    assert request.headers["MCP-Protocol-Version"] == "2026-07-28"
-    assert request.headers["Mcp-Method"] == "tools/call" and request.headers["Mcp-Name"] == "echo"
-    assert request.headers["Authorization"] == SECRET_HEADER["Authorization"]
+    headers, body = state.requests[-1]
+    assert headers["mcp-protocol-version"] == "2026-07-28"
+    assert headers["mcp-method"] == "tools/call" and headers["mcp-name"] == "echo"
+    assert headers["authorization"] == f"Bearer {CREDENTIAL}"
     assert body["params"]["arguments"] == {"text": "hi"}
     assert body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
 
 
-async def test_an_sse_answer_is_read_past_notifications_to_the_response() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        rid = json.loads(request.content)["id"]
-        note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
-        answer = {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "ok"}]}}
-        text = f"event: message\ndata: {json.dumps(note)}\n\nevent: message\ndata: {json.dumps(answer)}\n\n"
-        return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
+async def test_an_sse_answer_is_read_past_notifications_to_the_response(
+    upstream: tuple[Upstream, str],
+) -> None:
+    state, url = upstream
 
-    caller = _caller(handler)
+    def sse(body: dict[str, Any]) -> Response:
+        note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
+        answer = {"jsonrpc": "2.0", "id": body["id"], "result": {"content": [{"type": "text", "text": "ok"}]}}
+        text = f"event: message\ndata: {json.dumps(note)}\n\nevent: message\ndata: {json.dumps(answer)}\n\n"
+        return Response(text, media_type="text/event-stream")
+
+    state.answer = sse
+    caller = _caller(url)
     assert (await caller.call("echo", {}))["content"][0]["text"] == "ok"
     await caller.aclose()
 
 
-@pytest.mark.parametrize(
-    ("response", "message"),
-    [
-        (httpx.Response(500, text="boom"), "answered HTTP 500"),
-        (httpx.Response(200, text="not json"), "answered garbage"),
-        (httpx.Response(200, json=[1, 2]), "answered garbage"),
-        (httpx.Response(200, json={"jsonrpc": "2.0", "id": 999, "result": {}}), "answered garbage"),
-        (httpx.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": "text"}), "answered garbage"),
-        (
-            httpx.Response(
-                404, json={"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "no tool"}}
-            ),
-            "error -32602: no tool",
+BAD_ANSWERS: list[tuple[Answer, str]] = [
+    (lambda body: PlainTextResponse("boom", status_code=500), "answered HTTP 500"),
+    (lambda body: PlainTextResponse("not json"), "answered garbage"),
+    (lambda body: JSONResponse([1, 2]), "answered garbage"),
+    (lambda body: JSONResponse({"jsonrpc": "2.0", "id": 999, "result": {}}), "answered garbage"),
+    (lambda body: JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": "text"}), "answered garbage"),
+    (
+        lambda body: JSONResponse(
+            {"jsonrpc": "2.0", "id": body["id"], "error": {"code": -32602, "message": "no tool"}},
+            status_code=404,
         ),
-        (httpx.Response(200, text="data: {}\n\n", headers={"content-type": "text/event-stream"}), "garbage"),
-    ],
-)
+        "error -32602: no tool",
+    ),
+    (lambda body: Response("data: {}\n\n", media_type="text/event-stream"), "garbage"),
+    (lambda body: Response(status_code=307, headers={"location": "http://169.254.169.254/"}), "HTTP 307"),
+]
+
+
+@pytest.mark.parametrize(("answer", "message"), BAD_ANSWERS)
 async def test_bad_answers_become_upstream_errors_without_the_credential(
-    response: httpx.Response, message: str
+    upstream: tuple[Upstream, str], answer: Answer, message: str
 ) -> None:
-    caller = _caller(lambda request: response)
+    state, url = upstream
+    state.answer = answer
+    caller = _caller(url)
     with pytest.raises(UpstreamError, match=message) as caught:
         await caller.call("echo", {})
     await caller.aclose()
-    assert "upstream-credential-123" not in str(caught.value)
+    assert CREDENTIAL not in str(caught.value)
 
 
-async def test_a_network_failure_is_an_upstream_error_naming_no_url_secret() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused to http://up.test/mcp?key=hunter2", request=request)
-
-    caller = _caller(handler)
-    with pytest.raises(UpstreamError, match="failed: ConnectError") as caught:
+async def test_a_refused_connection_is_an_upstream_error() -> None:
+    caller = _caller(f"http://127.0.0.1:{free_port()}/mcp")
+    with pytest.raises(UpstreamError, match="failed: Client"):
         await caller.call("echo", {})
     await caller.aclose()
-    assert "hunter2" not in str(caught.value)

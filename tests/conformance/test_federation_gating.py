@@ -171,6 +171,10 @@ async def test_a_stateless_http_upstream_relays_progress_when_asked_and_takes_th
         assert lean == ([] if want_progress else ["test_tool_with_progress"])
         outcome = [r for r in gw.audit() if r.kind == "outcome"][-1]
         assert outcome.status == "ok"
+        # Shutting down closes the lean client too, promptly (it once left the loop spinning).
+        with anyio.fail_after(15):
+            await anyio.to_thread.run_sync(gw.stop)
+        assert not gw.thread.is_alive()
     finally:
         proc.kill()
         proc.wait(timeout=10)

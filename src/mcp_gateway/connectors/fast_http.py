@@ -1,7 +1,8 @@
 """A lean ``tools/call`` to a stateless (2026-07-28) Streamable HTTP upstream: one pooled POST.
 
-The SDK client's generic path costs about a millisecond of CPU per call (request models, the
-session's dispatcher, response models that the gateway then dumps back to JSON). For the one request
+The SDK client's generic path costs milliseconds of CPU per call (request models, the session's
+dispatcher, response models that the gateway then dumps back to JSON, and httpx, itself the largest
+part of it). For the one request
 the hot path sends, to an upstream that speaks the stateless era, none of that is needed: a
 self-contained POST with the era's headers and ``_meta`` envelope, and the JSON-RPC answer parsed as
 plain data. Everything else (listing, resources, prompts, subscriptions, calls whose client asked
@@ -9,7 +10,8 @@ for progress) stays on the SDK client. The answer is validated as a ``CallToolRe
 after redaction, as every upstream answer is.
 
 Only used when the SDK client negotiated a modern protocol version with this upstream, over HTTP,
-with the same resolved headers (the gateway's credentials; never the agent's token).
+with the same resolved headers (the gateway's credentials; never the agent's token). The HTTP client
+is aiohttp: at the same work per request it costs a fraction of httpx's CPU (``bench/README.md``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
+import anyio
 
 from mcp_gateway import __version__
 from mcp_gateway.errors import UpstreamError
@@ -36,7 +39,6 @@ class FastToolCaller:
         headers: the resolved headers from config (credentials injected by the gateway).
         protocol_version: the modern version the SDK client negotiated.
         timeout: seconds per call.
-        transport: an httpx transport (tests); None: the network.
     """
 
     def __init__(
@@ -46,8 +48,6 @@ class FastToolCaller:
         headers: Mapping[str, str],
         protocol_version: str,
         timeout: float,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
         self._url = url
@@ -65,15 +65,27 @@ class FastToolCaller:
             "io.modelcontextprotocol/clientCapabilities": {},
             "io.modelcontextprotocol/clientInfo": {"name": "mcp-gateway", "version": __version__},
         }
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            transport=transport,
-        )
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the event loop that will use it.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, limit_per_host=64),
+                timeout=self._timeout,
+                auto_decompress=True,
+                trust_env=False,  # no proxy or netrc from the environment: the URL is the config's
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            # Shielded: this runs while the connection's task is being cancelled (gateway shutdown),
+            # and a close interrupted there leaves a CancelledError chain that anyio walks forever.
+            with anyio.CancelScope(shield=True):
+                await session.close()
 
     async def call(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """The upstream's ``CallToolResult`` as JSON-ready data.
@@ -91,12 +103,16 @@ class FastToolCaller:
         }
         headers = {**self._headers, "Mcp-Name": tool}
         try:
-            response = await self._client.post(self._url, content=json.dumps(body), headers=headers)
-        except httpx.TimeoutException:
+            async with self._client().post(
+                self._url, data=json.dumps(body), headers=headers, allow_redirects=False
+            ) as response:
+                raw = await response.read()
+                status, content_type = response.status, response.headers.get("Content-Type", "")
+        except TimeoutError:
             raise UpstreamError(f"upstream `{self.name}` timed out") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream `{self.name}` failed: {type(exc).__name__}") from None
-        message = _answer(self.name, response, request_id)
+        message = _answer(self.name, status, content_type, raw, request_id)
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}
             code, text = error.get("code"), str(error.get("message", ""))[:500]
@@ -107,29 +123,28 @@ class FastToolCaller:
         return result
 
 
-def _answer(name: str, response: httpx.Response, request_id: int) -> dict[str, Any]:
+def _answer(name: str, status: int, content_type: str, raw: bytes, request_id: int) -> dict[str, Any]:
     """The JSON-RPC message answering ``request_id`` in a JSON or SSE body."""
-    if response.status_code != 200:
+    if status != 200:
         # A JSON-RPC error may come with a 4xx status (the stateless era maps some errors to HTTP).
         try:
-            parsed = response.json()
+            parsed = json.loads(raw)
         except ValueError:
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
             return parsed
-        raise UpstreamError(f"upstream `{name}` answered HTTP {response.status_code}")
-    content_type = response.headers.get("content-type", "")
+        raise UpstreamError(f"upstream `{name}` answered HTTP {status}")
     try:
         if content_type.startswith("text/event-stream"):
             # Notifications before the answer (progress, logs) are dropped: calls that asked for
             # progress do not take this path.
-            for line in response.text.splitlines():
+            for line in raw.decode("utf-8").splitlines():
                 if line.startswith("data:"):
                     message = json.loads(line[5:])
                     if isinstance(message, dict) and message.get("id") == request_id:
                         return message
             raise UpstreamError(f"upstream `{name}` answered garbage")
-        message = json.loads(response.content)
+        message = json.loads(raw)
     except ValueError:
         raise UpstreamError(f"upstream `{name}` answered garbage") from None
     if not isinstance(message, dict) or message.get("id") != request_id:
