@@ -46,6 +46,10 @@ _MAX_SHOWN = 300  # what we record of an untrusted name or URI that matched noth
 _LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 
+RUNBOOK_SCHEME = "runbook://"
+"""Runbooks from policy are resources of the gateway itself: ``runbook://<job>``."""
+
+
 def template_pattern(template: str) -> re.Pattern[str]:
     """A regex matching the URIs an RFC 6570 template expands to (``{x}``: one segment, ``{+x}``: any)."""
     parts: list[str] = []
@@ -145,6 +149,21 @@ class Federation:
             self._scrub(res)
             for up, res in listed
             if self._granted(principal, f"resource:{up.name}:{res.uri}")
+        ] + self._runbooks(principal)
+
+    def _runbooks(self, principal: Principal) -> list[types.Resource]:
+        """The runbooks (policy ``runbooks:``) this principal is granted, as ``runbook://<job>``."""
+        return [
+            types.Resource.model_validate(
+                {
+                    "uri": f"{RUNBOOK_SCHEME}{job}",
+                    "name": f"runbook {job}",
+                    "description": f"what the admins wrote about job `{job}`",
+                    "mimeType": "text/plain",
+                }
+            )
+            for job in sorted(self.gateway.policy.policy.runbooks)
+            if self._granted(principal, f"resource:gateway:{RUNBOOK_SCHEME}{job}")
         ]
 
     async def list_resource_templates(self, principal: Principal) -> list[types.ResourceTemplate]:
@@ -197,6 +216,8 @@ class Federation:
             AuditUnavailable: the intent or outcome could not be recorded.
             UpstreamError: the upstream failed (after the outcome is audited).
         """
+        if uri.startswith(RUNBOOK_SCHEME):
+            return await self._read_runbook(principal, uri)
         owner = await self._owner_of(principal, uri)
         key = f"resource:{owner or ''}:{uri}"
         refusal = ToolNotGranted(f"resource `{self._shown(uri)}` is not available")
@@ -206,6 +227,22 @@ class Federation:
         return await self._governed(
             principal, key, {"uri": uri}, lambda: upstream.read_resource(uri), types.ReadResourceResult
         )
+
+    async def _read_runbook(self, principal: Principal, uri: str) -> types.ReadResourceResult:
+        """A runbook from the running policy, if granted (``resource:gateway:runbook://<job>``); audited."""
+        key = f"resource:gateway:{uri}"
+        text = self.gateway.policy.policy.runbooks.get(uri[len(RUNBOOK_SCHEME) :])
+        if text is None or not self._granted(principal, key):
+            refusal = ToolNotGranted(f"resource `{self._shown(uri)}` is not available")
+            raise await self._deny(principal, key, {"uri": uri}, refusal)
+        result = types.ReadResourceResult.model_validate(
+            {"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}
+        )
+
+        async def read() -> types.ReadResourceResult:
+            return result
+
+        return await self._governed(principal, key, {"uri": uri}, read, types.ReadResourceResult)
 
     async def get_prompt(
         self, principal: Principal, name: str, arguments: dict[str, str] | None

@@ -100,6 +100,8 @@ agents:
         tool: "ops.get_*"
         args:
           job: {in: [nightly_revenue], required: true}
+      - id: demo-runbooks                 # runbooks are MCP resources too
+        tool: "resource:gateway:runbook://*"
 
       # Salesforce: two fields of opportunities in the sandbox org; a 5x change of Amount needs a human.
       - id: demo-sf-read

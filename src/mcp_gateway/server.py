@@ -402,9 +402,17 @@ def create_app(
                 # Only possible in the main thread; embedded servers (tests) rely on the file watch.
                 import asyncio
 
-                asyncio.get_running_loop().add_signal_handler(
-                    signal.SIGHUP, lambda: tg.start_soon(reload_policy, gateway)
-                )
+                loop = asyncio.get_running_loop()
+                reloads: set[asyncio.Task[bool]] = set()
+
+                def on_sighup() -> None:
+                    # A signal callback runs outside any task, where anyio (through sniffio) cannot
+                    # tell which event loop it is on: start a plain asyncio task, which can.
+                    task = loop.create_task(reload_policy(gateway))
+                    reloads.add(task)
+                    task.add_done_callback(reloads.discard)
+
+                loop.add_signal_handler(signal.SIGHUP, on_sighup)
             with anyio.move_on_after(20):
                 for upstream in gateway.upstreams.values():
                     await upstream.wait_ready()

@@ -186,3 +186,37 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+RUNBOOK_POLICY = """
+version: 1
+runbooks:
+  nightly_revenue: "check raw.orders first; rerun failed_only"
+  payroll: "never rerun without finance"
+agents:
+  agent-a:
+    grants:
+      - {id: runbook, tool: "resource:gateway:runbook://nightly_revenue"}
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_runbooks_from_policy_are_resources_only_for_agents_granted_them(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = make_gateway(RUNBOOK_POLICY, agents=("agent-a",), upstreams={}, watch_policy=False)
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        listed = [str(r.uri) for r in (await client.list_resources()).resources]
+        read = await client.read_resource("runbook://nightly_revenue")
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource("runbook://payroll")
+    assert listed == ["runbook://nightly_revenue"]
+    assert read.contents[0].text == "check raw.orders first; rerun failed_only"  # type: ignore[union-attr]
+    assert "payroll" in str(refused.value) and "finance" not in str(refused.value)
+    records = gw.audit()
+    assert [r.kind for r in records if r.tool == "resource:gateway:runbook://nightly_revenue"] == [
+        "intent",
+        "outcome",
+    ]
+    assert [r.kind for r in records if r.tool == "resource:gateway:runbook://payroll"] == ["denied"]
