@@ -272,8 +272,9 @@ class Federation:
         """Forward ``completion/complete`` for a granted prompt or resource template.
 
         Raises:
-            ToolNotGranted: the prompt or template is unknown or not granted.
-            UpstreamError: the upstream failed.
+            ToolNotGranted: the prompt or template is unknown or not granted (after the denial is audited).
+            AuditUnavailable: the intent or outcome could not be recorded.
+            UpstreamError: the upstream failed (after the outcome is audited).
         """
         ref = params.ref
         upstream: UpstreamConnection | None
@@ -281,6 +282,7 @@ class Federation:
             upstream_name, _, prompt = ref.name.partition(".")
             upstream = self.gateway.upstreams.get(upstream_name)
             shown = f"prompt `{self._shown(ref.name)}`"
+            key = f"completion:prompt:{ref.name}"
             granted = bool(prompt) and self._granted(principal, f"prompt:{ref.name}")
             forward: types.PromptReference | types.ResourceTemplateReference = types.PromptReference(
                 name=prompt
@@ -292,13 +294,21 @@ class Federation:
                 owner = next((n for n, ts in self._templates.items() if ref.uri in ts), None)
             upstream = self.gateway.upstreams.get(owner) if owner is not None else None
             shown = f"resource template `{self._shown(ref.uri)}`"
+            key = f"completion:resource:{owner or ''}:{ref.uri}"
             granted = owner is not None and self._granted(principal, f"resource:{owner}:{ref.uri}")
             forward = ref
-        if upstream is None or not granted:
-            raise ToolNotGranted(f"{shown} is not available")
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
-        return self._scrub(await upstream.complete(forward, argument, context))
+        if upstream is None or not granted:
+            raise await self._deny(principal, key, argument, ToolNotGranted(f"{shown} is not available"))
+        target = upstream
+        return await self._governed(
+            principal,
+            key,
+            argument,
+            lambda: target.complete(forward, argument, context),
+            types.CompleteResult,
+        )
 
     def _shown(self, text: str) -> str:
         return self.gateway.secrets.redactor().scrub_text(text[:_MAX_SHOWN])

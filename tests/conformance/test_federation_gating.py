@@ -95,6 +95,10 @@ async def test_agent_without_grants_sees_no_prompt_and_is_refused(gw) -> None:  
             )
     assert refused.value.message == "prompt `conf.test_prompt_with_arguments` is not available"
     assert any(r.kind == "denied" and r.tool == "prompt:conf.test_prompt_with_arguments" for r in gw.audit())
+    denied_completion = [
+        r for r in gw.audit() if r.tool == "completion:prompt:conf.test_prompt_with_arguments"
+    ]
+    assert [r.kind for r in denied_completion] == ["denied"]
 
 
 @pytest.mark.e2e
@@ -105,6 +109,9 @@ async def test_completion_is_forwarded_for_a_granted_prompt(gw) -> None:  # type
             types.PromptReference(name="conf.test_prompt_with_arguments"), {"name": "arg1", "value": "par"}
         )
     assert result.completion.values == ["paris", "park", "party"]
+    records = [r for r in gw.audit() if r.tool == "completion:prompt:conf.test_prompt_with_arguments"]
+    assert [r.kind for r in records] == ["intent", "outcome"]
+    assert records[0].args == {"name": "arg1", "value": "par"}
 
 
 @pytest.mark.e2e
