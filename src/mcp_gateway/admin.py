@@ -16,15 +16,10 @@ the token) and so is every decision (``approval``), before it is made: no audit,
 from __future__ import annotations
 
 import builtins
-import hashlib
-import hmac
 import logging
 import re
-import secrets
-import sqlite3
-import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcp_gateway.agents import AGENT_NAME, token_id_of
+from mcp_gateway.agents import SQLiteTokenStore, token_id_of
 from mcp_gateway.approvals.model import (
     STATUSES,
     ApprovalError,
@@ -50,7 +45,6 @@ from mcp_gateway.types import AuditEvent, Clock, system_clock
 logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"^mga_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
-_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,31 +72,18 @@ def admin_token_id_of(token: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _hash(salt: bytes, secret: str) -> bytes:
-    return hashlib.sha256(salt + secret.encode("ascii")).digest()
-
-
-class SQLiteAdminStore:
-    """Admin tokens in SQLite (WAL), shared by ``mcp-gateway admin`` and a running gateway.
+class SQLiteAdminStore(SQLiteTokenStore):
+    """Admin tokens (``mga_...``) in ``admins.db``, shared by ``mcp-gateway admin`` and a running gateway.
 
     Args:
         path: the database file (``admins.db`` in the data directory).
         clock: the time source for creation, expiry and revocation.
     """
 
-    def __init__(self, path: Path, *, clock: Clock = system_clock) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=2000")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS admin_tokens ("
-            " token_id TEXT PRIMARY KEY, name TEXT NOT NULL, salt BLOB NOT NULL, hash BLOB NOT NULL,"
-            " created_at REAL NOT NULL, expires_at REAL, revoked_at REAL)"
-        )
+    prefix = "mga"
+    table = "admin_tokens"
+    holder = "admin"
+    malformed = "not an admin token"
 
     def create(self, name: str, *, expires_at: float | None = None) -> tuple[AdminRecord, str]:
         """Issue an admin token for ``name``; returns the record and the token (shown once).
@@ -110,19 +91,8 @@ class SQLiteAdminStore:
         Raises:
             GatewayError: the name is invalid or the expiry is in the past.
         """
-        if not AGENT_NAME.match(name):
-            raise GatewayError(f"admin name `{name}` must match {AGENT_NAME.pattern}")
-        now = self._clock()
-        if expires_at is not None and expires_at <= now:
-            raise GatewayError("expiry must be in the future")
-        token_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
-        secret, salt = secrets.token_urlsafe(32), secrets.token_bytes(16)
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO admin_tokens VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                (token_id, name, salt, _hash(salt, secret), now, expires_at),
-            )
-        return AdminRecord(name, token_id, now, expires_at, None), f"mga_{token_id}_{secret}"
+        record, token = self._issue(name, expires_at)
+        return AdminRecord(*astuple(record)), token
 
     def verify(self, token: str) -> AdminPrincipal:
         """The admin holding ``token``.
@@ -130,47 +100,11 @@ class SQLiteAdminStore:
         Raises:
             AuthError: malformed (an agent token is malformed here), unknown, expired or revoked.
         """
-        match = _TOKEN.match(token)
-        if match is None:
-            raise AuthError("not an admin token")
-        token_id, secret = match.groups()
-        with self._lock:
-            row = self._db.execute(
-                "SELECT name, salt, hash, expires_at, revoked_at FROM admin_tokens WHERE token_id = ?",
-                (token_id,),
-            ).fetchone()
-        # Compare even for unknown ids so timing does not reveal which ids exist.
-        salt, stored = (row[1], row[2]) if row else (b"\0" * 16, b"\0" * 32)
-        if not hmac.compare_digest(_hash(salt, secret), stored) or row is None:
-            raise AuthError("unknown token")
-        name, _, _, expires_at, revoked_at = row
-        if revoked_at is not None:
-            raise AuthError("revoked token")
-        if expires_at is not None and expires_at <= self._clock():
-            raise AuthError("expired token")
+        name, token_id = self._check(token)
         return AdminPrincipal(name=name, token_id=token_id)
 
-    def list(self) -> builtins.list[AdminRecord]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT name, token_id, created_at, expires_at, revoked_at FROM admin_tokens"
-                " ORDER BY name, created_at"
-            ).fetchall()
-        return [AdminRecord(*row) for row in rows]
-
-    def revoke(self, name_or_token_id: str) -> int:
-        """Revoke every live token of an admin, or one token by id; returns how many were revoked."""
-        with self._lock:
-            cursor = self._db.execute(
-                "UPDATE admin_tokens SET revoked_at = ?"
-                " WHERE (name = ? OR token_id = ?) AND revoked_at IS NULL",
-                (self._clock(), name_or_token_id, name_or_token_id),
-            )
-        return cursor.rowcount
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def list(self) -> builtins.list[AdminRecord]:  # type: ignore[override]
+        return [AdminRecord(*astuple(record)) for record in super().list()]
 
 
 def admin_store_path(data_dir: Path) -> Path:

@@ -58,32 +58,47 @@ def _hash(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode("ascii")).digest()
 
 
-class SQLiteAgentStore:
-    """Agent tokens in SQLite (WAL), safe to share between the CLI and a running gateway."""
+class SQLiteTokenStore:
+    """Bearer tokens ``<prefix>_<id>_<secret>`` for named holders, as salted hashes in one SQLite table
+    (WAL), safe to share between the CLI and a running gateway. ``SQLiteAgentStore`` and the admin
+    store (``admin.py``) are this with their own prefix and table.
+
+    Args:
+        path: the database file.
+        clock: the time source for creation, expiry and revocation.
+    """
+
+    prefix = ""
+    table = ""
+    holder = "holder"
+    """What a token names, in messages (``agent``, ``admin``)."""
+    malformed = "malformed token"
 
     def __init__(self, path: Path, *, clock: Clock = system_clock) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._token = re.compile(rf"^{self.prefix}_([a-z0-9]{{12}})_([A-Za-z0-9_-]{{43}})$")
         self._clock = clock
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=2000")
+        # The table name is a class constant, never input.
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS agent_tokens ("
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
             " token_id TEXT PRIMARY KEY, name TEXT NOT NULL, salt BLOB NOT NULL, hash BLOB NOT NULL,"
             " created_at REAL NOT NULL, expires_at REAL, revoked_at REAL)"
         )
-        self._db.execute("CREATE INDEX IF NOT EXISTS agent_tokens_name ON agent_tokens(name)")
+        self._db.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_name ON {self.table}(name)")
 
-    def create(self, name: str, *, expires_at: float | None = None) -> tuple[AgentRecord, str]:
-        """Issue a token for agent ``name``; returns the record and the token (shown once).
+    def _issue(self, name: str, expires_at: float | None) -> tuple[AgentRecord, str]:
+        """Store a new token for ``name``; returns its record and the token (shown once).
 
         Raises:
             GatewayError: the name is invalid or the expiry is in the past.
         """
         if not AGENT_NAME.match(name):
-            raise GatewayError(f"agent name `{name}` must match {AGENT_NAME.pattern}")
+            raise GatewayError(f"{self.holder} name `{name}` must match {AGENT_NAME.pattern}")
         now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise GatewayError("expiry must be in the future")
@@ -92,24 +107,24 @@ class SQLiteAgentStore:
         salt = secrets.token_bytes(16)
         with self._lock:
             self._db.execute(
-                "INSERT INTO agent_tokens VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                f"INSERT INTO {self.table} VALUES (?, ?, ?, ?, ?, ?, NULL)",  # noqa: S608 - constant table
                 (token_id, name, salt, _hash(salt, secret), now, expires_at),
             )
-        return AgentRecord(name, token_id, now, expires_at, None), f"mgw_{token_id}_{secret}"
+        return AgentRecord(name, token_id, now, expires_at, None), f"{self.prefix}_{token_id}_{secret}"
 
-    def verify(self, token: str) -> Principal:
-        """Return the principal for ``token``.
+    def _check(self, token: str) -> tuple[str, str]:
+        """``(name, token_id)`` of a live token.
 
         Raises:
             AuthError: malformed, unknown, expired or revoked (the message says which, never the token).
         """
-        match = _TOKEN.match(token)
+        match = self._token.match(token)
         if match is None:
-            raise AuthError("malformed token")
+            raise AuthError(self.malformed)
         token_id, secret = match.groups()
         with self._lock:
             row = self._db.execute(
-                "SELECT name, salt, hash, expires_at, revoked_at FROM agent_tokens WHERE token_id = ?",
+                f"SELECT name, salt, hash, expires_at, revoked_at FROM {self.table} WHERE token_id = ?",  # noqa: S608
                 (token_id,),
             ).fetchone()
         # Compare even for unknown ids so timing does not reveal which ids exist.
@@ -121,21 +136,21 @@ class SQLiteAgentStore:
             raise AuthError("revoked token")
         if expires_at is not None and expires_at <= self._clock():
             raise AuthError("expired token")
-        return Principal(agent=name, token_id=token_id)
+        return name, token_id
 
     def list(self) -> list[AgentRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, token_id, created_at, expires_at, revoked_at FROM agent_tokens"
+                f"SELECT name, token_id, created_at, expires_at, revoked_at FROM {self.table}"  # noqa: S608
                 " ORDER BY name, created_at"
             ).fetchall()
         return [AgentRecord(*row) for row in rows]
 
     def revoke(self, name_or_token_id: str) -> int:
-        """Revoke every live token of an agent, or one token by id; returns how many were revoked."""
+        """Revoke every live token of a holder, or one token by id; returns how many were revoked."""
         with self._lock:
             cursor = self._db.execute(
-                "UPDATE agent_tokens SET revoked_at = ?"
+                f"UPDATE {self.table} SET revoked_at = ?"  # noqa: S608 - constant table
                 " WHERE (name = ? OR token_id = ?) AND revoked_at IS NULL",
                 (self._clock(), name_or_token_id, name_or_token_id),
             )
@@ -144,3 +159,28 @@ class SQLiteAgentStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class SQLiteAgentStore(SQLiteTokenStore):
+    """Agent tokens (``mgw_...``)."""
+
+    prefix = "mgw"
+    table = "agent_tokens"
+    holder = "agent"
+
+    def create(self, name: str, *, expires_at: float | None = None) -> tuple[AgentRecord, str]:
+        """Issue a token for agent ``name``; returns the record and the token (shown once).
+
+        Raises:
+            GatewayError: the name is invalid or the expiry is in the past.
+        """
+        return self._issue(name, expires_at)
+
+    def verify(self, token: str) -> Principal:
+        """Return the principal for ``token``.
+
+        Raises:
+            AuthError: malformed, unknown, expired or revoked (the message says which, never the token).
+        """
+        name, token_id = self._check(token)
+        return Principal(agent=name, token_id=token_id)
