@@ -91,7 +91,7 @@ class SQLiteAdminStore(SQLiteTokenStore):
         Raises:
             GatewayError: the name is invalid or the expiry is in the past.
         """
-        record, token = self._issue(name, expires_at)
+        record, token = self.issue(name, expires_at)
         return AdminRecord(*astuple(record)), token
 
     def verify(self, token: str) -> AdminPrincipal:

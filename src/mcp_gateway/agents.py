@@ -91,7 +91,7 @@ class SQLiteTokenStore:
         )
         self._db.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_name ON {self.table}(name)")
 
-    def _issue(self, name: str, expires_at: float | None) -> tuple[AgentRecord, str]:
+    def issue(self, name: str, expires_at: float | None) -> tuple[AgentRecord, str]:
         """Store a new token for ``name``; returns its record and the token (shown once).
 
         Raises:
@@ -174,7 +174,7 @@ class SQLiteAgentStore(SQLiteTokenStore):
         Raises:
             GatewayError: the name is invalid or the expiry is in the past.
         """
-        return self._issue(name, expires_at)
+        return self.issue(name, expires_at)
 
     def verify(self, token: str) -> Principal:
         """Return the principal for ``token``.
