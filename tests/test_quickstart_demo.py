@@ -56,8 +56,14 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def _free(port: int) -> bool:
     import socket
 
+    # Bind, not connect: a port held by some process's outgoing connection accepts no connection
+    # but cannot be listened on either.
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def test_story_two_fixes_the_amount_on_a_branch_switches_it_in_and_rolls_it_back(quickstart: Path) -> None:
