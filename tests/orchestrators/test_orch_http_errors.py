@@ -36,14 +36,28 @@ def _secrets(name: str) -> SecretValue:
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def _airflow(handler: Handler) -> AirflowOrchestrator:
-    settings = AirflowSettings(kind="airflow", url="http://af.test", username="gw", password="secret://af-pw")
+def _airflow(handler: Handler, retries: int = 0) -> AirflowOrchestrator:
+    settings = AirflowSettings(
+        kind="airflow", url="http://af.test", username="gw", password="secret://af-pw", retries=retries
+    )
     return AirflowOrchestrator(settings, _secrets, transport=httpx.MockTransport(handler))
 
 
-def _prefect(handler: Handler, api_key: str | None = None) -> PrefectOrchestrator:
-    settings = PrefectSettings(kind="prefect", url="http://pf.test/api", api_key=api_key)
+def _prefect(handler: Handler, api_key: str | None = None, retries: int = 0) -> PrefectOrchestrator:
+    settings = PrefectSettings(kind="prefect", url="http://pf.test/api", api_key=api_key, retries=retries)
     return PrefectOrchestrator(settings, _secrets, transport=httpx.MockTransport(handler))
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the back-off waits instead of sleeping them."""
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr("mcp_gateway.orchestrators._rest._sleep", record)
+    return waits
 
 
 class AirflowFake:
@@ -321,4 +335,108 @@ async def test_prefect_job_id_without_a_deployment_name_is_refused_before_any_re
     orch = _prefect(handler)
     with pytest.raises(JobNotFound, match="flow_name/deployment_name"):
         await orch.rerun("just-a-flow", "full", "key")
+    await orch.aclose()
+
+
+def _busy(status: int = 503, retry_after: str | None = None) -> httpx.Response:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return httpx.Response(status, json={"detail": "Service Unavailable"}, headers=headers)
+
+
+class Flaky:
+    """Deployment lookups succeed; other calls get ``failures`` (responses, or exceptions to raise)
+    first, then ``ok``. Records the bodies of those calls."""
+
+    def __init__(self, failures: list[httpx.Response | Exception], ok: httpx.Response) -> None:
+        self.failures = failures
+        self.ok = ok
+        self.bodies: list[bytes] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/deployments/name/"):
+            return httpx.Response(200, json=DEPLOYMENT)
+        self.bodies.append(request.content)
+        if self.failures:
+            failure = self.failures.pop(0)
+            if isinstance(failure, Exception):
+                raise failure
+            return failure
+        return self.ok
+
+
+_CREATED = httpx.Response(201, json={**RUN, "state": {"type": "SCHEDULED", "name": "Scheduled"}})
+
+
+@pytest.mark.anyio
+async def test_prefect_busy_answers_and_a_refused_connection_are_retried_with_the_same_idempotency_key(
+    no_backoff: list[float],
+) -> None:
+    # A Prefect server on SQLite answers 503 while its database is locked; Prefect's own client retries.
+    refused = httpx.ConnectError("connection refused")
+    flaky = Flaky([_busy(503, "2"), _busy(429, "1"), refused], _CREATED)
+    orch = _prefect(flaky, retries=3)
+    info = await orch.rerun("flow/dep", "full", "key-1")
+    assert (info.run_id, info.state) == ("run-1", "pending")
+    assert len(flaky.bodies) == 4
+    assert {json.loads(body)["idempotency_key"] for body in flaky.bodies} == {"key-1"}
+    # Retry-After is honoured; without one the back-off is exponential (third attempt: 1 s + jitter).
+    assert no_backoff[:2] == [2.0, 1.0]
+    assert 1.0 <= no_backoff[2] <= 1.25
+    await orch.aclose()
+
+
+@pytest.mark.anyio
+async def test_prefect_busy_answers_that_outlive_the_retries_are_unavailable(no_backoff: list[float]) -> None:
+    flaky = Flaky([_busy() for _ in range(10)], _CREATED)
+    orch = _prefect(flaky, retries=2)
+    with pytest.raises(OrchestratorUnavailable, match="http 503"):
+        await orch.rerun("flow/dep", "full", "key-1")
+    assert (len(flaky.bodies), len(no_backoff)) == (3, 2)
+    await orch.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_retry_after_beyond_the_cap_is_not_waited_for(no_backoff: list[float]) -> None:
+    from mcp_gateway.orchestrators._rest import WAIT_MAX_SECONDS
+
+    flaky = Flaky([_busy(429, "3600"), _busy(503, "Wed, 21 Oct 2099 07:28:00 GMT")], _CREATED)
+    orch = _prefect(flaky, retries=3)
+    await orch.rerun("flow/dep", "full", "key-1")
+    assert no_backoff == [WAIT_MAX_SECONDS, WAIT_MAX_SECONDS]
+    await orch.aclose()
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (httpx.Response(500, json={"detail": "bug"}), "http 500"),
+        # The request may have landed: a second send could act twice on a non-idempotent server.
+        (httpx.ReadTimeout("slow"), "did not answer in time"),
+    ],
+)
+@pytest.mark.anyio
+async def test_prefect_server_errors_and_read_timeouts_are_not_retried(
+    failure: httpx.Response | Exception, error: str, no_backoff: list[float]
+) -> None:
+    flaky = Flaky([failure], _CREATED)
+    orch = _prefect(flaky, retries=3)
+    with pytest.raises(OrchestratorUnavailable, match=error):
+        await orch.rerun("flow/dep", "full", "key-1")
+    assert (len(flaky.bodies), no_backoff) == (1, [])
+    await orch.aclose()
+
+
+@pytest.mark.anyio
+async def test_airflow_busy_answer_is_retried_with_the_same_token(no_backoff: list[float]) -> None:
+    answers = [_busy(503), httpx.Response(200, json=_dag_run("running"))]
+    seen: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return answers.pop(0)
+
+    fake = AirflowFake(api)
+    orch = _airflow(fake, retries=1)
+    info = await orch.status("load", "r1")
+    assert (info.state, seen, fake.tokens_issued) == ("running", ["Bearer tok-1", "Bearer tok-1"], 1)
     await orch.aclose()

@@ -1,19 +1,35 @@
 """The edge where HTTP answers of a REST orchestrator become ``base.py`` errors (shared by adapters).
 
 transport error, timeout          → OrchestratorUnavailable
+429, 502, 503, 504                → retried (bounded, ``Retry-After`` honoured), then as below
 5xx                               → OrchestratorUnavailable
 404                               → JobNotFound
 409                               → RunConflict
 401 / 403                         → OrchestratorError (credentials refused; never echoes them)
 other 4xx                         → OrchestratorError
 body that is not JSON / not the documented shape → OrchestratorUnavailable
+
+Retries are safe because every state-changing call the adapters make is idempotent on the server:
+Prefect deduplicates flow runs by idempotency key, Airflow refuses a second run with the same run id,
+and a retried state change of a run that already changed is refused as a conflict. A request that may
+have reached the server and timed out (``ReadTimeout``) is not retried; a refused connection is.
 """
 
 from __future__ import annotations
 
+import email.utils
+import time
 from typing import Any
 
+import anyio
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from mcp_gateway.orchestrators.base import (
     JobNotFound,
@@ -23,16 +39,83 @@ from mcp_gateway.orchestrators.base import (
 )
 
 _DETAIL_CHARS = 200
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers that say "try again shortly": rate limited, or a proxy / the database behind the API busy."""
+WAIT_INITIAL_SECONDS = 0.25
+"""First back-off; it doubles per attempt, with jitter, up to ``WAIT_MAX_SECONDS``."""
+WAIT_MAX_SECONDS = 5.0
+"""Cap on any one wait, including a server's ``Retry-After`` (a longer ask is not honoured: the agent
+gets ``OrchestratorUnavailable`` and may call again later)."""
 
 
-async def send(client: httpx.AsyncClient, request: httpx.Request, system: str) -> httpx.Response:
-    """Send ``request``; a network failure or timeout becomes ``OrchestratorUnavailable``."""
+class _TransientAnswer(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if it has one."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
     try:
-        return await client.send(request)
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+_backoff = wait_exponential_jitter(
+    multiplier=WAIT_INITIAL_SECONDS, max=WAIT_MAX_SECONDS, jitter=WAIT_INITIAL_SECONDS
+)
+
+
+def _wait(state: RetryCallState) -> float:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    if isinstance(error, _TransientAnswer):
+        asked = _retry_after(error.response)
+        if asked is not None:
+            return min(asked, WAIT_MAX_SECONDS)
+    return min(_backoff(state), WAIT_MAX_SECONDS)
+
+
+async def _sleep(seconds: float) -> None:
+    await anyio.sleep(seconds)
+
+
+async def send(
+    client: httpx.AsyncClient, request: httpx.Request, system: str, *, retries: int
+) -> httpx.Response:
+    """Send ``request``, retrying transient answers and refused connections up to ``retries`` times.
+
+    Returns the last response (a transient status that outlived the retries is returned for ``check``
+    to map). A network failure or timeout becomes ``OrchestratorUnavailable``.
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(retries + 1),
+        wait=_wait,
+        sleep=_sleep,
+        retry=retry_if_exception_type((_TransientAnswer, httpx.ConnectError)),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                response = await client.send(request)
+                if response.status_code in TRANSIENT_STATUSES:
+                    raise _TransientAnswer(response)
+                return response
+    except _TransientAnswer as exc:
+        return exc.response
     except httpx.TimeoutException as exc:
         raise OrchestratorUnavailable(f"{system} did not answer in time") from exc
     except httpx.HTTPError as exc:
         raise OrchestratorUnavailable(f"{system} is unreachable ({type(exc).__name__})") from exc
+    raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
 
 def _detail(response: httpx.Response) -> str:

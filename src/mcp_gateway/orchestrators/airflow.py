@@ -82,7 +82,7 @@ class AirflowOrchestrator:
             request = self._client.build_request(
                 "POST", "auth/token", json={"username": self._settings.username, "password": password}
             )
-            response = await _rest.send(self._client, request, _SYSTEM)
+            response = await _rest.send(self._client, request, _SYSTEM, retries=self._settings.retries)
             _rest.check(response, _SYSTEM, "a token")
             body = _rest.as_dict(_rest.json_body(response, _SYSTEM), _SYSTEM, "a token")
             self._token = _rest.text_field(body, "access_token", _SYSTEM, "a token")
@@ -106,7 +106,7 @@ class AirflowOrchestrator:
                 params=params,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             )
-            response = await _rest.send(self._client, request, _SYSTEM)
+            response = await _rest.send(self._client, request, _SYSTEM, retries=self._settings.retries)
             if response.status_code == 401 and attempt == 0:
                 token = await self._fetch_token(token)
                 continue

@@ -66,7 +66,13 @@ class _Common(_Model):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
 
-class PrefectSettings(_Common):
+class _Retrying(_Common):
+    # Retries of a transient answer (429/502/503/504) or a refused connection, with back-off. Only
+    # for APIs whose state-changing calls are idempotent on the server (see ``_rest.send``).
+    retries: int = Field(default=3, ge=0, le=10)
+
+
+class PrefectSettings(_Retrying):
     """A Prefect 3 server or Prefect Cloud workspace.
 
     ``url`` is the API root (``http://host:4200/api`` or the Cloud workspace API URL).
@@ -77,7 +83,7 @@ class PrefectSettings(_Common):
     api_key: SecretRef | None = None
 
 
-class AirflowSettings(_Common):
+class AirflowSettings(_Retrying):
     """An Apache Airflow 3 API server (REST API v2, JWT from ``POST /auth/token``).
 
     ``url`` is the server root (``http://host:8080``), without ``/api/v2``.

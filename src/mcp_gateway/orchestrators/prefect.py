@@ -83,7 +83,7 @@ class PrefectOrchestrator:
             key = self._resolve_secret(secret_name(self._settings.api_key)).reveal_text()
             headers["Authorization"] = f"Bearer {key}"
         request = self._client.build_request(method, path, json=body, headers=headers)
-        response = await _rest.send(self._client, request, _SYSTEM)
+        response = await _rest.send(self._client, request, _SYSTEM, retries=self._settings.retries)
         _rest.check(response, _SYSTEM, subject)
         return _rest.json_body(response, _SYSTEM)
 
