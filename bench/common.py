@@ -265,7 +265,7 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 def prepare_gateway_dir(
-    workdir: Path, *, gateway_port: int, upstream_port: int, lean_calls: bool = True
+    workdir: Path, *, gateway_port: int, upstream_port: int, lean_calls: bool = True, fast_path: bool = True
 ) -> str:
     """Write gateway.yaml + policy, create the master key, the vault secret and the agent; return its token.
 
@@ -287,10 +287,13 @@ def prepare_gateway_dir(
         upstream["allow_private_network"] = True
     if not lean_calls:
         upstream["lean_calls"] = False
+    server: dict[str, Any] = {"host": "127.0.0.1", "port": gateway_port}
+    if not fast_path:
+        server["fast_path"] = False
     raw = {
         "data_dir": "data",
         "policies": "policies",
-        "server": {"host": "127.0.0.1", "port": gateway_port},
+        "server": server,
         "upstreams": {UPSTREAM_NAME: upstream},
     }
     from mcp_gateway.config import Settings
@@ -319,7 +322,11 @@ def prepare_gateway_dir(
 
 @contextlib.contextmanager
 def running_stack(
-    *, start_gateway: bool = True, json_upstream: bool = False, lean_calls: bool = True
+    *,
+    start_gateway: bool = True,
+    json_upstream: bool = False,
+    lean_calls: bool = True,
+    fast_path: bool = True,
 ) -> Iterator[Stack]:
     """A temp dir, the echo upstream, and (optionally) a started gateway; all torn down on exit."""
     group = Group()
@@ -337,7 +344,11 @@ def running_stack(
                 sys.stderr.write(tail(workdir / "upstream.log"))
                 raise
             token = prepare_gateway_dir(
-                workdir, gateway_port=gateway_port, upstream_port=upstream_port, lean_calls=lean_calls
+                workdir,
+                gateway_port=gateway_port,
+                upstream_port=upstream_port,
+                lean_calls=lean_calls,
+                fast_path=fast_path,
             )
             stack = Stack(workdir, upstream_port, gateway_port, token, upstream, None, group)
             if start_gateway:

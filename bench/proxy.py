@@ -212,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         help="send every upstream call through the SDK client (upstreams.NAME.lean_calls: false)",
     )
     parser.add_argument(
+        "--no-fast-path",
+        action="store_true",
+        help="let the SDK answer every 2026-07-28 tools/call (server.fast_path: false)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="run each cell N times (alternating paths), keep the best"
     )
     parser.add_argument(
@@ -229,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CellConfig(args.calls, args.max_seconds, args.warmup, args.client, args.workers)
     stamp = timestamp()
     cells: list[dict[str, Any]] = []
-    with running_stack(json_upstream=args.json_upstream, lean_calls=not args.no_lean_calls) as stack:
+    with running_stack(
+        json_upstream=args.json_upstream, lean_calls=not args.no_lean_calls, fast_path=not args.no_fast_path
+    ) as stack:
         for era in eras:
             for concurrency in concurrencies:
                 runs: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
@@ -277,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeat": args.repeat,
             "upstream_response": "json" if args.json_upstream else "sse",
             "lean_calls": not args.no_lean_calls,
+            "fast_path": not args.no_fast_path,
             "gateway": "mcp-gateway serve; sqlite audit (WAL, synchronous=FULL); 1 grant; 1 vault secret",
         },
         "errors": errors,

@@ -171,6 +171,7 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
         watch_policy: bool = True,
         toolsets: Sequence[Toolset] = (),
         config: dict[str, Any] | None = None,
+        server_options: dict[str, Any] | None = None,
     ) -> RunningGateway:
         root = tmp_path / name
         (root / "policies").mkdir(parents=True, exist_ok=True)
@@ -182,7 +183,7 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
             "data_dir": str(root / "data"),
             "policies": str(root / "policies"),
             # Without the file watch a gateway stops in milliseconds instead of seconds.
-            "server": {"host": "127.0.0.1", "port": port, "watch_policy": watch_policy},
+            "server": {"host": "127.0.0.1", "port": port, "watch_policy": watch_policy, **(server_options or {})},
             "upstreams": ups,
         }
         if oauth is not None:

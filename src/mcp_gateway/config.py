@@ -58,6 +58,9 @@ class ServerSettings(_Model):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     watch_policy: bool = True
     """Reload policy when its files change (SIGHUP always reloads)."""
+    fast_path: bool = True
+    """Answer plain 2026-07-28 ``tools/call`` requests on the lean path (``hotpath.py``); off: the SDK
+    answers every request (same answers, more CPU per call)."""
 
 
 class SQLiteStore(_Model):

@@ -1,6 +1,7 @@
 """The HTTP face: Starlette + the MCP SDK, both protocol eras on one ``/mcp`` endpoint.
 
-This is the only module where gateway errors become protocol answers:
+This module and ``hotpath.py`` (the lean path for plain 2026-07-28 ``tools/call``, sharing
+``governed_call``) are where gateway errors become protocol answers:
 
 - ``ToolNotGranted`` → JSON-RPC ``-32602`` naming only the tool asked for;
 - other ``CallRefused`` (policy denial, sealed vault, audit unavailable) → a tool result with
@@ -40,16 +41,16 @@ from mcp_gateway.agents import AgentStore, token_id_of
 from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.config import Settings
-from mcp_gateway.errors import AuditUnavailable, AuthError, CallRefused, ToolNotGranted
+from mcp_gateway.errors import AuditUnavailable, AuthError
 from mcp_gateway.federation import federation_handlers, relaying
 from mcp_gateway.gateway import Gateway
+from mcp_gateway.hotpath import PRINCIPAL_KEY, FastToolCall, governed_call
 from mcp_gateway.oauth import OAuthVerifier, VerifiedToken, is_agent_token, token_fingerprint
 from mcp_gateway.types import AuditEvent, Principal
 
 logger = logging.getLogger(__name__)
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
-_PRINCIPAL = "mcp_gateway.principal"
 # The authenticated caller of the request being served (set by AuthMiddleware, read by SDK callbacks
 # that are not given the request).
 _CALLER: ContextVar[Principal | None] = ContextVar("mcp_gateway_caller", default=None)
@@ -135,7 +136,7 @@ class AuthMiddleware:
                 token=principal.token_id, client_id=principal.agent, scopes=[], subject=principal.token_id
             )
         scope["user"] = AuthenticatedUser(access)
-        scope.setdefault("state", {})[_PRINCIPAL] = principal
+        scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         _CALLER.set(principal)
         session = next((v for k, v in scope["headers"] if k == b"mcp-session-id"), None)
         if session is None:
@@ -220,7 +221,7 @@ class AuthMiddleware:
 
 def _principal(ctx: ServerRequestContext[Any, Any]) -> Principal:
     request = ctx.request
-    principal = request.scope.get("state", {}).get(_PRINCIPAL) if request is not None else None
+    principal = request.scope.get("state", {}).get(PRINCIPAL_KEY) if request is not None else None
     if not isinstance(principal, Principal):
         # Unreachable behind AuthMiddleware; refuse rather than guess.
         raise MCPError(types.INVALID_REQUEST, "unauthenticated")
@@ -242,16 +243,9 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         principal = _principal(ctx)
-        try:
-            # The upstream's progress and log messages about this call go back to this caller only.
-            with relaying(ctx, gateway):
-                return await gateway.call_tool(principal, params.name, params.arguments or {})
-        except ToolNotGranted as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-        except CallRefused as exc:
-            return types.CallToolResult(
-                content=[types.TextContent(type="text", text=str(exc))], is_error=True
-            )
+        # The upstream's progress and log messages about this call go back to this caller only.
+        with relaying(ctx, gateway):
+            return await governed_call(gateway, principal, params.name, params.arguments or {})
 
     def input_schema(name: str) -> dict[str, Any] | None:
         # The SDK checks a 2026-07-28 call's Mcp-Param headers against the tool's schema; without this
@@ -327,7 +321,7 @@ def create_app(
     oauth: OAuthVerifier | None = None,
     approvals: ApprovalStore | None = None,
     verify_admin: VerifyAdmin | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """Build the ASGI app.
 
     Args:
@@ -342,13 +336,23 @@ def create_app(
     state = AppState(gateway)
     if oauth is None and settings.oauth is not None:
         oauth = OAuthVerifier.from_settings(settings)
+    server = build_mcp_server(gateway)
+    security = transport_security(settings)
     manager = StreamableHTTPSessionManager(
-        app=build_mcp_server(gateway),
-        security_settings=transport_security(settings),
-        max_request_body_size=settings.server.max_body_bytes,
+        app=server, security_settings=security, max_request_body_size=settings.server.max_body_bytes
     )
+    sdk_app: ASGIApp = StreamableHTTPASGIApp(manager)
+    if settings.server.fast_path:
+        sdk_app = FastToolCall(
+            sdk_app,
+            gateway=gateway,
+            server=server,
+            security=security,
+            max_body=settings.server.max_body_bytes,
+            json_response=manager.json_response,
+        )
     mcp_app = AuthMiddleware(
-        StreamableHTTPASGIApp(manager),
+        sdk_app,
         agents=agents,
         audit=gateway.audit,
         metadata_url=_resource_metadata_url(settings),
@@ -440,4 +444,28 @@ def create_app(
     ]
     if approvals is not None and verify_admin is not None:
         routes.extend(create_admin_routes(approvals, gateway.audit, verify_admin))
-    return Starlette(routes=routes, lifespan=lifespan)
+    return _McpFirst(Starlette(routes=routes, lifespan=lifespan), mcp_app)
+
+
+class _McpFirst:
+    """Sends ``POST /mcp`` straight to the MCP app; everything else (and lifespan) to Starlette.
+
+    The MCP route has no Starlette middleware, so routing each agent call through Starlette's error,
+    exception and router layers only costs CPU. Starlette keeps every other route, ``/mcp``'s other
+    methods and its 405, and the lifespan. Mounted under a ``root_path``, all goes through Starlette.
+    """
+
+    def __init__(self, app: Starlette, mcp: ASGIApp) -> None:
+        self.app = app
+        self.mcp = mcp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/mcp"
+            and not scope.get("root_path")
+        ):
+            await self.mcp(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
