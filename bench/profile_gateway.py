@@ -80,6 +80,7 @@ GENERIC_PREFIXES = (
 COMPONENTS: list[tuple[str, str]] = [
     ("mcp_gateway/agents.py", "gateway: auth token lookup (agents.py, sqlite)"),
     ("mcp_gateway/server.py", "gateway: server.py (auth middleware, MCP handlers)"),
+    ("mcp_gateway/hotpath.py", "gateway: lean tools/call path (hotpath.py: checks, JSON, shaping)"),
     ("mcp_gateway/policy/", "gateway: policy evaluate"),
     ("mcp_gateway/redact.py", "gateway: redaction"),
     ("mcp_gateway/vault/", "gateway: vault (SecretsView refresh, sqlite generation check)"),

@@ -110,9 +110,19 @@ class RunningGateway:
 
 @contextlib.asynccontextmanager
 async def connect(url: str, token: str | None, mode: str = "auto") -> AsyncIterator[Client]:
+    async with connect_with(url, token, mode) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def connect_with(
+    url: str, token: str | None, mode: str = "auto", **options: Any
+) -> AsyncIterator[Client]:
+    """``connect`` with further ``mcp.Client`` options (sampling / elicitation callbacks, ...)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode=mode, **options) as client:  # type: ignore[arg-type]
             yield client
 
 
@@ -183,7 +193,12 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
             "data_dir": str(root / "data"),
             "policies": str(root / "policies"),
             # Without the file watch a gateway stops in milliseconds instead of seconds.
-            "server": {"host": "127.0.0.1", "port": port, "watch_policy": watch_policy, **(server_options or {})},
+            "server": {
+                "host": "127.0.0.1",
+                "port": port,
+                "watch_policy": watch_policy,
+                **(server_options or {}),
+            },
             "upstreams": ups,
         }
         if oauth is not None:

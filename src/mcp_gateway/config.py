@@ -128,7 +128,17 @@ class PinningSettings(_Model):
     """Re-list every upstream's tools this often (besides on change notifications); null: never."""
 
 
-class StdioUpstream(_Model):
+class _UpstreamCommon(_Model):
+    relay_requests: tuple[Literal["sampling", "elicitation"], ...] = ()
+    """Requests this upstream may send to the agent whose call it serves (``relay.py``); none by
+    default: sampling puts upstream text before the agent's model, elicitation before its human."""
+    protocol: Literal["auto", "legacy"] = "auto"
+    """``auto``: 2026-07-28 when the upstream serves it, else the 2025-11-25 handshake; ``legacy``:
+    always the handshake (an upstream that sends requests mid-call, rather than returning
+    ``input_required``, needs it: on a 2026-07-28 connection a server cannot send requests)."""
+
+
+class StdioUpstream(_UpstreamCommon):
     transport: Literal["stdio"]
     command: str
     args: tuple[str, ...] = ()
@@ -137,7 +147,7 @@ class StdioUpstream(_Model):
     timeout_seconds: float = Field(default=60.0, gt=0)
 
 
-class HttpUpstream(_Model):
+class HttpUpstream(_UpstreamCommon):
     transport: Literal["http"]
     url: str
     headers: dict[str, str] = Field(default_factory=dict)

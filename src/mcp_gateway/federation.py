@@ -22,10 +22,8 @@ import logging
 import re
 import time
 import uuid
-import warnings
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
@@ -33,17 +31,17 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 from mcp_gateway.audit.record import digest
-from mcp_gateway.connectors.mcp_upstream import CURRENT_RELAY, UpstreamConnection
+from mcp_gateway.connectors.mcp_upstream import UpstreamConnection
 from mcp_gateway.errors import CallRefused, ToolNotGranted, UpstreamError
 from mcp_gateway.gateway import Gateway
 from mcp_gateway.policy.evaluate import is_granted
+from mcp_gateway.relay import relaying
 from mcp_gateway.types import AuditEvent, Principal
 
 logger = logging.getLogger(__name__)
 
 _M = TypeVar("_M", bound=BaseModel)
 _MAX_SHOWN = 300  # what we record of an untrusted name or URI that matched nothing
-_LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 
 RUNBOOK_SCHEME = "runbook://"
@@ -58,50 +56,6 @@ def template_pattern(template: str) -> re.Pattern[str]:
         if expr:
             parts.append(".+" if expr[1:2] in "+#" else r"[^/?#]+")
     return re.compile("".join(parts) + r"\Z")
-
-
-class ClientRelay:
-    """Relays an upstream's progress and log messages about one request to the client that made it."""
-
-    def __init__(self, ctx: ServerRequestContext[Any, Any], gateway: Gateway) -> None:
-        self._ctx = ctx
-        self._gateway = gateway
-
-    @property
-    def wants_progress(self) -> bool:
-        meta: Any = self._ctx.meta
-        return isinstance(meta, dict) and (
-            meta.get("progressToken") is not None or meta.get("progress_token") is not None
-        )
-
-    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
-        text = self._gateway.secrets.current_redactor().scrub_text(message) if message else message
-        await self._ctx.session.report_progress(progress, total, text)
-
-    async def log(self, level: str, data: Any, logger_name: str | None) -> None:
-        if level not in _LOG_LEVELS:
-            return
-        scrubbed, _ = self._gateway.secrets.current_redactor().scrub_json(data)
-        with warnings.catch_warnings():
-            # The logging capability is deprecated in 2026-07-28 but live in 2025-11-25; the SDK gates
-            # delivery per era (and per request opt-in), so relaying is right for both.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            await self._ctx.session.send_log_message(
-                cast(types.LoggingLevel, level),
-                scrubbed,
-                logger_name,
-                related_request_id=self._ctx.request_id,
-            )
-
-
-@contextmanager
-def relaying(ctx: ServerRequestContext[Any, Any], gateway: Gateway) -> Iterator[None]:
-    """While inside, upstream requests made for this request relay their notifications to its client."""
-    token = CURRENT_RELAY.set(ClientRelay(ctx, gateway))
-    try:
-        yield
-    finally:
-        CURRENT_RELAY.reset(token)
 
 
 class Federation:
@@ -389,7 +343,7 @@ def federation_handlers(
 
     async def guarded(ctx: ServerRequestContext[Any, Any], call: Callable[[], Awaitable[_M]]) -> _M:
         try:
-            with relaying(ctx, gateway):
+            with relaying(ctx, gateway, principal_of(ctx)):
                 return await call()
         except ToolNotGranted as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None

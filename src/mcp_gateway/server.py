@@ -42,10 +42,11 @@ from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import AuditUnavailable, AuthError
-from mcp_gateway.federation import federation_handlers, relaying
+from mcp_gateway.federation import federation_handlers
 from mcp_gateway.gateway import Gateway
 from mcp_gateway.hotpath import PRINCIPAL_KEY, FastToolCall, governed_call
 from mcp_gateway.oauth import OAuthVerifier, VerifiedToken, is_agent_token, token_fingerprint
+from mcp_gateway.relay import relaying
 from mcp_gateway.types import AuditEvent, Principal
 
 logger = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
     ) -> types.CallToolResult:
         principal = _principal(ctx)
         # The upstream's progress and log messages about this call go back to this caller only.
-        with relaying(ctx, gateway):
+        with relaying(ctx, gateway, principal):
             return await governed_call(gateway, principal, params.name, params.arguments or {})
 
     def input_schema(name: str) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ import anyio
 import httpx2
 import mcp_types as types
 from mcp import Client, StdioServerParameters
-from mcp.client.session import IncomingMessage
+from mcp.client.session import ClientRequestContext, IncomingMessage
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import SubscriptionLost
@@ -72,6 +72,13 @@ class CallRelay(Protocol):
 
     async def log(self, level: str, data: Any, logger_name: str | None) -> None: ...
 
+    async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
+        """Put an upstream's request to the calling client (``relay.py``)."""
+        ...
+
+
+ClientBoundRequest = types.CreateMessageRequest | types.ElicitRequest
+"""Requests an upstream may send to the client of the call it is serving (``relay_requests``)."""
 
 CURRENT_RELAY: ContextVar[CallRelay | None] = ContextVar("mcp_gateway_call_relay", default=None)
 """Set by the server for the request being served; read by ``UpstreamConnection`` calls."""
@@ -210,12 +217,17 @@ class UpstreamConnection:
             )
             client = Client(
                 stdio_client(params, errlog=errlog),
-                mode="auto",
+                mode=config.protocol,
                 cache=None,
                 read_timeout_seconds=config.timeout_seconds,
                 message_handler=self._on_message,
                 logging_callback=self._on_log,
                 log_level="debug",
+                # Declaring a callback advertises the capability to the upstream: only when relayed.
+                sampling_callback=self._on_sampling if "sampling" in config.relay_requests else None,
+                elicitation_callback=(
+                    self._on_elicitation if "elicitation" in config.relay_requests else None
+                ),
             )
         else:
             await check_upstream_url(config.url, allow_private_network=config.allow_private_network)
@@ -229,12 +241,17 @@ class UpstreamConnection:
             transport = streamable_http_client(config.url, http_client=http)
             client = Client(
                 transport,
-                mode="auto",
+                mode=config.protocol,
                 cache=None,
                 read_timeout_seconds=config.timeout_seconds,
                 message_handler=self._on_message,
                 logging_callback=self._on_log,
                 log_level="debug",
+                # Declaring a callback advertises the capability to the upstream: only when relayed.
+                sampling_callback=self._on_sampling if "sampling" in config.relay_requests else None,
+                elicitation_callback=(
+                    self._on_elicitation if "elicitation" in config.relay_requests else None
+                ),
             )
             opened = await stack.enter_async_context(client)
             if config.lean_calls and opened.protocol_version in MODERN_PROTOCOL_VERSIONS:
@@ -250,6 +267,44 @@ class UpstreamConnection:
         # 2025-11-25 connections deliver change notifications here (2026-07-28 ones via `_listen`).
         if isinstance(message, types.ToolListChangedNotification):
             self._relist.set()
+
+    async def _on_sampling(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
+        answer = await self._ask(types.CreateMessageRequest(params=params))
+        if isinstance(
+            answer, types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData
+        ):
+            return answer
+        return _unexpected(answer)
+
+    async def _on_elicitation(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        answer = await self._ask(types.ElicitRequest(params=params))
+        if isinstance(answer, types.ElicitResult | types.ErrorData):
+            return answer
+        return _unexpected(answer)
+
+    async def _ask(self, request: ClientBoundRequest) -> types.Result | types.ErrorData:
+        # The relay of the calling task when the SDK runs the callback there (a 2026-07-28 upstream's
+        # input requests); else, as for log messages, the one call in flight: a request that could
+        # belong to several agents' calls goes to none of them.
+        relay = CURRENT_RELAY.get()
+        if relay is None and len(self._in_flight) == 1:
+            relay = self._in_flight[0]
+        if relay is None:
+            logger.info(
+                "upstream %s: %s not relayed (%d calls in flight)",
+                self.name,
+                request.method,
+                len(self._in_flight),
+            )
+            return types.ErrorData(
+                code=types.INVALID_REQUEST,
+                message=f"{request.method} cannot be relayed: it belongs to no single call in flight",
+            )
+        return await relay.ask(self.name, request)
 
     async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
         # A log message names no request: deliver it only when exactly one call can have caused it.
@@ -444,3 +499,9 @@ class UpstreamConnection:
             raise UpstreamError(f"upstream `{self.name}` failed: {_describe(exc)}") from None
         finally:
             self._in_flight.remove(marker)
+
+
+def _unexpected(answer: types.Result) -> types.ErrorData:
+    return types.ErrorData(
+        code=types.INTERNAL_ERROR, message=f"the agent answered with {type(answer).__name__}"
+    )
