@@ -25,7 +25,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import RESULTS, UPSTREAM_NAME, Stack, machine_facts, proc_cpu_seconds, running_stack, timestamp
+from common import (
+    BUILTIN_TOOL,
+    RESULTS,
+    UPSTREAM_NAME,
+    Stack,
+    machine_facts,
+    proc_cpu_seconds,
+    running_stack,
+    timestamp,
+)
 from loadgen import WorkerSpec, default_workers, run_cell, split
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*):(?P<line>\d+)\)$")
@@ -315,7 +324,15 @@ def record(py_spy: str, pid: int, out: Path, seconds: float, rate: int, gil: boo
 
 
 def profile_pass(
-    stack: Stack, era: str, concurrency: int, seconds: float, rate: int, gil: bool, outdir: Path, py_spy: str
+    stack: Stack,
+    era: str,
+    concurrency: int,
+    seconds: float,
+    rate: int,
+    gil: bool,
+    outdir: Path,
+    py_spy: str,
+    tool: str = f"{UPSTREAM_NAME}.echo",
 ) -> dict[str, object]:
     """Load the gateway at ``concurrency`` and sample it (and the upstream) for ``seconds``."""
     assert stack.gateway is not None
@@ -341,7 +358,7 @@ def profile_pass(
         return WorkerSpec(
             stack.gateway_url,
             era,
-            f"{UPSTREAM_NAME}.echo",
+            tool,
             f"Bearer {stack.token}",
             conns[i],
             10**9,
@@ -374,7 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--eras", default="legacy,modern")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--builtin",
+        action="store_true",
+        help=f"call the built-in `{BUILTIN_TOOL}` instead of the upstream echo",
+    )
     args = parser.parse_args(argv)
+    tool = BUILTIN_TOOL if args.builtin else f"{UPSTREAM_NAME}.echo"
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         print("py-spy not found: .venv/bin/pip install py-spy", file=sys.stderr)
@@ -384,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     facts = machine_facts()
     report = [
-        f"Gateway profile at C={args.concurrency}, {args.seconds:.0f} s per pass, "
+        f"Gateway profile of `{tool}` at C={args.concurrency}, {args.seconds:.0f} s per pass, "
         f"py-spy {args.rate} Hz ({stamp})",
         f"machine: {facts['nproc']} CPUs, {facts['cpu_model']}, Python {facts['python']}, "
         f"git {facts['git_commit']}{' +dirty src' if facts['git_dirty'] else ''}",
@@ -396,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     with running_stack() as stack:
         for era in eras:
             for gil in (True, False):
-                res = profile_pass(stack, era, args.concurrency, args.seconds, args.rate, gil, outdir, py_spy)
+                res = profile_pass(
+                    stack, era, args.concurrency, args.seconds, args.rate, gil, outdir, py_spy, tool
+                )
                 files = res["files"]
                 cpu_ms = res["cpu_ms"]
                 assert isinstance(files, dict) and isinstance(cpu_ms, dict)
