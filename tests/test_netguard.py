@@ -7,13 +7,25 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import TypeAdapter
 
 from conftest import GatewayFactory, connect, wait_until
 from mcp_gateway.errors import UpstreamError
-from mcp_gateway.netguard import blocked_reason, check_upstream_url
+from mcp_gateway.netguard import BlockedAddress, GuardedTransport, blocked_reason, check_upstream_url
+from mcp_gateway.orchestrators.airflow import AirflowOrchestrator
+from mcp_gateway.orchestrators.base import OrchestratorError, OrchestratorUnavailable
+from mcp_gateway.orchestrators.config import OrchestratorSettings
+from mcp_gateway.orchestrators.dagster import DagsterOrchestrator
+from mcp_gateway.orchestrators.dbt_cloud import DbtCloudOrchestrator
+from mcp_gateway.orchestrators.prefect import PrefectOrchestrator
+from mcp_gateway.salesforce.client import SalesforceClient
+from mcp_gateway.salesforce.config import SalesforceOrgSettings
+from mcp_gateway.salesforce.errors import SalesforceRequestError
+from mcp_gateway.types import SecretValue
 
 
 @pytest.mark.parametrize(
@@ -115,3 +127,115 @@ async def test_a_redirect_to_a_metadata_address_is_not_followed(
     )
     status = httpx.get(f"{gw.base}/readyz").json()["upstreams"]["up"]
     assert "169.254.169.254" in status or "redirect" in status.lower()
+
+
+# ---- adapters: every request of the orchestrator and Salesforce clients passes the guard ----------
+
+
+class _Counting(BaseHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self) -> None:
+        type(self).hits += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def counting_server() -> Iterator[tuple[str, type[_Counting]]]:
+    handler = type("Counting", (_Counting,), {"hits": 0})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.anyio
+async def test_the_guarded_transport_refuses_internal_hosts_before_the_request_leaves() -> None:
+    sent: list[str] = []
+
+    def inner(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=GuardedTransport(httpx.MockTransport(inner))) as client:
+        for url in ("http://10.1.2.3/x", "http://169.254.169.254/latest", "http://[::1]:80/"):
+            with pytest.raises(BlockedAddress, match=r"private|metadata|loopback"):
+                await client.get(url)
+        assert (await client.get("http://93.184.216.34/ok")).status_code == 200
+    allowed = GuardedTransport(httpx.MockTransport(inner), allow_private_network=True)
+    async with httpx.AsyncClient(transport=allowed) as client:
+        assert (await client.get("http://10.1.2.3/x")).status_code == 200
+    assert sent == ["http://93.184.216.34/ok", "http://10.1.2.3/x"]
+
+
+JOB_IDS = {"prefect": "flow/deployment", "airflow": "dag", "dbt_cloud": "1", "dagster": "loc/job"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["prefect", "airflow", "dbt_cloud", "dagster"])
+async def test_an_orchestrator_on_loopback_is_not_contacted_without_opt_in(
+    kind: str, counting_server: tuple[str, type[_Counting]]
+) -> None:
+    url, handler = counting_server
+    raw: dict[str, Any] = {
+        "prefect": {"kind": "prefect", "url": f"{url}/api"},
+        "airflow": {"kind": "airflow", "url": url, "username": "u", "password": "secret://pw"},
+        "dbt_cloud": {"kind": "dbt_cloud", "url": url, "account_id": 1, "token": "secret://pw"},
+        "dagster": {"kind": "dagster", "url": url},
+    }[kind]
+    settings = TypeAdapter(OrchestratorSettings).validate_python(raw)
+    adapter = {
+        "prefect": PrefectOrchestrator,
+        "airflow": AirflowOrchestrator,
+        "dbt_cloud": DbtCloudOrchestrator,
+        "dagster": DagsterOrchestrator,
+    }[kind]
+    orchestrator = adapter(settings, lambda name: SecretValue(name, b"pw-value-123"))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(OrchestratorError, match="loopback") as caught:
+            await orchestrator.status(JOB_IDS[kind], "1")
+        assert not isinstance(caught.value, OrchestratorUnavailable)
+    finally:
+        await orchestrator.aclose()
+    assert handler.hits == 0
+
+
+@pytest.mark.anyio
+async def test_a_salesforce_instance_url_on_a_private_address_gets_no_request() -> None:
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.host)
+        # A token answer (from a compromised or spoofed login host) that points API calls inward.
+        return httpx.Response(
+            200, json={"access_token": "00D!tok-123456", "instance_url": "https://10.9.8.7"}
+        )
+
+    settings = SalesforceOrgSettings(
+        login_url="https://93.184.216.34", client_id="c", client_secret="secret://s"
+    )
+    client = SalesforceClient(
+        "prod",
+        settings,
+        lambda name: SecretValue(name, b"sf-secret-value"),
+        transport=GuardedTransport(httpx.MockTransport(handler)),
+    )
+    try:
+        with pytest.raises(SalesforceRequestError, match="private address"):
+            await client.get_record("Opportunity", "006000000000001AAA")
+    finally:
+        await client.aclose()
+    assert sent == ["93.184.216.34"]

@@ -1,8 +1,11 @@
-"""SSRF guard for HTTP upstreams: refuse addresses an outside URL should never reach.
+"""SSRF guard for the gateway's outbound HTTP: refuse addresses an outside URL should never reach.
 
-Upstream URLs come only from gateway.yaml, never from an agent; still, a hostname can resolve to a
-loopback, private, link-local or cloud-metadata address (by mistake, or by DNS an attacker controls).
-Such an upstream must be marked ``allow_private_network: true`` on purpose.
+Upstream, orchestrator and Salesforce URLs come only from gateway.yaml, never from an agent; still, a
+hostname can resolve to a loopback, private, link-local or cloud-metadata address (by mistake, or by
+DNS an attacker controls), and a Salesforce token answer names the instance URL the next requests go
+to. Such a target must be marked ``allow_private_network: true`` on purpose. MCP upstreams are checked
+at connect time (``check_upstream_url``); the adapters' httpx clients check every request
+(``GuardedTransport``).
 
 Residual risk: the check runs at connect time; a hostname that re-resolves between the check and the
 connection (DNS rebinding against the gateway itself) is not pinned. Use IP literals or trusted DNS
@@ -15,6 +18,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 import anyio
+import httpx
 
 from mcp_gateway.errors import UpstreamError
 
@@ -67,3 +71,33 @@ async def check_upstream_url(url: str, *, allow_private_network: bool) -> None:
                 f"upstream host `{host}` resolves to {reason} ({address}); "
                 "set allow_private_network: true on that upstream if this is intended"
             )
+
+
+class BlockedAddress(httpx.TransportError):
+    """The guard refused a request's host; the message names the host and why (never credentials)."""
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that runs the SSRF guard on every request's host before sending it.
+
+    Args:
+        inner: the transport that sends (default: httpx's own).
+        allow_private_network: skip the guard (a deliberately private target, e.g. an emulator).
+    """
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport | None = None, *, allow_private_network: bool = False
+    ) -> None:
+        self._inner = inner if inner is not None else httpx.AsyncHTTPTransport()
+        self._allow = allow_private_network
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self._allow:
+            try:
+                await check_upstream_url(str(request.url), allow_private_network=False)
+            except UpstreamError as exc:
+                raise BlockedAddress(str(exc).replace("upstream host", "host"), request=request) from None
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

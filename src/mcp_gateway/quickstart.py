@@ -166,6 +166,7 @@ orchestrators:
   dbt:
     kind: dbt_cloud
     url: http://127.0.0.1:{port + 2}      # the dbt Cloud emulator `quickstart` starts
+    allow_private_network: true          # loopback on purpose (else the SSRF guard refuses it)
     account_id: {DBT_ACCOUNT}
     token: secret://dbt-token
 jobs:
@@ -173,6 +174,7 @@ jobs:
 salesforce:
   sandbox:
     login_url: http://127.0.0.1:{port + 1}   # the Salesforce emulator `quickstart` starts
+    allow_private_network: true
     flow: client_credentials
     client_id: {SF_CLIENT_ID}
     client_secret: secret://sf-sandbox-secret

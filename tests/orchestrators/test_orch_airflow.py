@@ -36,6 +36,7 @@ def _start(make_gateway: GatewayFactory, airflow: AirflowServer) -> RunningGatew
         "url": airflow.url,
         "username": AIRFLOW_USER,
         "password": "secret://airflow-pw",
+        "allow_private_network": True,
     }
     return make_gateway(
         POLICY,
@@ -99,7 +100,11 @@ async def test_a_full_airflow_rerun_with_a_repeated_reason_triggers_one_dag_run(
         return SecretValue(name, AIRFLOW_PASSWORD.encode())
 
     settings = AirflowSettings(
-        kind="airflow", url=airflow.url, username=AIRFLOW_USER, password="secret://af-pw"
+        kind="airflow",
+        url=airflow.url,
+        username=AIRFLOW_USER,
+        password="secret://af-pw",
+        allow_private_network=True,
     )
     ops = build_ops_toolset(
         {"af": settings}, {"flaky": JobSettings(orchestrator="af", id=DAG)}, tmp_path, secrets

@@ -45,7 +45,9 @@ def _resolver(value: str = TOKEN) -> Callable[[str], SecretValue]:
 
 
 def _settings(url: str = "http://dagster.test", token: bool = True) -> DagsterSettings:
-    return DagsterSettings(kind="dagster", url=url, token="secret://dagster-token" if token else None)
+    return DagsterSettings(
+        kind="dagster", url=url, token="secret://dagster-token" if token else None, allow_private_network=True
+    )
 
 
 def _run(run_id: str = "r1", status: str = "QUEUED", job: str = "nightly") -> dict[str, Any]:

@@ -43,7 +43,13 @@ def _resolver(value: str = TOKEN) -> Callable[[str], SecretValue]:
 
 
 def _settings(url: str = "http://dbt.test", account_id: int = ACCOUNT) -> DbtCloudSettings:
-    return DbtCloudSettings(kind="dbt_cloud", url=url, account_id=account_id, token="secret://dbt-token")
+    return DbtCloudSettings(
+        kind="dbt_cloud",
+        url=url,
+        account_id=account_id,
+        token="secret://dbt-token",
+        allow_private_network=True,
+    )
 
 
 def _envelope(data: Any, code: int = 200, message: str = "Success!") -> dict[str, Any]:

@@ -30,7 +30,7 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]
 
 
 def _start(make_gateway: GatewayFactory, prefect: PrefectServer) -> RunningGateway:
-    orchestrator = {"kind": "prefect", "url": prefect.api_url}
+    orchestrator = {"kind": "prefect", "url": prefect.api_url, "allow_private_network": True}
     jobs = {
         "flaky": {"orchestrator": "pf", "id": DEPLOYMENT},
         "other": {"orchestrator": "pf", "id": DEPLOYMENT},
@@ -86,7 +86,7 @@ async def test_a_full_prefect_rerun_with_a_repeated_reason_starts_one_flow_run(
         raise AssertionError("no secret configured")
 
     ops = build_ops_toolset(
-        {"pf": PrefectSettings(kind="prefect", url=prefect.api_url)},
+        {"pf": PrefectSettings(kind="prefect", url=prefect.api_url, allow_private_network=True)},
         {"flaky": JobSettings(orchestrator="pf", id=DEPLOYMENT)},
         tmp_path,
         no_secrets,

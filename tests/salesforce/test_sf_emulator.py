@@ -81,6 +81,7 @@ def client_for(
     settings = SalesforceOrgSettings.model_validate(
         {
             "login_url": server.url,
+            "allow_private_network": True,
             "client_id": "cid",
             "flow": flow,
             "client_secret": "secret://sf-secret",

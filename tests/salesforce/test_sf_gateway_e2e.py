@@ -51,7 +51,10 @@ def emulator() -> Iterator[EmulatorServer]:
 def start(emulator: EmulatorServer, make_gateway: GatewayFactory) -> RunningGateway:
     gateway: list[RunningGateway] = []
     settings = SalesforceOrgSettings(
-        login_url=emulator.url, client_id="cid", client_secret="secret://sf-secret"
+        login_url=emulator.url,
+        client_id="cid",
+        client_secret="secret://sf-secret",
+        allow_private_network=True,
     )
     toolset = build_salesforce_toolset(
         {"prod": settings}, lambda name: gateway[0].runtime.gateway.secrets.resolve(name)

@@ -99,12 +99,14 @@ async def env(server: EmulatorServer, keypair: tuple[bytes, bytes]) -> AsyncIter
     orgs = {
         "prod": SalesforceOrgSettings(
             login_url=server.url,
+            allow_private_network=True,
             client_id="cid",
             flow="client_credentials",
             client_secret="secret://sf-secret",
         ),
         "prod-jwt": SalesforceOrgSettings(
             login_url=server.url,
+            allow_private_network=True,
             client_id="cid",
             flow="jwt_bearer",
             username="int@acme.example",

@@ -31,12 +31,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from mcp_gateway.netguard import BlockedAddress, GuardedTransport
 from mcp_gateway.orchestrators.base import (
     JobNotFound,
     OrchestratorError,
     OrchestratorUnavailable,
     RunConflict,
 )
+from mcp_gateway.orchestrators.config import OrchestratorSettings
 
 _DETAIL_CHARS = 200
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
@@ -83,6 +85,27 @@ def _wait(state: RetryCallState) -> float:
     return min(_backoff(state), WAIT_MAX_SECONDS)
 
 
+def http_client(
+    settings: OrchestratorSettings, base_url: str, transport: httpx.AsyncBaseTransport | None, **options: Any
+) -> httpx.AsyncClient:
+    """The adapter's pooled client: the settings' timeout, no redirects (one could carry the
+    credential elsewhere), and the SSRF guard on every request unless ``allow_private_network``
+    (a test's ``transport`` replaces the network, guard included)."""
+    guarded = transport or GuardedTransport(allow_private_network=settings.allow_private_network)
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=settings.timeout_seconds,
+        transport=guarded,
+        follow_redirects=False,
+        **options,
+    )
+
+
+def refused(exc: BlockedAddress, system: str) -> OrchestratorError:
+    """The error for a request the SSRF guard stopped (a configuration matter, not an outage)."""
+    return OrchestratorError(f"{system}: {exc}")
+
+
 async def _sleep(seconds: float) -> None:
     await anyio.sleep(seconds)
 
@@ -111,6 +134,8 @@ async def send(
                 return response
     except _TransientAnswer as exc:
         return exc.response
+    except BlockedAddress as exc:
+        raise refused(exc, system) from None
     except httpx.TimeoutException as exc:
         raise OrchestratorUnavailable(f"{system} did not answer in time") from exc
     except httpx.HTTPError as exc:

@@ -67,9 +67,7 @@ class AirflowOrchestrator:
     ) -> None:
         self._settings = settings
         self._resolve_secret = resolve_secret
-        self._client = httpx.AsyncClient(
-            base_url=settings.url + "/", timeout=settings.timeout_seconds, transport=transport
-        )
+        self._client = _rest.http_client(settings, settings.url + "/", transport)
         self._token: str | None = None
         self._token_lock = anyio.Lock()
 

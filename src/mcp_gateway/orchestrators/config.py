@@ -64,6 +64,8 @@ class _Model(BaseModel):
 class _Common(_Model):
     url: HttpUrl
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    allow_private_network: bool = False
+    """Let requests reach loopback, private and link-local addresses (off: the SSRF guard refuses them)."""
 
 
 class _Retrying(_Common):

@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from mcp_gateway.netguard import BlockedAddress
+from mcp_gateway.orchestrators import _rest
 from mcp_gateway.orchestrators.base import (
     FailureContext,
     JobNotFound,
@@ -169,12 +171,7 @@ class DagsterOrchestrator:
         self._settings = settings
         self._resolve_secret = resolve_secret
         self._token_name = secret_name(settings.token) if settings.token else None
-        self._client = httpx.AsyncClient(
-            base_url=settings.url,
-            timeout=settings.timeout_seconds,
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._client = _rest.http_client(settings, settings.url, transport)
 
     async def rerun(self, job_id: str, mode: RerunMode, idempotency_key: str) -> RunInfo:
         """Launch ``job_id`` in full, or re-execute its latest run ``FROM_FAILURE``.
@@ -293,6 +290,8 @@ class DagsterOrchestrator:
             response = await self._client.post(
                 "/graphql", json={"query": query, "variables": dict(variables)}, headers=headers
             )
+        except BlockedAddress as exc:
+            raise _rest.refused(exc, "dagster") from None
         except httpx.TimeoutException as exc:
             raise OrchestratorUnavailable(f"dagster at `{self._settings.url}` timed out") from exc
         except httpx.HTTPError as exc:

@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from mcp_gateway.netguard import BlockedAddress
+from mcp_gateway.orchestrators import _rest
 from mcp_gateway.orchestrators.base import (
     FailureContext,
     JobNotFound,
@@ -74,12 +76,11 @@ class DbtCloudOrchestrator:
         self._settings = settings
         self._resolve_secret = resolve_secret
         self._token_name = secret_name(settings.token)
-        self._client = httpx.AsyncClient(
-            base_url=f"{settings.url}/api/v2/accounts/{settings.account_id}/",
-            timeout=settings.timeout_seconds,
-            transport=transport,
+        self._client = _rest.http_client(
+            settings,
+            f"{settings.url}/api/v2/accounts/{settings.account_id}/",
+            transport,
             headers={"Accept": "application/json"},
-            follow_redirects=False,
         )
 
     async def rerun(self, job_id: str, mode: RerunMode, idempotency_key: str) -> RunInfo:
@@ -174,6 +175,8 @@ class DbtCloudOrchestrator:
                 json=json_body,
                 headers={"Authorization": f"Token {token}"},
             )
+        except BlockedAddress as exc:
+            raise _rest.refused(exc, "dbt cloud") from None
         except httpx.TimeoutException as exc:
             raise OrchestratorUnavailable(f"dbt cloud at `{self._settings.url}` timed out") from exc
         except httpx.HTTPError as exc:

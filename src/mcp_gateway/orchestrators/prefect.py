@@ -71,9 +71,7 @@ class PrefectOrchestrator:
     ) -> None:
         self._settings = settings
         self._resolve_secret = resolve_secret
-        self._client = httpx.AsyncClient(
-            base_url=settings.url + "/", timeout=settings.timeout_seconds, transport=transport
-        )
+        self._client = _rest.http_client(settings, settings.url + "/", transport)
         base = settings.url.removesuffix("/api")
         self._ui = base if base != settings.url else None
 

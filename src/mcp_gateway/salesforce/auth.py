@@ -16,8 +16,14 @@ from typing import Any
 import httpx
 import jwt
 
+from mcp_gateway.netguard import BlockedAddress
 from mcp_gateway.salesforce.config import SalesforceOrgSettings, check_base_url, secret_name
-from mcp_gateway.salesforce.errors import SalesforceAuthError, SalesforceUnavailable, scrub
+from mcp_gateway.salesforce.errors import (
+    SalesforceAuthError,
+    SalesforceRequestError,
+    SalesforceUnavailable,
+    scrub,
+)
 from mcp_gateway.types import SecretValue
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -72,6 +78,8 @@ class TokenSource:
         url = self._settings.login_url + TOKEN_PATH
         try:
             response = await http.post(url, data=form, headers={"Accept": "application/json"})
+        except BlockedAddress as exc:
+            raise SalesforceRequestError(f"salesforce org `{self._org}`: {exc}") from None
         except httpx.HTTPError as exc:
             raise SalesforceUnavailable(
                 f"salesforce token endpoint of org `{self._org}` unreachable: {type(exc).__name__}"

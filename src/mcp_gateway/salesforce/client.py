@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import anyio
 import httpx
 
+from mcp_gateway.netguard import BlockedAddress, GuardedTransport
 from mcp_gateway.salesforce.auth import ResolveSecret, SessionToken, TokenSource
 from mcp_gateway.salesforce.config import SalesforceOrgSettings
 from mcp_gateway.salesforce.errors import (
@@ -98,8 +99,10 @@ class SalesforceClient:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
+            # The SSRF guard checks every request: the token's instance_url is Salesforce's to choose.
+            guard = GuardedTransport(allow_private_network=self._settings.allow_private_network)
             self._http = httpx.AsyncClient(
-                transport=self._transport,
+                transport=self._transport or guard,
                 timeout=self._settings.timeout_seconds,
                 # A redirect could carry the bearer token to another host: never follow one.
                 follow_redirects=False,
@@ -194,6 +197,8 @@ class SalesforceClient:
             response = await self._client().request(
                 method, token.instance_url + path, headers=headers, **kwargs
             )
+        except BlockedAddress as exc:
+            raise SalesforceRequestError(f"salesforce org `{self.org}`: {exc}") from None
         except httpx.HTTPError as exc:
             raise SalesforceUnavailable(
                 f"salesforce unreachable for `{request}` on org `{self.org}`: {type(exc).__name__}"

@@ -97,6 +97,8 @@ class SalesforceOrgSettings(BaseModel):
         audience: the JWT ``aud``; defaults to ``login_url`` (set it to https://login.salesforce.com
             or https://test.salesforce.com when ``login_url`` is a My Domain).
         timeout_seconds: per-request timeout.
+        allow_private_network: let requests reach loopback/private addresses (the emulator); off, the
+            SSRF guard checks every request, including those to the ``instance_url`` a token names.
     """
 
     # An inline secret put where a reference belongs must not be echoed back in a validation error.
@@ -111,6 +113,7 @@ class SalesforceOrgSettings(BaseModel):
     flow: Literal["client_credentials", "jwt_bearer"] = "client_credentials"
     audience: BaseUrl | None = None
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    allow_private_network: bool = False
 
     @model_validator(mode="after")
     def _flow_needs_its_credentials(self) -> SalesforceOrgSettings:
