@@ -111,6 +111,27 @@ async def test_switch_in_asks_for_approval_before_changing_anything_when_policy_
     assert max(r["amount"] for r in backend.rows("opportunities")) == 1_200_000
 
 
+async def test_a_stale_branch_is_refused_before_a_human_is_asked_to_approve_it(backend: Backend) -> None:
+    table = backend.table("opportunities")
+    policy = {
+        **DEMO_POLICY,
+        "tables": {
+            table: {"switch_in_checks": [{"metric": "row_count", "min": 1}], "switch_in_approval": True}
+        },
+    }
+    await backend.call("clone_table", {"table": table, "branch": "stale"})
+    await backend.call(
+        "update_rows", {"table": table, "branch": "stale", "where": FIX, "set": {"amount": 1e6}}
+    )
+    backend.write_production("opportunities")
+    moved = backend.rows("opportunities"), backend.snapshot("opportunities")
+
+    # A conflict (ToolFailure), not NeedsApproval: nobody is asked to approve a switch that cannot happen.
+    with pytest.raises(ToolFailure, match="since branch `stale` was cut"):
+        await backend.call("switch_in", {"table": table, "branch": "stale"}, make_ctx(policy=policy))
+    assert (backend.rows("opportunities"), backend.snapshot("opportunities")) == moved
+
+
 async def test_discarding_a_branch_leaves_production_and_the_branch_is_gone(backend: Backend) -> None:
     table = backend.table("opportunities")
     before = backend.rows("opportunities"), backend.snapshot("opportunities")

@@ -242,6 +242,8 @@ def build_data_toolset(
                 f"switch-in of `{args.table}` refused, failing checks: {said}", {"checks": results}
             )
         if rule.get("switch_in_approval") and not ctx.approved:
+            # A human is asked only about a switch that can happen: not one production moved away from.
+            await call(args.table, lambda wh, t: wh.check_fast_forward(t, args.branch))
             raise NeedsApproval(
                 f"switching branch `{args.branch}` into `{args.table}` needs approval", {"checks": results}
             )

@@ -174,6 +174,11 @@ class Warehouse(Protocol):
         """The value of each check's metric on the branch (production when ``branch`` is None)."""
         ...
 
+    def check_fast_forward(self, table: str, branch: str) -> None:
+        """Raise ``SwitchConflict`` if production moved since the branch was cut (changes nothing);
+        ``switch_in`` checks again under its own lock, so this only spares a doomed approval."""
+        ...
+
     def switch_in(self, table: str, branch: str) -> SwitchResult:
         """Make the branch production if production has not moved since the branch was cut."""
         ...

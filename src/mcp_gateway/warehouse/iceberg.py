@@ -177,9 +177,9 @@ class IcebergWarehouse:
             for c in checks
         ]
 
-    def switch_in(self, table: str, branch: str) -> SwitchResult:
+    def _fast_forward(self, tbl: Table, table: str, branch: str) -> tuple[int | None, int]:
+        """(main's snapshot, the branch head) if main is an ancestor of the head, else ``SwitchConflict``."""
         check_branch(branch)
-        tbl = self._load(table)
         head = self._head(tbl, branch, table)
         main = tbl.current_snapshot()
         main_id = None if main is None else main.snapshot_id
@@ -191,6 +191,14 @@ class IcebergWarehouse:
                 f"main moved since branch `{branch}` was cut: main is now at snapshot {main_id}, "
                 f"the branch is based on snapshot {base}; clone again and redo the fix"
             )
+        return main_id, head
+
+    def check_fast_forward(self, table: str, branch: str) -> None:
+        self._fast_forward(self._load(table), table, branch)
+
+    def switch_in(self, table: str, branch: str) -> SwitchResult:
+        tbl = self._load(table)
+        main_id, head = self._fast_forward(tbl, table, branch)
         if head != main_id:
             with _committing(table):
                 tbl.manage_snapshots().set_current_snapshot(snapshot_id=head).commit()

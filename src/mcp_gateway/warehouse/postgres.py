@@ -299,6 +299,22 @@ class PostgresWarehouse:
         cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(self._id(incoming), sql.Identifier(name)))
         return backup
 
+    def _unchanged_since_clone(self, cur: psycopg.Cursor[Any], name: str, branch: str, table: str) -> None:
+        base = self._base_checksum(cur, name, branch, table)
+        now = self._checksum(cur, name)
+        if now != base:
+            raise SwitchConflict(
+                f"production `{table}` changed since branch `{branch}` was cut "
+                f"(now {now}, branch based on {base}); clone again and redo the fix"
+            )
+
+    def check_fast_forward(self, table: str, branch: str) -> None:
+        name = self._production(table)
+        self._branch_table(name, branch)
+        with self._tx() as cur:
+            self._columns(cur, name, table)
+            self._unchanged_since_clone(cur, name, branch, table)
+
     def switch_in(self, table: str, branch: str) -> SwitchResult:
         from psycopg import sql
 
@@ -307,13 +323,7 @@ class PostgresWarehouse:
         with self._tx() as cur:
             self._columns(cur, name, table)
             cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(self._id(name)))
-            base = self._base_checksum(cur, name, branch, table)
-            now = self._checksum(cur, name)
-            if now != base:
-                raise SwitchConflict(
-                    f"production `{table}` changed since branch `{branch}` was cut "
-                    f"(now {now}, branch based on {base}); clone again and redo the fix"
-                )
+            self._unchanged_since_clone(cur, name, branch, table)
             backup = self._swap(cur, name, target)
             after = self._checksum(cur, name)
             cur.execute(

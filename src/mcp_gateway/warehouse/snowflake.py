@@ -262,21 +262,33 @@ class SnowflakeWarehouse:
                     out.append(finish_metric(check, cur.fetchone() or (None,)))
         return out
 
+    def _unchanged_since_clone(self, cur: Any, name: str, branch: str, table: str) -> str:
+        """Production's checksum, if it is the one recorded when the branch was cut."""
+        meta = self._meta(cur)
+        cur.execute(f"SELECT CHECKSUM FROM {meta} WHERE TBL = ? AND BRANCH = ?", [name, branch])  # noqa: S608 - identifiers quoted by sqlglot, values bound
+        row = cur.fetchone()
+        if row is None:
+            raise UnknownTable(f"table `{table}` has no branch `{branch}`")
+        now = self._checksum(cur, name)
+        if now != row[0]:
+            raise SwitchConflict(
+                f"production `{table}` changed since branch `{branch}` was cut "
+                f"(now {now}, branch based on {row[0]}); clone again and redo the fix"
+            )
+        return now
+
+    def check_fast_forward(self, table: str, branch: str) -> None:
+        name = self._production(table)
+        self._branch(name, branch)
+        with self._cursor() as cur:
+            self._unchanged_since_clone(cur, name, branch, table)
+
     def switch_in(self, table: str, branch: str) -> SwitchResult:
         name = self._production(table)
         target = self._branch(name, branch)
         with self._cursor() as cur:
-            meta = self._meta(cur)
-            cur.execute(f"SELECT CHECKSUM FROM {meta} WHERE TBL = ? AND BRANCH = ?", [name, branch])  # noqa: S608 - identifiers quoted by sqlglot, values bound
-            row = cur.fetchone()
-            if row is None:
-                raise UnknownTable(f"table `{table}` has no branch `{branch}`")
-            now = self._checksum(cur, name)
-            if now != row[0]:
-                raise SwitchConflict(
-                    f"production `{table}` changed since branch `{branch}` was cut "
-                    f"(now {now}, branch based on {row[0]}); clone again and redo the fix"
-                )
+            now = self._unchanged_since_clone(cur, name, branch, table)
+            meta = self.sql.ref(META_TABLE)
             backup = f"{name}{BACKUP_MARK}{dt.datetime.now(dt.UTC).strftime('%Y%m%d%H%M%S%f')}"
             cur.execute(self.sql.swap(name, target))
             cur.execute(self.sql.rename(target, backup))
