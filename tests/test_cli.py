@@ -58,6 +58,40 @@ def test_agents_create_prints_the_token_once_and_stores_only_a_hash(config: Path
     assert "revoked" in _run("agents", "list", "-c", str(config))[1]
 
 
+@pytest.mark.parametrize("group", ["agents", "admin"])
+def test_issuing_and_revoking_tokens_is_audited_without_the_token(config: Path, group: str) -> None:
+    code, out, _ = _run(group, "create", "ops-1", "-c", str(config))
+    assert code == 0
+    token = out.strip()
+    assert _run(group, "revoke", "ops-1", "-c", str(config))[0] == 0
+    assert _run(group, "revoke", "ops-1", "-c", str(config))[0] != 0  # nothing left to revoke
+    sink = SQLiteAuditSink(config.parent / "data" / "audit.db")
+    try:
+        records = sink.records()
+    finally:
+        sink.close()
+    trail = [(r.kind, r.status, r.detail.get("target")) for r in records]
+    assert trail == [
+        ("token_issue", "requested", "ops-1"),
+        ("token_issue", "ok", "ops-1"),
+        ("token_revoke", "requested", "ops-1"),
+        ("token_revoke", "ok", "ops-1"),
+        ("token_revoke", "requested", "ops-1"),
+        ("token_revoke", "none_matched", "ops-1"),
+    ]
+    issued = records[1].detail
+    assert issued["token_id"] in token and issued["holder_kind"] == ("agent" if group == "agents" else "admin")
+    assert all(token not in json.dumps(r.detail) and token[17:] not in json.dumps(r.detail) for r in records)
+
+
+def test_no_token_is_issued_when_the_audit_store_cannot_be_written(config: Path) -> None:
+    (config.parent / "data").mkdir()
+    (config.parent / "data" / "audit.db").mkdir()  # a directory where the audit file must go
+    code, out, err = _run("agents", "create", "agent-a", "-c", str(config))
+    assert code != 0 and "mgw_" not in out
+    assert _run("agents", "list", "-c", str(config))[1].strip() == ""
+
+
 def test_vault_put_reads_the_value_from_stdin_and_no_command_prints_it(config: Path) -> None:
     secret = "s3cr3t-value-for-the-test"
     assert _run("vault", "init", "-c", str(config))[0] == 0

@@ -9,12 +9,13 @@ import typer
 from mcp_gateway.admin import SQLiteAdminStore, admin_store_path
 from mcp_gateway.cli import tokens
 from mcp_gateway.cli.common import ConfigOpt, load_cli_settings
+from mcp_gateway.config import Settings
 
 admin_app = typer.Typer(help="Issue, list and revoke admin API tokens.", no_args_is_help=True)
 
 
-def _store(config: ConfigOpt) -> SQLiteAdminStore:
-    return SQLiteAdminStore(admin_store_path(load_cli_settings(config).data_dir))
+def _store(settings: Settings) -> SQLiteAdminStore:
+    return SQLiteAdminStore(admin_store_path(settings.data_dir))
 
 
 @admin_app.command("create")
@@ -24,16 +25,18 @@ def admin_create(
     expires: Annotated[str | None, typer.Option(help="30d, 12h, or an ISO-8601 time")] = None,
 ) -> None:
     """Issue an admin token for NAME. It is printed once and stored only as a salted hash."""
-    tokens.issue(_store(config), name, expires)
+    settings = load_cli_settings(config)
+    tokens.issue(_store(settings), name, expires, settings)
 
 
 @admin_app.command("list")
 def admin_list(config: ConfigOpt = None) -> None:
     """List admin tokens (ids and dates only)."""
-    tokens.show(_store(config))
+    tokens.show(_store(load_cli_settings(config)))
 
 
 @admin_app.command("revoke")
 def admin_revoke(name_or_token_id: str, config: ConfigOpt = None) -> None:
     """Revoke every token of an admin, or one token by its id."""
-    tokens.revoke(_store(config), name_or_token_id, "admin ")
+    settings = load_cli_settings(config)
+    tokens.revoke(_store(settings), name_or_token_id, "admin ", settings)

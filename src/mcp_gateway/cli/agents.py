@@ -21,7 +21,8 @@ def agents_create(
     """Issue a token for agent NAME. The token is printed once and stored only as a salted hash."""
     from mcp_gateway.wiring import open_agents
 
-    tokens.issue(open_agents(load_cli_settings(config)), name, expires)
+    settings = load_cli_settings(config)
+    tokens.issue(open_agents(settings), name, expires, settings)
 
 
 @agents_app.command("list")
@@ -37,4 +38,5 @@ def agents_revoke(name_or_token_id: str, config: ConfigOpt = None) -> None:
     """Revoke every token of an agent, or one token by its id."""
     from mcp_gateway.wiring import open_agents
 
-    tokens.revoke(open_agents(load_cli_settings(config)), name_or_token_id, "")
+    settings = load_cli_settings(config)
+    tokens.revoke(open_agents(settings), name_or_token_id, "", settings)

@@ -1,27 +1,56 @@
-"""What ``agents`` and ``admin`` share: issuing, listing and revoking tokens of a ``SQLiteTokenStore``."""
+"""What ``agents`` and ``admin`` share: issuing, listing and revoking tokens of a ``SQLiteTokenStore``.
+
+Issuing and revoking are audited like approval decisions: a ``token_issue`` / ``token_revoke`` record
+(``status: requested``) is durable before the store changes (no audit, no act), and a second record
+says what happened (the new token's public id, or how many were revoked). Neither holds a secret.
+"""
 
 from __future__ import annotations
 
+import getpass
 import time
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from mcp_gateway.agents import SQLiteTokenStore
 from mcp_gateway.cli.common import fail, iso, parse_expiry
+from mcp_gateway.config import Settings
 from mcp_gateway.errors import GatewayError
+from mcp_gateway.types import AuditEvent
 
 
-def issue(store: SQLiteTokenStore, name: str, expires: str | None) -> None:
+def _audited(settings: Settings, kind: str, store: SQLiteTokenStore, target: str) -> Callable[..., None]:
+    """A recorder of ``kind`` events about ``target``'s tokens (raises if the audit store cannot write)."""
+    from mcp_gateway.wiring import open_audit_sink
+
+    base = {"holder_kind": store.holder, "target": target, "by": getpass.getuser(), "via": "cli"}
+
+    def record(status: str, **detail: Any) -> None:
+        sink = open_audit_sink(settings)
+        try:
+            sink.append([AuditEvent(kind=kind, status=status, detail={**base, **detail})])
+        finally:
+            sink.close()
+
+    return record
+
+
+def issue(store: SQLiteTokenStore, name: str, expires: str | None, settings: Settings) -> None:
     """Create a token for ``name``: the record to stderr, the token alone to stdout (printed once)."""
     try:
         expires_at = parse_expiry(expires, time.time()) if expires else None
-        record, token = store.issue(name, expires_at)
+        record = _audited(settings, "token_issue", store, name)
+        record("requested", expires_at=expires_at)
+        issued, token = store.issue(name, expires_at)
+        record("ok", token_id=issued.token_id, expires_at=issued.expires_at)
     except GatewayError as exc:
         raise fail(str(exc)) from None
     finally:
         store.close()
     typer.echo(
-        f"{store.holder} {record.name} (token id {record.token_id}, expires {iso(record.expires_at)})",
+        f"{store.holder} {issued.name} (token id {issued.token_id}, expires {iso(issued.expires_at)})",
         err=True,
     )
     typer.echo(token)
@@ -46,10 +75,15 @@ def show(store: SQLiteTokenStore) -> None:
         )
 
 
-def revoke(store: SQLiteTokenStore, name_or_token_id: str, label: str) -> None:
+def revoke(store: SQLiteTokenStore, name_or_token_id: str, label: str, settings: Settings) -> None:
     """Revoke a holder's live tokens or one token by id; an error when none matched."""
     try:
+        record = _audited(settings, "token_revoke", store, name_or_token_id)
+        record("requested")
         count = store.revoke(name_or_token_id)
+        record("ok" if count else "none_matched", revoked=count)
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
     finally:
         store.close()
     if count == 0:
