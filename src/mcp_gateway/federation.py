@@ -18,6 +18,7 @@ Everything an upstream says passes through the redactor before it reaches the ag
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -34,6 +35,7 @@ from mcp_gateway.audit.record import digest
 from mcp_gateway.connectors.mcp_upstream import UpstreamConnection
 from mcp_gateway.errors import CallRefused, ToolNotGranted, UpstreamError
 from mcp_gateway.gateway import Gateway
+from mcp_gateway.limits import LimitExceeded, check_arguments
 from mcp_gateway.policy.evaluate import is_granted
 from mcp_gateway.relay import relaying
 from mcp_gateway.types import AuditEvent, Principal
@@ -296,6 +298,13 @@ class Federation:
         send: Callable[[], Awaitable[_M]],
         model: type[_M],
     ) -> _M:
+        try:
+            # The tool path's argument limits (size, depth) hold here too; the arguments are not recorded.
+            check_arguments(args, self.gateway.limits)
+        except LimitExceeded as exc:
+            raise await self._deny(
+                principal, key, {"_omitted": "not recorded: refused by a limit"}, exc
+            ) from None
         call_id = uuid.uuid4().hex
         redactor = self.gateway.secrets.redactor()
         safe_args, _ = redactor.scrub_json(args)
@@ -323,6 +332,17 @@ class Federation:
             raw.model_dump(by_alias=True, mode="json", exclude_none=True)
         )
         detail = self._latency(started) | {"result_digest": digest(scrubbed), "redactions": redactions}
+        size = len(json.dumps(scrubbed, separators=(",", ":")).encode())
+        limit = self.gateway.limits.max_result_bytes
+        if size > limit:
+            # A resource or prompt is one document: refused whole rather than cut somewhere inside.
+            detail["result_bytes"] = size
+            await self.gateway.audit.append(
+                AuditEvent(kind="outcome", status="too_large", detail=detail, **common)
+            )
+            raise LimitExceeded(
+                f"the answer is {size} bytes, above the limit of {limit} (limits.max_result_bytes)"
+            )
         await self.gateway.audit.append(AuditEvent(kind="outcome", status="ok", detail=detail, **common))
         return model.model_validate(scrubbed)
 
