@@ -119,3 +119,22 @@ async def test_a_client_that_did_not_declare_sampling_is_not_asked_and_the_refus
     assert sampled.is_error
     denied = [(r.kind, r.status) for r in gw.audit() if r.tool == "conf:sampling/createMessage"]
     assert denied == [("denied", "client_cannot_answer")]
+
+
+@pytest.mark.anyio
+async def test_an_oversized_upstream_request_is_relayed_but_recorded_as_a_digest(
+    make_gateway: GatewayFactory,
+) -> None:
+    # Tool arguments {"prompt": 350 x} fit a 400-byte limit; the sampling request wrapping them does not.
+    gw = make_gateway(
+        POLICY,
+        secrets={"conf-secret": SECRET},
+        upstreams={"conf": _upstream(["sampling"])},
+        config={"limits": {"max_argument_bytes": 400}},
+    )
+    agent = Agent()
+    async with connect_with(gw.url, gw.tokens["agent-a"], "legacy", sampling_callback=agent.sample) as client:
+        sampled = await client.call_tool("conf.test_sampling", {"prompt": "x" * 350})
+    assert _text(sampled) == "LLM response: forty-two"
+    intent = next(r for r in gw.audit() if r.kind == "intent" and r.tool == "conf:sampling/createMessage")
+    assert set(intent.args) == {"_omitted", "params_digest"}

@@ -15,6 +15,7 @@ connection hands it what the upstream sends about that request:
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 import warnings
@@ -102,12 +103,16 @@ class ClientRelay:
         params, redactions = self._gateway.secrets.redactor().scrub_json(
             request.params.model_dump(by_alias=True, mode="json", exclude_none=True)
         )
+        recorded: dict[str, Any] = params
+        if len(json.dumps(params, separators=(",", ":"))) > self._gateway.limits.max_argument_bytes:
+            # What the upstream asked is evidence, but an upstream must not be able to bloat the log.
+            recorded = {"_omitted": "above limits.max_argument_bytes", "params_digest": digest(params)}
         # Durable before the agent is asked: no audit, no relay (AuditUnavailable propagates).
         await self._gateway.audit.append(
             AuditEvent(
                 kind="intent",
                 decision="allow",
-                args=params,
+                args=recorded,
                 detail={"token_id": self._principal.token_id, "redactions": redactions},
                 **common,
             )
