@@ -206,6 +206,21 @@ class UpstreamConnection:
                 await self._reconnect.wait()
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
+    def _client_over(self, transport: Any) -> Client:
+        config = self.config
+        return Client(
+            transport,
+            mode=config.protocol,
+            cache=None,
+            read_timeout_seconds=config.timeout_seconds,
+            message_handler=self._on_message,
+            logging_callback=self._on_log,
+            log_level="debug",
+            # Declaring a callback advertises the capability to the upstream: only when relayed.
+            sampling_callback=self._on_sampling if "sampling" in config.relay_requests else None,
+            elicitation_callback=self._on_elicitation if "elicitation" in config.relay_requests else None,
+        )
+
     async def _open(self, stack: AsyncExitStack) -> Client:
         config = self.config
         if isinstance(config, StdioUpstream):
@@ -215,20 +230,7 @@ class UpstreamConnection:
             params = StdioServerParameters(
                 command=config.command, args=list(config.args), env=env, cwd=config.cwd
             )
-            client = Client(
-                stdio_client(params, errlog=errlog),
-                mode=config.protocol,
-                cache=None,
-                read_timeout_seconds=config.timeout_seconds,
-                message_handler=self._on_message,
-                logging_callback=self._on_log,
-                log_level="debug",
-                # Declaring a callback advertises the capability to the upstream: only when relayed.
-                sampling_callback=self._on_sampling if "sampling" in config.relay_requests else None,
-                elicitation_callback=(
-                    self._on_elicitation if "elicitation" in config.relay_requests else None
-                ),
-            )
+            client = self._client_over(stdio_client(params, errlog=errlog))
         else:
             await check_upstream_url(config.url, allow_private_network=config.allow_private_network)
             headers = {key: _substitute(value, self._resolve) for key, value in config.headers.items()}
@@ -238,21 +240,7 @@ class UpstreamConnection:
                 follow_redirects=False,
             )
             await stack.enter_async_context(http)
-            transport = streamable_http_client(config.url, http_client=http)
-            client = Client(
-                transport,
-                mode=config.protocol,
-                cache=None,
-                read_timeout_seconds=config.timeout_seconds,
-                message_handler=self._on_message,
-                logging_callback=self._on_log,
-                log_level="debug",
-                # Declaring a callback advertises the capability to the upstream: only when relayed.
-                sampling_callback=self._on_sampling if "sampling" in config.relay_requests else None,
-                elicitation_callback=(
-                    self._on_elicitation if "elicitation" in config.relay_requests else None
-                ),
-            )
+            client = self._client_over(streamable_http_client(config.url, http_client=http))
             opened = await stack.enter_async_context(client)
             if config.lean_calls and opened.protocol_version in MODERN_PROTOCOL_VERSIONS:
                 fast = FastToolCaller(
