@@ -255,3 +255,14 @@ def leaky_stdio(call_log: Path, env: dict[str, str] | None = None) -> dict[str, 
         "args": [str(LEAKY), "stdio"],
         "env": {"LEAKY_CALL_LOG": str(call_log), **(env or {})},
     }
+
+
+SUMMARY: list[str] = []
+"""Lines tests want in the run's output whatever its verbosity (the conformance pass sets)."""
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SUMMARY:
+        terminalreporter.section("recorded results")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)

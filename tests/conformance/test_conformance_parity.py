@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conformance_harness import AuthProxy, NodeTools, node_tools, run_suite
 
-from conftest import GatewayFactory, free_port, wait_until
+from conftest import SUMMARY, GatewayFactory, free_port, wait_until
 
 __all__ = ["node_tools"]  # the session fixture, re-exported for pytest
 
@@ -91,7 +91,7 @@ def test_every_scenario_passing_directly_passes_through_the_gateway(
         through = run_suite(node_tools, era, proxy.url, tmp_path / "gateway")
     for label, results in (("direct", direct), ("gateway", through)):
         passed = sorted(s for s, ok in results.items() if ok)
-        print(f"\n[{era}] {label} pass ({len(passed)}/{len(results)}): {passed}")
+        SUMMARY.append(f"conformance [{era}] {label}: {len(passed)}/{len(results)} pass: {', '.join(passed)}")
     _record(era, direct, through)
     assert direct, "the suite ran no scenario"
     lost = sorted(s for s, ok in direct.items() if ok and not through.get(s) and s not in KNOWN_GAPS)
