@@ -405,6 +405,15 @@ class Gateway:
         )
         return result
 
+    async def _refuse_call(
+        self, exc: CallRefused, call: _Call, safe_args: Mapping[str, Any] | None = None
+    ) -> CallRefused:
+        """``_refuse`` for a call whose facts are in ``call`` (audited; returns the error to raise)."""
+        args = call.safe_args if safe_args is None else safe_args
+        return await self._refuse(
+            exc, call.principal, call.shown_name, args, call.call_id, call.decision, call.redactor
+        )
+
     async def _park(
         self,
         call: _Call,
@@ -416,15 +425,7 @@ class Gateway:
         """Send the call to a human: record a pending approval, audit it, answer ``pending_approval``."""
         if self.approvals is None:
             refusal = ApprovalRefused("this call needs approval and no approval store is configured")
-            raise await self._refuse(
-                refusal,
-                call.principal,
-                call.shown_name,
-                call.safe_args,
-                call.call_id,
-                call.decision,
-                call.redactor,
-            )
+            raise await self._refuse_call(refusal, call)
         shown_reasons = [call.redactor.scrub_text(r) for r in reasons]
         safe_detail, _ = call.redactor.scrub_json(dict(detail))
         try:
@@ -438,15 +439,7 @@ class Gateway:
                 ttl_seconds=governance.approval_ttl,
             )
         except ApprovalRefused as exc:
-            raise await self._refuse(
-                exc,
-                call.principal,
-                call.shown_name,
-                call.safe_args,
-                call.call_id,
-                call.decision,
-                call.redactor,
-            ) from None
+            raise await self._refuse_call(exc, call) from None
         await self.audit.append(
             AuditEvent(
                 kind="approval_requested",
@@ -485,15 +478,7 @@ class Gateway:
                 return
             except CallRefused as exc:
                 refusal = exc
-        raise await self._refuse(
-            refusal,
-            call.principal,
-            call.shown_name,
-            {**call.safe_args, "approval_id": approval_id},
-            call.call_id,
-            call.decision,
-            call.redactor,
-        )
+        raise await self._refuse_call(refusal, call, {**call.safe_args, "approval_id": approval_id})
 
     async def _outcome_of(self, call_id: str) -> Mapping[str, Any] | None:
         """The outcome record of an earlier call (for tools that undo one, e.g. a Salesforce revert)."""
