@@ -123,8 +123,7 @@ class FastToolCall:
         self._enabled = server.cache_hints.get(_METHOD) is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        length = self._eligible_length(scope) if self._enabled else None
-        if length is None:
+        if not (self._enabled and self._eligible(scope)):
             await self.app(scope, receive, send)
             return
         body = await self._read(receive)
@@ -148,10 +147,10 @@ class FastToolCall:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    def _eligible_length(self, scope: Scope) -> int | None:
-        """The declared body length of a modern, session-less POST within the limit, else None."""
+    def _eligible(self, scope: Scope) -> bool:
+        """A modern, session-less POST that declares a body length within the limit."""
         if scope["type"] != "http" or scope["method"] != "POST":
-            return None
+            return False
         version = length = None
         for key, value in scope["headers"]:
             if key == b"mcp-protocol-version":
@@ -159,11 +158,10 @@ class FastToolCall:
             elif key == b"content-length":
                 length = value
             elif key == b"mcp-session-id":
-                return None
+                return False
         if version != MODERN_VERSION.encode("latin-1") or length is None or not length.isdigit():
-            return None
-        size = int(length)
-        return size if size <= self._max_body else None
+            return False
+        return int(length) <= self._max_body
 
     @staticmethod
     async def _read(receive: Receive) -> bytes | None:

@@ -44,7 +44,11 @@ def issue(store: SQLiteTokenStore, name: str, expires: str | None, settings: Set
         record = _audited(settings, "token_issue", store, name)
         record("requested", expires_at=expires_at)
         issued, token = store.issue(name, expires_at)
-        record("ok", token_id=issued.token_id, expires_at=issued.expires_at)
+        try:
+            record("ok", token_id=issued.token_id, expires_at=issued.expires_at)
+        except GatewayError:
+            store.revoke(issued.token_id)  # never shown, so never usable: leave no live orphan
+            raise
     except GatewayError as exc:
         raise fail(str(exc)) from None
     finally:
