@@ -87,6 +87,9 @@ class _AuditOptions(_Model):
 
 class SQLiteAuditStore(SQLiteStore, _AuditOptions):
     path: Path = Path("audit.db")
+    commit_on_loop: bool = True
+    """Commit on the event loop when the store is free (no thread hand-off); a commit slower than
+    ``AuditLog.LOOP_BUDGET`` sends the next ones to a worker thread for a while."""
 
 
 class PostgresAuditStore(PostgresStore, _AuditOptions):

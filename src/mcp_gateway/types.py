@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Effect = Literal["allow", "deny"]
 
@@ -188,6 +188,15 @@ class AuditSink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LoopAuditSink(Protocol):
+    """An ``AuditSink`` that can also commit without waiting, cheaply enough to run on the event loop."""
+
+    def append_nowait(self, events: Sequence[AuditEvent]) -> list[AuditRecord] | None:
+        """``append``, or None at once (nothing written) if that would mean waiting for the store."""
+        ...
 
 
 class SecretStore(Protocol):

@@ -18,7 +18,7 @@ from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.keys import PUBLIC_KEY_FILE, AuditKeys, ensure_audit_keys, export_public_key
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
-from mcp_gateway.config import PostgresStore, Settings
+from mcp_gateway.config import PostgresStore, Settings, SQLiteAuditStore
 from mcp_gateway.connectors.mcp_upstream import UpstreamConnection, required_secrets
 from mcp_gateway.errors import ConfigError, GatewayError
 from mcp_gateway.gates import StoreApprovalGate, StoreQuotaGate
@@ -178,7 +178,8 @@ def build_runtime(
             every=settings.audit.checkpoint_every,
             mirror=checkpoint_mirror_path(settings),
         )
-    audit = AuditLog(sink, checkpointer=checkpointer)
+    on_loop = isinstance(settings.audit, SQLiteAuditStore) and settings.audit.commit_on_loop
+    audit = AuditLog(sink, checkpointer=checkpointer, commit_on_loop=on_loop)
     pin_store = open_pin_store(settings)
     pins = PinGuard(pin_store, audit, secrets.redactor, new_tools=settings.pinning.new_tools)
     upstreams = {

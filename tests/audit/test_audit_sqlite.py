@@ -364,3 +364,70 @@ async def test_closing_the_log_writes_what_was_queued_then_refuses_appends(sink:
             await log.append(event("late"))
     assert done == ["first", "queued"]
     assert [r.call_id for r in intact(sink)] == ["first", "queued"]
+
+
+# ---- the async log: commits on the event loop --------------------------------------------------
+
+
+def test_append_nowait_writes_nothing_and_waits_for_nothing_while_the_store_is_busy(
+    sink: SQLiteAuditSink,
+) -> None:
+    blocker = sqlite3.connect(sink.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds SQLite's write lock
+    started = time.monotonic()
+    assert sink.append_nowait([event("while-locked")]) is None
+    assert time.monotonic() - started < 0.5  # no busy wait (append would wait up to 2 s)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with sink._lock:  # another thread of this process is using the connection
+        assert sink.append_nowait([event("while-in-use")]) is None
+    assert [r.call_id for r in sink.append_nowait([event("free")]) or []] == ["free"]
+    assert [r.call_id for r in intact(sink)] == ["free"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_appends_commit_on_the_loop_in_shared_transactions(sink: SQLiteAuditSink) -> None:
+    log = AuditLog(sink, commit_on_loop=True)
+    threads_used: list[str] = []
+    append = sink.append
+    sink.append = lambda events: threads_used.append("thread") or append(events)  # type: ignore[method-assign]
+
+    async def one(i: int) -> None:
+        await log.append(event(f"c{i}"))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(one, i)
+        await log.aclose()
+    assert len(intact(sink)) == 200
+    assert threads_used == [] and 1 <= log.loop_commits <= 5  # the callers of one iteration share a batch
+
+
+@pytest.mark.anyio
+async def test_a_busy_store_sends_the_batch_to_the_thread_which_waits_for_it(sink: SQLiteAuditSink) -> None:
+    log = AuditLog(sink, commit_on_loop=True)
+    blocker = sqlite3.connect(sink.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(log.append, event("queued-behind-another-writer"))
+            await anyio.wait_all_tasks_blocked()  # the loop is free: the append waits in a thread
+            blocker.execute("ROLLBACK")
+    blocker.close()
+    assert log.loop_commits == 0
+    assert [r.call_id for r in intact(sink)] == ["queued-behind-another-writer"]
+
+
+@pytest.mark.anyio
+async def test_a_slow_commit_on_the_loop_sends_the_next_batches_to_the_thread(sink: SQLiteAuditSink) -> None:
+    log = AuditLog(sink, commit_on_loop=True)
+    log.LOOP_BUDGET, log.LOOP_PAUSE = 0.0, 2  # every on-loop commit counts as slow
+    in_thread: list[str] = []
+    append = sink.append
+    sink.append = lambda events: in_thread.extend(e.call_id for e in events) or append(events)  # type: ignore[method-assign]
+    with anyio.fail_after(30):
+        for name in ["slow", "t1", "t2", "loop-again"]:
+            await log.append(event(name))
+    assert in_thread == ["t1", "t2"] and log.loop_commits == 2
+    assert [r.call_id for r in intact(sink)] == ["slow", "t1", "t2", "loop-again"]

@@ -10,6 +10,14 @@ Cancellation cannot wedge the log: a leader's work runs shielded (so a batch in 
 finished and reported to every caller in it), and a waiting caller that is cancelled leaves its
 events queued (they are still written, in order) and passes on leadership if it had just received it.
 
+With ``commit_on_loop`` and a sink that offers ``append_nowait`` (the local SQLite store), a batch is
+committed on the event loop itself when the store is free, and the leader first yields once so the
+callers of the same loop iteration join its batch. That saves the two thread hand-offs per batch
+(about a fifth of the gateway's throughput on the benchmark machine); the loop is blocked for one
+commit (about 0.2 ms on a local SSD). A busy store (another process's write, a reader thread) falls
+back to the worker thread, and a commit slower than ``LOOP_BUDGET`` (slow storage) sends the next
+``LOOP_PAUSE`` batches to the thread, so a slow disk stalls the loop at most once in that many.
+
 Create it anywhere, use it from one event loop (any anyio backend), and ``await aclose()`` at
 shutdown (or ``async with AuditLog(sink) as log``). Closing the log does not close the sink.
 
@@ -23,16 +31,18 @@ is logged and does not fail any call: the records themselves are durable.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 
 from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.record import normalize_event
 from mcp_gateway.errors import AuditError, AuditUnavailable, AuditWriteError
-from mcp_gateway.types import AuditEvent, AuditRecord, AuditSink
+from mcp_gateway.types import AuditEvent, AuditRecord, AuditSink, LoopAuditSink
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +90,28 @@ class AuditLog:
         sink: where records are made durable; its ``append`` runs in a worker thread.
         max_batch: the most events one transaction takes (one caller's events are never split).
         checkpointer: signs and stores checkpoints; None for none (the vault was sealed).
+        commit_on_loop: commit on the event loop when the sink can do so without waiting.
     """
 
+    LOOP_BUDGET = 0.005
+    """Seconds an on-loop commit may take before the next ``LOOP_PAUSE`` batches go to the thread."""
+    LOOP_PAUSE = 1000
+
     def __init__(
-        self, sink: AuditSink, *, max_batch: int = 256, checkpointer: Checkpointer | None = None
+        self,
+        sink: AuditSink,
+        *,
+        max_batch: int = 256,
+        checkpointer: Checkpointer | None = None,
+        commit_on_loop: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.sink = sink
         self.checkpointer = checkpointer
+        self._nowait = sink.append_nowait if commit_on_loop and isinstance(sink, LoopAuditSink) else None
+        self._off_loop = 0  # batches left to send to the thread after a slow on-loop commit
+        self.loop_commits = 0  # batches committed on the loop (tests and benchmarks read it)
         self._newest: AuditRecord | None = None  # the newest record this log wrote
         self._checkpointed = 0  # the seq of the last checkpoint this log wrote
         self._max_batch = max_batch
@@ -144,6 +167,9 @@ class AuditLog:
         """Write batches until ``own`` is done, then pass leadership on (or go idle)."""
         with anyio.CancelScope(shield=True):
             try:
+                if self._nowait is not None and not self._off_loop:
+                    # Let the callers that are ready in this loop iteration join the first batch.
+                    await anyio.lowlevel.checkpoint()
                 while True:
                     if not own.done:
                         await self._write_batch()
@@ -175,7 +201,9 @@ class AuditLog:
             batch.append(self._queue.popleft())
         events = [event for waiter in batch for event in waiter.events]
         try:
-            records = await anyio.to_thread.run_sync(self.sink.append, events)
+            records = self._commit_on_loop(events)
+            if records is None:
+                records = await anyio.to_thread.run_sync(self.sink.append, events)
             if len(records) != len(events):
                 raise AuditError(f"audit sink returned {len(records)} records for {len(events)} events")
         except BaseException as exc:
@@ -193,6 +221,24 @@ class AuditLog:
         checkpointer = self.checkpointer
         if checkpointer is not None and checkpointer.due(records[0].seq, records[-1].seq):
             await self._checkpoint(checkpointer, records[-1])
+
+    def _commit_on_loop(self, events: list[AuditEvent]) -> list[AuditRecord] | None:
+        """The batch's records if it was committed here, on the loop; None to use the thread."""
+        if self._nowait is None:
+            return None
+        if self._off_loop:
+            self._off_loop -= 1
+            return None
+        started = time.perf_counter()
+        records = self._nowait(events)
+        if time.perf_counter() - started > self.LOOP_BUDGET:
+            self._off_loop = self.LOOP_PAUSE
+            logger.warning(
+                "audit commit took over %.0f ms: committing in a worker thread", self.LOOP_BUDGET * 1e3
+            )
+        if records is not None:
+            self.loop_commits += 1
+        return records
 
     async def _checkpoint(self, checkpointer: Checkpointer, record: AuditRecord) -> None:
         try:

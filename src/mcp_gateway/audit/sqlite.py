@@ -156,40 +156,60 @@ class SQLiteAuditSink:
         Raises:
             AuditWriteError: nothing was written (locked, read-only, moved, full, or broken store).
         """
+        records = self._append(events, wait=True)
+        if records is None:  # only for the type checker: a waiting append raises or writes
+            raise AuditWriteError(f"audit store `{self.path}` was busy", reason="audit store was busy")
+        return records
+
+    def append_nowait(self, events: Sequence[AuditEvent]) -> list[AuditRecord] | None:
+        """``append`` if the store is free now, else None (nothing written, nothing waited for).
+
+        Busy means another thread of this process is using the connection, or another process holds
+        SQLite's write lock. Raises ``AuditWriteError`` as ``append`` does.
+        """
+        return self._append(events, wait=False)
+
+    def _append(self, events: Sequence[AuditEvent], *, wait: bool) -> list[AuditRecord] | None:
         if not events:
             return []
-        with self._lock:
-            try:
-                # In WAL mode SQLite keeps writing to a file that was deleted or replaced under it;
-                # records would then vanish unseen. Refuse instead (one stat per batch).
-                if self._file_identity() != self._identity:
-                    raise AuditWriteError(
-                        f"audit store `{self.path}` was moved, replaced or deleted",
-                        reason="audit store was moved, replaced or deleted",
-                    )
-                # Taking the write lock before reading the newest record means no other process can
-                # append between our read and our insert.
-                _when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
-                last = self._newest()
-                records = chain(tuple(last) if last else None, events, self._clock())
-                self._conn.executemany(
-                    f"INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
-                    [to_row(r) for r in records],
-                )
-                self._conn.execute("COMMIT")
-            except (sqlite3.Error, OSError, AuditWriteError) as exc:
-                self._rollback()
-                if isinstance(exc, AuditWriteError):
-                    raise
-                if isinstance(exc, OSError):
-                    raise AuditWriteError(
-                        f"audit store `{self.path}` is gone: {exc.strerror}",
-                        reason=f"audit store is gone: {exc.strerror}",
-                    ) from exc
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
+            # In WAL mode SQLite keeps writing to a file that was deleted or replaced under it;
+            # records would then vanish unseen. Refuse instead (one stat per batch).
+            if self._file_identity() != self._identity:
                 raise AuditWriteError(
-                    f"audit store `{self.path}` refused the append: {_why(exc)}",
-                    reason=f"audit store refused the append: {_why(exc)}",
+                    f"audit store `{self.path}` was moved, replaced or deleted",
+                    reason="audit store was moved, replaced or deleted",
+                )
+            # Taking the write lock before reading the newest record means no other process can
+            # append between our read and our insert.
+            if wait:
+                _when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
+            elif not _try_begin(self._conn):
+                return None
+            last = self._newest()
+            records = chain(tuple(last) if last else None, events, self._clock())
+            self._conn.executemany(
+                f"INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
+                [to_row(r) for r in records],
+            )
+            self._conn.execute("COMMIT")
+        except (sqlite3.Error, OSError, AuditWriteError) as exc:
+            self._rollback()
+            if isinstance(exc, AuditWriteError):
+                raise
+            if isinstance(exc, OSError):
+                raise AuditWriteError(
+                    f"audit store `{self.path}` is gone: {exc.strerror}",
+                    reason=f"audit store is gone: {exc.strerror}",
                 ) from exc
+            raise AuditWriteError(
+                f"audit store `{self.path}` refused the append: {_why(exc)}",
+                reason=f"audit store refused the append: {_why(exc)}",
+            ) from exc
+        finally:
+            self._lock.release()
         return records
 
     def _newest(self) -> Any:
@@ -326,6 +346,17 @@ def _when_free(action: Callable[[], T], timeout: float) -> T:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                 raise
         time.sleep(_JITTER.uniform(0, 0.0005))
+
+
+def _try_begin(conn: sqlite3.Connection) -> bool:
+    """``BEGIN IMMEDIATE`` once: False if another process holds the write lock."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            return False
+        raise
+    return True
 
 
 def checkpoint_from_row(row: Sequence[Any]) -> AuditCheckpoint:
