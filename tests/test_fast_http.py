@@ -47,7 +47,9 @@ def upstream() -> Iterator[tuple[Upstream, str]]:
 
 
 def _caller(url: str) -> FastToolCaller:
-    return FastToolCaller("up", url, {"Authorization": f"Bearer {CREDENTIAL}"}, "2026-07-28", 5)
+    return FastToolCaller(
+        "up", url, {"Authorization": f"Bearer {CREDENTIAL}"}, "2026-07-28", 5, allow_private_network=True
+    )
 
 
 async def test_a_call_is_one_self_contained_post_with_the_eras_headers_and_envelope(
@@ -116,6 +118,6 @@ async def test_bad_answers_become_upstream_errors_without_the_credential(
 
 async def test_a_refused_connection_is_an_upstream_error() -> None:
     caller = _caller(f"http://127.0.0.1:{free_port()}/mcp")
-    with pytest.raises(UpstreamError, match="failed: Client"):
+    with pytest.raises(UpstreamError, match="failed: connection failed: ConnectionRefusedError"):
         await caller.call("echo", {})
     await caller.aclose()

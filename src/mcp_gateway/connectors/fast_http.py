@@ -11,7 +11,8 @@ after redaction, as every upstream answer is.
 
 Only used when the SDK client negotiated a modern protocol version with this upstream, over HTTP,
 with the same resolved headers (the gateway's credentials; never the agent's token). The HTTP client
-is aiohttp: at the same work per request it costs a fraction of httpx's CPU (``bench/README.md``).
+is ``lean_http.LeanHttpClient``: pooled connections, httptools framing, the SSRF check on every new
+connection, a fraction of a general client's CPU per request.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-import anyio
+from mcp.shared.inbound import encode_header_value
 
 from mcp_gateway import __version__
+from mcp_gateway.connectors.lean_http import HttpFailure, LeanHttpClient
 from mcp_gateway.errors import UpstreamError
 
 _ACCEPT = "application/json, text/event-stream"
@@ -39,6 +40,10 @@ class FastToolCaller:
         headers: the resolved headers from config (credentials injected by the gateway).
         protocol_version: the modern version the SDK client negotiated.
         timeout: seconds per call.
+        allow_private_network: the upstream's setting (else a blocked address is refused per connection).
+
+    Raises:
+        HttpFailure: the URL or a configured header cannot be sent by the lean client.
     """
 
     def __init__(
@@ -48,12 +53,14 @@ class FastToolCaller:
         headers: Mapping[str, str],
         protocol_version: str,
         timeout: float,
+        *,
+        allow_private_network: bool = False,
     ) -> None:
         self.name = name
         self._url = url
         self._version = protocol_version
         self._ids = itertools.count(1)
-        self._headers = {
+        fixed = {
             **headers,
             "Content-Type": "application/json",
             "Accept": _ACCEPT,
@@ -65,27 +72,10 @@ class FastToolCaller:
             "io.modelcontextprotocol/clientCapabilities": {},
             "io.modelcontextprotocol/clientInfo": {"name": "mcp-gateway", "version": __version__},
         }
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the event loop that will use it.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, limit_per_host=64),
-                timeout=self._timeout,
-                auto_decompress=True,
-                trust_env=False,  # no proxy or netrc from the environment: the URL is the config's
-            )
-        return self._session
+        self._http = LeanHttpClient(url, fixed, timeout=timeout, allow_private_network=allow_private_network)
 
     async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            # Shielded: this runs while the connection's task is being cancelled (gateway shutdown),
-            # and a close interrupted there leaves a CancelledError chain that anyio walks forever.
-            with anyio.CancelScope(shield=True):
-                await session.close()
+        await self._http.aclose()
 
     async def call(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """The upstream's ``CallToolResult`` as JSON-ready data.
@@ -101,17 +91,11 @@ class FastToolCaller:
             "method": "tools/call",
             "params": {"name": tool, "arguments": dict(arguments), "_meta": self._envelope},
         }
-        headers = {**self._headers, "Mcp-Name": tool}
         try:
-            async with self._client().post(
-                self._url, data=json.dumps(body), headers=headers, allow_redirects=False
-            ) as response:
-                raw = await response.read()
-                status, content_type = response.status, response.headers.get("Content-Type", "")
-        except TimeoutError:
-            raise UpstreamError(f"upstream `{self.name}` timed out") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream `{self.name}` failed: {type(exc).__name__}") from None
+            answer = await self._http.post(json.dumps(body).encode(), {"Mcp-Name": encode_header_value(tool)})
+        except HttpFailure as exc:
+            raise UpstreamError(f"upstream `{self.name}` failed: {exc}") from None
+        status, content_type, raw = answer.status, answer.headers.get("content-type", ""), answer.body
         message = _answer(self.name, status, content_type, raw, request_id)
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}

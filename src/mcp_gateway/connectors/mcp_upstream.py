@@ -44,6 +44,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway.config import SECRET_REF, StdioUpstream, Upstream, secret_refs
 from mcp_gateway.connectors.fast_http import FastToolCaller
+from mcp_gateway.connectors.lean_http import HttpFailure
 from mcp_gateway.errors import GatewayError, UpstreamError, VaultSealed
 from mcp_gateway.netguard import check_upstream_url
 from mcp_gateway.redact import Redactor
@@ -243,11 +244,20 @@ class UpstreamConnection:
             client = self._client_over(streamable_http_client(config.url, http_client=http))
             opened = await stack.enter_async_context(client)
             if config.lean_calls and opened.protocol_version in MODERN_PROTOCOL_VERSIONS:
-                fast = FastToolCaller(
-                    self.name, config.url, headers, opened.protocol_version, config.timeout_seconds
-                )
-                stack.push_async_callback(fast.aclose)
-                self._fast = fast
+                try:
+                    fast = FastToolCaller(
+                        self.name,
+                        config.url,
+                        headers,
+                        opened.protocol_version,
+                        config.timeout_seconds,
+                        allow_private_network=config.allow_private_network,
+                    )
+                except HttpFailure as exc:  # names no header value
+                    logger.warning("upstream %s: calls take the SDK client: %s", self.name, exc)
+                else:
+                    stack.push_async_callback(fast.aclose)
+                    self._fast = fast
             return opened
         return await stack.enter_async_context(client)
 
