@@ -154,6 +154,11 @@ class Gateway:
         schema = spec.definition.get("inputSchema")
         return dict(schema) if isinstance(schema, dict) else None
 
+    def relays_requests(self, name: str) -> bool:
+        """Whether the upstream behind tool ``name`` may send requests to the calling client."""
+        upstream = self.upstreams.get(name.split(".", 1)[0]) if "." in name else None
+        return upstream is not None and bool(upstream.config.relay_requests)
+
     async def call_tool(
         self, principal: Principal, name: str, arguments: Mapping[str, Any]
     ) -> types.CallToolResult:

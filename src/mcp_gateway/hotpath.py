@@ -13,6 +13,9 @@ JSON-RPC envelope, duplicated routing headers, the modern ladder (``MCP-Protocol
 handler calls (``governed_call``), and the result is shaped as the SDK shapes it (per-version result
 sieve, ``resultType``, the ``serverInfo`` stamp); a test compares both paths byte for byte.
 
+A plain ``tools/call`` inside an established 2025-11-25 session is served here too
+(``session_path.py``: the session rules, the log relay, cancellation).
+
 Anything else goes to the SDK with the body replayed, so the SDK answers it exactly as before: another
 method, a session header, a progress token or any other ``_meta`` key (they need the SSE stream),
 unknown params members, a check that fails (the SDK then produces the rejection), a body without a
@@ -45,8 +48,10 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_gateway.connectors.mcp_upstream import CURRENT_RELAY
 from mcp_gateway.errors import CallRefused, ToolNotGranted
 from mcp_gateway.gateway import Gateway
+from mcp_gateway.session_path import REQUEST_CANCELLED, SessionDirectory, StreamRelay
 from mcp_gateway.types import Principal
 
 logger = logging.getLogger(__name__)
@@ -62,6 +67,8 @@ _ENVELOPE_KEYS: Final = frozenset(
 _REQUEST_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
 _PARAM_KEYS: Final = frozenset({"name", "arguments", "_meta"})
 _PARAM_PREFIX: Final = MCP_PARAM_HEADER_PREFIX.lower().encode("latin-1")
+_MODERN: Final = MODERN_VERSION.encode("latin-1")
+_SESSION_PARAM_KEYS: Final = frozenset({"name", "arguments"})
 
 
 async def governed_call(
@@ -100,6 +107,7 @@ class FastToolCall:
         security: the same Host/Origin settings the SDK transport enforces.
         max_body: the SDK's request body limit; a larger or undeclared body goes to the SDK.
         json_response: the SDK manager's ``json_response`` (False: it also requires an SSE Accept).
+        sessions: the 2025-11-25 sessions this path may serve calls in; None: none.
     """
 
     def __init__(
@@ -111,8 +119,10 @@ class FastToolCall:
         security: TransportSecuritySettings,
         max_body: int,
         json_response: bool = False,
+        sessions: SessionDirectory | None = None,
     ) -> None:
         self.app = app
+        self._sessions = sessions
         self.gateway = gateway
         self.served = 0  # answered here (tests and benchmarks read it)
         self._security = TransportSecurityMiddleware(security)
@@ -123,12 +133,19 @@ class FastToolCall:
         self._enabled = server.cache_hints.get(_METHOD) is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (self._enabled and self._eligible(scope)):
+        session = self._eligible(scope) if self._enabled else None
+        if session is None:
             await self.app(scope, receive, send)
             return
         body = await self._read(receive)
         if body is None:
             return  # the client went away before sending its body: nobody to answer
+        if session:
+            if await self._serve_in_session(scope, session, body, send):
+                self.served += 1
+            else:
+                await self.app(scope, _replay(body, receive), send)
+            return
         answer = await self._answer(scope, body)
         if answer is None:
             await self.app(scope, _replay(body, receive), send)
@@ -147,21 +164,28 @@ class FastToolCall:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    def _eligible(self, scope: Scope) -> bool:
-        """A modern, session-less POST that declares a body length within the limit."""
+    def _eligible(self, scope: Scope) -> str | None:
+        """For a POST that declares a body length within the limit: ``""`` for a modern session-less
+        one, the session id for one in a 2025-era session (with a version header), else None."""
         if scope["type"] != "http" or scope["method"] != "POST":
-            return False
-        version = length = None
+            return None
+        version: bytes | None = None
+        length: bytes | None = None
+        session: bytes | None = None
         for key, value in scope["headers"]:
             if key == b"mcp-protocol-version":
                 version = value
             elif key == b"content-length":
                 length = value
             elif key == b"mcp-session-id":
-                return False
-        if version != MODERN_VERSION.encode("latin-1") or length is None or not length.isdigit():
-            return False
-        return int(length) <= self._max_body
+                session = value
+        if length is None or not length.isdigit() or int(length) > self._max_body:
+            return None
+        if session is None:
+            return "" if version == _MODERN else None
+        if self._sessions is None or version is None or version == _MODERN or not session:
+            return None
+        return session.decode("latin-1")
 
     @staticmethod
     async def _read(receive: Receive) -> bytes | None:
@@ -207,12 +231,68 @@ class FastToolCall:
                 return None
         return await self._call(request_id, principal, name, arguments)
 
+    async def _serve_in_session(self, scope: Scope, session_id: str, body: bytes, send: Send) -> bool:
+        """Answer a plain ``tools/call`` in a 2025-era session; False (nothing sent) to let the SDK."""
+        sessions = self._sessions
+        principal = scope.get("state", {}).get(PRINCIPAL_KEY)
+        if sessions is None or not isinstance(principal, Principal):
+            return False
+        request = Request(scope)
+        if await self._security.validate_request(request, is_post=True) is not None:
+            return False
+        has_json, has_sse = check_accept_headers(request)
+        if not has_json or (not self._json_response and not has_sse):
+            return False
+        found = sessions.find(scope, session_id)
+        if found is None:
+            return False
+        transport, version = found
+        decoded = _loads(body)
+        if decoded is not None and decoded.get("method") == "notifications/cancelled":
+            sessions.cancel(session_id, decoded.get("params"))
+            return False  # the SDK also gets it (and answers 202)
+        parsed = _parse_in_session(decoded)
+        if parsed is None or request.headers.get("mcp-protocol-version") != version:
+            return False
+        request_id, params, name, arguments = parsed
+        try:
+            methods.validate_client_request(_METHOD, version, params)
+        except (ValidationError, KeyError):
+            return False
+        if self.gateway.relays_requests(name):
+            return False  # the upstream may ask the client something: only the SDK session can
+        relay = StreamRelay(self.gateway, send, session_id)
+        cancel = sessions.serving(session_id, request_id)
+        token = CURRENT_RELAY.set(relay)
+        sessions.touch(transport)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        try:
+            with cancel:
+                result = await governed_call(self.gateway, principal, name, arguments)
+                message["result"] = self._shape(result, version)
+        except MCPError as exc:
+            message["error"] = exc.error.model_dump(mode="json", by_alias=True, exclude_none=True)
+        except Exception:
+            logger.exception("tools/call %s failed", name)
+            message["error"] = {"code": types.INTERNAL_ERROR, "message": "Internal server error"}
+        finally:
+            CURRENT_RELAY.reset(token)
+            sessions.done(session_id, request_id)
+            sessions.touch(transport)
+        if cancel.cancelled_caught:
+            message.pop("result", None)
+            message["error"] = {"code": REQUEST_CANCELLED, "message": "Request cancelled"}
+        payload = json.dumps(message, separators=(",", ":")).encode()
+        if not await relay.answer(payload):
+            await relay.event(message, final=True)
+        return True
+
     async def _call(
         self, request_id: int | str, principal: Principal, name: str, arguments: Mapping[str, Any]
     ) -> tuple[int, bytes]:
         try:
             result = await governed_call(self.gateway, principal, name, arguments)
-            wire = self._shape(result)
+            wire = self._shape(result, MODERN_VERSION)
         except MCPError as exc:
             return _error(request_id, exc.error)
         except Exception as exc:
@@ -221,14 +301,16 @@ class FastToolCall:
         message = {"jsonrpc": "2.0", "id": request_id, "result": wire}
         return 200, json.dumps(message, separators=(",", ":")).encode()
 
-    def _shape(self, result: types.CallToolResult) -> dict[str, Any]:
-        """The result's wire form, as the SDK's runner shapes a 2026-07-28 ``tools/call`` result."""
+    def _shape(self, result: types.CallToolResult, version: str) -> dict[str, Any]:
+        """The result's wire form, as the SDK's runner shapes a ``tools/call`` result for ``version``."""
         dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         try:
-            dumped = methods.serialize_server_result(_METHOD, MODERN_VERSION, dumped)
+            dumped = methods.serialize_server_result(_METHOD, version, dumped)
         except ValidationError:
             logger.exception("tools/call returned an invalid result")
             raise MCPError(code=types.INTERNAL_ERROR, message="Handler returned an invalid result") from None
+        if version != MODERN_VERSION:
+            return dumped
         if dumped.get("resultType") is None:
             dumped["resultType"] = "complete"
         meta = dumped.get("_meta")
@@ -243,13 +325,39 @@ class FastToolCall:
 _Parsed = tuple[dict[str, Any], int | str, dict[str, Any], str, dict[str, Any]]
 
 
-def _parse(body: bytes) -> _Parsed | None:
-    """``(request, id, params, name, arguments)`` of a plain ``tools/call`` request body, else None."""
+def _loads(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, else None."""
     try:
         decoded = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(decoded, dict) or decoded.keys() - _REQUEST_KEYS:
+    return decoded if isinstance(decoded, dict) else None
+
+
+def _parse_in_session(
+    decoded: dict[str, Any] | None,
+) -> tuple[int | str, dict[str, Any], str, dict[str, Any]] | None:
+    """``(id, params, name, arguments)`` of a plain 2025-era ``tools/call`` (no ``_meta``), else None."""
+    if decoded is None or decoded.keys() - _REQUEST_KEYS:
+        return None
+    request_id = decoded.get("id")
+    if decoded.get("jsonrpc") != "2.0" or decoded.get("method") != _METHOD:
+        return None
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        return None
+    params = decoded.get("params")
+    if not isinstance(params, dict) or params.keys() - _SESSION_PARAM_KEYS:
+        return None
+    name, arguments = params.get("name"), params.get("arguments", {})
+    if not isinstance(name, str) or not isinstance(arguments, dict):
+        return None
+    return request_id, params, name, arguments
+
+
+def _parse(body: bytes) -> _Parsed | None:
+    """``(request, id, params, name, arguments)`` of a plain ``tools/call`` request body, else None."""
+    decoded = _loads(body)
+    if decoded is None or decoded.keys() - _REQUEST_KEYS:
         return None
     request_id = decoded.get("id")
     if decoded.get("jsonrpc") != "2.0" or decoded.get("method") != _METHOD:

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -67,7 +67,7 @@ class ClientRelay:
         with warnings.catch_warnings():
             # The logging capability is deprecated in 2026-07-28 but live in 2025-11-25; the SDK gates
             # delivery per era (and per request opt-in), so relaying is right for both.
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
             await self._ctx.session.send_log_message(
                 cast(types.LoggingLevel, level),
                 scrubbed,

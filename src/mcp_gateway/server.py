@@ -44,6 +44,7 @@ from mcp_gateway.hotpath import PRINCIPAL_KEY, FastToolCall, governed_call
 from mcp_gateway.http_auth import CALLER, AuthMiddleware
 from mcp_gateway.oauth import OAuthVerifier
 from mcp_gateway.relay import relaying
+from mcp_gateway.session_path import SessionDirectory
 from mcp_gateway.types import AuditEvent, Principal
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,8 @@ def create_app(
     )
     sdk_app: ASGIApp = StreamableHTTPASGIApp(manager)
     if settings.server.fast_path:
+        sessions = SessionDirectory(manager)
+        server.middleware.append(sessions.remember)
         sdk_app = FastToolCall(
             sdk_app,
             gateway=gateway,
@@ -186,6 +189,7 @@ def create_app(
             security=security,
             max_body=settings.server.max_body_bytes,
             json_response=manager.json_response,
+            sessions=sessions,
         )
     mcp_app = AuthMiddleware(
         sdk_app,
