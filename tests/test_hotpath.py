@@ -215,3 +215,13 @@ def test_a_forged_token_is_refused_before_the_lean_path_and_audited(
     assert response.status_code == 401
     assert _served(fast) == before
     assert [r.kind for r in fast.audit()[records:]] == ["auth_failure"]
+
+
+def test_the_per_call_tool_lookup_agrees_with_the_catalog(
+    pair: tuple[RunningGateway, RunningGateway],
+) -> None:
+    gateway = pair[0].runtime.gateway
+    catalog = gateway.catalog()
+    assert any(spec.upstream for spec in catalog.values())  # upstream tools are in it
+    names = [*catalog, "leaky.missing", "missing.echo", "nodot", "leaky."]
+    assert {name: gateway.tool_spec(name) for name in names} == {name: catalog.get(name) for name in names}

@@ -124,6 +124,19 @@ class Gateway:
             tools = {name: spec for name, spec in tools.items() if name not in self.pins.blocked}
         return tools
 
+    def tool_spec(self, name: str) -> ToolSpec | None:
+        """``catalog().get(name)`` without building the whole catalog (once or twice per call)."""
+        if self.pins is not None and name in self.pins.blocked:
+            return None
+        upstream = self.upstreams.get(name.split(".", 1)[0])
+        if upstream is not None and (spec := upstream.tools.get(name)) is not None:
+            return spec
+        builtin = self._builtins.get(name)
+        if builtin is not None:
+            return builtin[0]
+        # An upstream whose own name holds a dot is not found by the prefix above.
+        return self.catalog().get(name) if any("." in key for key in self.upstreams) else None
+
     def _tool(self, spec: ToolSpec, redactor: Redactor) -> types.Tool:
         # Upstream definitions are untrusted text: a malicious upstream can put secrets in a
         # description. Rebuilt only when the definition or the redactor is a new object.
@@ -147,7 +160,7 @@ class Gateway:
 
     def input_schema(self, principal: Principal, name: str) -> dict[str, Any] | None:
         """The input schema of ``name`` if ``principal`` may see that tool, else None."""
-        spec = self.catalog().get(name)
+        spec = self.tool_spec(name)
         scopes = principal.scopes if principal.source == "oauth" else None
         if spec is None or not is_granted(self.policy.policy, principal.agent, name, scopes=scopes):
             return None
@@ -284,7 +297,7 @@ class Gateway:
             refusal = ToolDefinitionChanged(approval_hint(shown_name, self.pins.blocked[name].reason))
             denial = Decision("deny", (), (str(refusal),))  # no policy rule decided this
             raise await self._refuse(refusal, principal, shown_name, safe_args, call_id, denial, redactor)
-        spec = self.catalog().get(name)
+        spec = self.tool_spec(name)
         upstream = self.upstreams.get(name.split(".", 1)[0]) if "." in name else None
         if spec is None:
             if upstream is not None and upstream.needs_vault:

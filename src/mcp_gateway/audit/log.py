@@ -34,7 +34,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 import anyio.lowlevel
@@ -52,7 +52,8 @@ class _Waiter:
     """One caller's events, and how its append ended."""
 
     events: list[AuditEvent]
-    wake: anyio.Event = field(default_factory=anyio.Event)  # set when done or promoted to leader
+    # Set when done or promoted to leader; made only for a caller that waits (a leader never does).
+    wake: anyio.Event | None = None
     records: list[AuditRecord] | None = None
     failure: str = ""
     public: str = ""
@@ -62,11 +63,15 @@ class _Waiter:
 
     def finish(self, records: list[AuditRecord]) -> None:
         self.records = records
-        self.wake.set()
+        self.wake_up()
 
     def fail(self, reason: str, cause: BaseException | None) -> None:
         self.failure, self.public, self.cause = reason, _public(cause), cause
-        self.wake.set()
+        self.wake_up()
+
+    def wake_up(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
 
     @property
     def done(self) -> bool:
@@ -145,6 +150,7 @@ class AuditLog:
         waiter = _Waiter(batch)
         self._queue.append(waiter)
         if self._leading:
+            waiter.wake = anyio.Event()
             try:
                 await waiter.wake.wait()
             except BaseException:
@@ -177,7 +183,7 @@ class AuditLog:
                     successor = next((w for w in self._queue if not w.abandoned), None)
                     if successor is not None:
                         successor.promoted = True
-                        successor.wake.set()
+                        successor.wake_up()
                         return
                     if not self._queue:
                         break

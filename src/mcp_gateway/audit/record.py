@@ -92,19 +92,27 @@ def _clean(value: Any, where: str) -> Any:
     raise AuditWriteError(f"audit field `{where}` holds a `{type(value).__name__}`, which is not json")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CleanEvent(AuditEvent):
+    """What ``normalize_event`` returns: storable, with ``args``/``detail`` copies nobody else holds,
+    so ``chain`` need not clean it again (the audit log normalises before the sink chains)."""
+
+
 def normalize_event(event: AuditEvent) -> AuditEvent:
     """``event`` made storable: JSON-only ``args``/``detail``, text without NUL or lone surrogates.
 
     Idempotent. Raises:
         AuditWriteError: a field holds a value JSON cannot represent (names the field, not the value).
     """
+    if type(event) is _CleanEvent:
+        return event
     texts: dict[str, str] = {}
     for name in _TEXT_FIELDS:
         value = getattr(event, name)
         if not isinstance(value, str):
             raise AuditWriteError(f"audit field `{name}` must be text, not `{type(value).__name__}`")
         texts[name] = _clean_text(value)
-    return AuditEvent(**texts, args=_clean(event.args, "args"), detail=_clean(event.detail, "detail"))
+    return _CleanEvent(**texts, args=_clean(event.args, "args"), detail=_clean(event.detail, "detail"))
 
 
 def chain(
