@@ -78,6 +78,8 @@ PASSED_ON: list[tuple[str, dict[str, Any], dict[str, str]]] = [
     ("another method", {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, {}),
     ("foreign Origin", _call("leaky.echo", {"text": "x"}), {"Origin": "http://evil.example"}),
     ("Accept without SSE", _call("leaky.echo", {"text": "x"}), {"Accept": "application/json"}),
+    ("wrong Content-Type", _call("leaky.echo", {"text": "x"}), {"Content-Type": "text/plain"}),
+    ("foreign Host (DNS rebinding)", _call("leaky.echo", {"text": "x"}), {"Host": "evil.example:80"}),
 ]
 
 

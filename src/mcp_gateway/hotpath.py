@@ -17,9 +17,9 @@ A plain ``tools/call`` inside an established 2025-11-25 session is served here t
 (``session_path.py``: the session rules, the log relay, cancellation).
 
 Anything else goes to the SDK with the body replayed, so the SDK answers it exactly as before: another
-method, a session header, a progress token or any other ``_meta`` key (they need the SSE stream),
-unknown params members, a check that fails (the SDK then produces the rejection), a body without a
-declared length or over the limit.
+method, a session this path may not serve, a progress token or any other ``_meta`` key (they need the
+SDK's stream), unknown params members, a check that fails (the SDK then produces the rejection), a body
+without a declared length or over the limit.
 """
 
 from __future__ import annotations

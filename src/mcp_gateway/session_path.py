@@ -2,7 +2,7 @@
 
 A 2025-era client keeps a session (``Mcp-Session-Id``) and sends each call as a POST on it. The SDK
 serves that through the session's server task: a message stream into the session, a dispatcher task
-per request, a response stream back, an SSE response with its own task group; about 40% of the
+per request, a response stream back, an SSE response with its own task group: about half of the
 gateway's CPU per call. ``FastToolCall`` answers the common case itself, in the request's own task,
 when the SDK would answer it in the same way. This module holds what that needs from the session:
 
