@@ -334,10 +334,12 @@ def _loads(body: bytes) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
-def _parse_in_session(
-    decoded: dict[str, Any] | None,
-) -> tuple[int | str, dict[str, Any], str, dict[str, Any]] | None:
-    """``(id, params, name, arguments)`` of a plain 2025-era ``tools/call`` (no ``_meta``), else None."""
+_Call = tuple[int | str, dict[str, Any], str, dict[str, Any]]
+
+
+def _plain_call(decoded: dict[str, Any] | None, param_keys: frozenset[str]) -> _Call | None:
+    """``(id, params, name, arguments)`` of a ``tools/call`` request whose params hold only
+    ``param_keys``, else None."""
     if decoded is None or decoded.keys() - _REQUEST_KEYS:
         return None
     request_id = decoded.get("id")
@@ -346,7 +348,7 @@ def _parse_in_session(
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
         return None
     params = decoded.get("params")
-    if not isinstance(params, dict) or params.keys() - _SESSION_PARAM_KEYS:
+    if not isinstance(params, dict) or params.keys() - param_keys:
         return None
     name, arguments = params.get("name"), params.get("arguments", {})
     if not isinstance(name, str) or not isinstance(arguments, dict):
@@ -354,26 +356,22 @@ def _parse_in_session(
     return request_id, params, name, arguments
 
 
+def _parse_in_session(decoded: dict[str, Any] | None) -> _Call | None:
+    """A plain 2025-era ``tools/call`` (no ``_meta``: a progress token needs the SDK), else None."""
+    return _plain_call(decoded, _SESSION_PARAM_KEYS)
+
+
 def _parse(body: bytes) -> _Parsed | None:
-    """``(request, id, params, name, arguments)`` of a plain ``tools/call`` request body, else None."""
+    """``(request, id, params, name, arguments)`` of a plain 2026-07-28 ``tools/call`` (its ``_meta``
+    only the envelope), else None."""
     decoded = _loads(body)
-    if decoded is None or decoded.keys() - _REQUEST_KEYS:
+    call = _plain_call(decoded, _PARAM_KEYS)
+    if decoded is None or call is None:
         return None
-    request_id = decoded.get("id")
-    if decoded.get("jsonrpc") != "2.0" or decoded.get("method") != _METHOD:
-        return None
-    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
-        return None
-    params = decoded.get("params")
-    if not isinstance(params, dict) or params.keys() - _PARAM_KEYS:
-        return None
-    meta, name = params.get("_meta"), params.get("name")
-    arguments = params.get("arguments", {})
+    meta = call[1].get("_meta")
     if not isinstance(meta, dict) or meta.keys() - _ENVELOPE_KEYS:
         return None
-    if not isinstance(name, str) or not isinstance(arguments, dict):
-        return None
-    return decoded, request_id, params, name, arguments
+    return decoded, *call
 
 
 def _error(request_id: int | str, error: types.ErrorData) -> tuple[int, bytes]:
