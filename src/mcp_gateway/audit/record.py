@@ -48,9 +48,12 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(canonical(obj)).hexdigest()
 
 
+_HASHED_FIELDS = tuple(f.name for f in dataclasses.fields(AuditRecord) if f.name != "hash")
+
+
 def content_hash(record: AuditRecord) -> str:
     """The hash ``record`` must carry: SHA-256 over the canonical JSON of every field but ``hash``."""
-    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(AuditRecord) if f.name != "hash"}
+    fields = {name: getattr(record, name) for name in _HASHED_FIELDS}
     fields["args"] = dict(record.args)
     fields["detail"] = dict(record.detail)
     return digest(fields)
