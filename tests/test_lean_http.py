@@ -3,13 +3,20 @@ scripts: framing, reuse, limits, failures, and the SSRF and header-injection ref
 
 from __future__ import annotations
 
+import datetime
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import anyio
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from mcp_gateway.connectors import lean_http
 from mcp_gateway.connectors.lean_http import HttpFailure, LeanHttpClient
@@ -33,7 +40,7 @@ def ok(body: bytes = b'{"ok":true}', extra: str = "") -> bytes:
 class Server:
     """A threaded TCP server: reads one request at a time per connection and sends the script's bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.script: Script = lambda request: ok()
         self.connections = 0
         self.requests: list[bytes] = []
@@ -43,6 +50,17 @@ class Server:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 outer.connections += 1
+                if tls is None:
+                    self.serve()
+                    return
+                try:
+                    self.request = tls.wrap_socket(self.request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    return  # the client refused our certificate
+                with self.request:
+                    self.serve()
+
+            def serve(self) -> None:
                 buffer = b""
                 while True:
                     while b"\r\n\r\n" not in buffer:
@@ -213,3 +231,64 @@ async def test_a_header_that_could_split_or_forge_the_request_is_refused(
 def test_an_unusable_url_is_refused(url: str) -> None:
     with pytest.raises(HttpFailure):
         LeanHttpClient(url, {}, timeout=5, allow_private_network=True)
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A throwaway CA (its PEM file) and a server context with a certificate it signed for localhost."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, chain_file, key_file = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(chain_file, key_file)
+    return ca_file, context
+
+
+async def test_https_verifies_the_certificate_chain_and_the_host_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_file, context = _certificate(tmp_path)
+    server = Server(tls=context)
+    try:
+        port = server.server.server_address[1]
+        by_name, by_address = f"https://localhost:{port}/mcp", f"https://127.0.0.1:{port}/mcp"
+        with pytest.raises(HttpFailure, match="SSLCertVerificationError"):
+            await client(by_name).post(b"{}", {})  # a CA the system does not trust
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # what ssl.create_default_context reads
+        with pytest.raises(HttpFailure, match="SSLCertVerificationError"):
+            await client(by_address).post(b"{}", {})  # trusted chain, but not issued for this host
+        trusted = client(by_name)
+        assert (await trusted.post(b'{"a":1}', {})).body == b'{"ok":true}'
+        await trusted.aclose()
+        assert len(server.requests) == 1  # nothing was sent over the refused connections
+    finally:
+        server.stop()
