@@ -124,6 +124,21 @@ async def test_calls_reuse_one_keep_alive_connection_and_send_a_well_formed_post
     assert b"Content-Length: 7" in lines and b"Accept-Encoding: identity" in lines
 
 
+async def test_concurrent_calls_wait_for_a_connection_beyond_the_cap(server: Server) -> None:
+    http = client(server.url, max_connections=2)
+    answers: list[int] = []
+
+    async def one() -> None:
+        answers.append((await http.post(b"{}", {})).status)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(one)
+    await http.aclose()
+    assert answers == [200] * 6 and server.connections == 2
+
+
 async def test_a_chunked_answer_is_reassembled(server: Server) -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     server.script = lambda request: chunked
