@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-fast-path",
         action="store_true",
-        help="let the SDK answer every 2026-07-28 tools/call (server.fast_path: false)",
+        help="let the SDK answer every tools/call, in both eras (server.fast_path: false)",
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="run each cell N times (alternating paths), keep the best"
