@@ -137,8 +137,26 @@ def test_an_event_json_cannot_hold_fails_the_append_and_writes_nothing(sink: SQL
     assert [r.call_id for r in intact(sink)] == ["ok"]
 
 
+SINK_WRITER = """
+for i in range(int(sys.argv[3])):
+    sink.append([AuditEvent(kind='intent', call_id=f'{sys.argv[2]}-{i}')])
+"""
+# Through the async log committing on its loop: a store the other process holds sends the batch to
+# the worker thread, which waits for it.
+LOOP_WRITER = """
+import anyio
+from mcp_gateway.audit.log import AuditLog
+async def main():
+    async with AuditLog(sink, commit_on_loop=True) as log:
+        for i in range(int(sys.argv[3])):
+            await log.append(AuditEvent(kind='intent', call_id=f'{sys.argv[2]}-{i}'))
+anyio.run(main)
+"""
+
+
 @pytest.mark.e2e
-def test_two_processes_appending_to_one_file_keep_one_valid_chain(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", [SINK_WRITER, LOOP_WRITER], ids=["sink", "log-on-loop"])
+def test_two_processes_appending_to_one_file_keep_one_valid_chain(tmp_path: Path, writer: str) -> None:
     path = tmp_path / "shared.db"
     script = (
         "import sys\n"
@@ -146,10 +164,7 @@ def test_two_processes_appending_to_one_file_keep_one_valid_chain(tmp_path: Path
         "from mcp_gateway.types import AuditEvent\n"
         "sink = SQLiteAuditSink(sys.argv[1], busy_timeout=30)\n"
         "print('ready', flush=True)\n"
-        "sys.stdin.readline()\n"
-        "for i in range(int(sys.argv[3])):\n"
-        "    sink.append([AuditEvent(kind='intent', call_id=f'{sys.argv[2]}-{i}')])\n"
-        "sink.close()\n"
+        "sys.stdin.readline()\n" + writer + "sink.close()\n"
     )
     with contextlib.ExitStack() as stack:
         procs = [
