@@ -125,6 +125,7 @@ class FastToolCall:
         self._sessions = sessions
         self.gateway = gateway
         self.served = 0  # answered here (tests and benchmarks read it)
+        self.served_in_session = 0  # of which inside a 2025-11-25 session
         self._security = TransportSecurityMiddleware(security)
         self._max_body = max_body
         self._json_response = json_response
@@ -143,6 +144,7 @@ class FastToolCall:
         if session:
             if await self._serve_in_session(scope, session, body, send):
                 self.served += 1
+                self.served_in_session += 1
             else:
                 await self.app(scope, _replay(body, receive), send)
             return

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from conftest import ERAS, FIXTURES, GatewayFactory, connect
 from mcp_gateway.audit.record import verify
+from mcp_gateway.hotpath import FastToolCall
 
 pytestmark = pytest.mark.e2e
 
@@ -290,9 +291,15 @@ def _open_legacy_session(http: httpx.Client, url: str) -> str:
             "clientInfo": {"name": "f", "version": "1"},
         },
     }
-    opened = http.post(url, json=init, headers={"Accept": "application/json, text/event-stream"})
+    accept = {"Accept": "application/json, text/event-stream"}
+    opened = http.post(url, json=init, headers=accept)
     assert opened.status_code == 200, opened.text
-    return opened.headers["mcp-session-id"]
+    session = opened.headers["mcp-session-id"]
+    # Completing the handshake lets the lean path serve calls in this session too (session_path.py).
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    headers = accept | {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+    assert http.post(url, json=done, headers=headers).status_code == 202
+    return session
 
 
 def test_no_malformed_request_gets_a_5xx_or_hangs_and_the_gateway_serves_afterwards(
@@ -320,6 +327,9 @@ def test_no_malformed_request_gets_a_5xx_or_hangs_and_the_gateway_serves_afterwa
     # Not vacuous: the fuzz got past the transport (answers 200, some calls audited) and was refused.
     assert seen.get(200, 0) >= EXAMPLES // 20 and any(400 <= code < 500 for code in seen), seen
     assert any(r.tool == "leaky.echo" for r in gw.audit() if r.kind in ("intent", "denied"))
+    lean = gw.server.config.app.mcp.app
+    # The lean paths were fuzzed too: session-less 2026-07-28 calls and calls in the 2025-11-25 session.
+    assert isinstance(lean, FastToolCall) and lean.served > lean.served_in_session > 0
 
     async def normal_calls() -> list[str]:
         texts = []
