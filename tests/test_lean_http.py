@@ -149,6 +149,15 @@ async def test_a_chunked_answer_is_reassembled(server: Server) -> None:
     assert server.connections == 1
 
 
+async def test_an_answer_without_length_or_chunking_ends_when_the_server_closes(server: Server) -> None:
+    server.script = lambda request: b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"until":"close"}'
+    http = client(server.url)
+    for _ in range(2):  # each on its own connection
+        assert (await http.post(b"{}", {})).body == b'{"until":"close"}'
+    await http.aclose()
+    assert server.connections == 2
+
+
 async def test_a_connection_the_server_closes_or_that_sat_idle_too_long_is_not_reused(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

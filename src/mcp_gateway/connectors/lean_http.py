@@ -89,6 +89,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._problem = ""
+        self._until_close = False  # the answer's body ends when the server closes
 
     # -- asyncio.Protocol
 
@@ -104,6 +105,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is None and self._until_close and self._answer is not None:
+            # A body without a length or chunking ends when the server closes (RFC 9112, 6.3).
+            self._complete(self._parser.get_status_code())
+            return
         self._fail("closed the connection before answering")
 
     # -- httptools callbacks
@@ -112,7 +117,7 @@ class _Connection(asyncio.Protocol):
         if self._answer is None:
             self._problem = "answered without a request"
             raise HttpFailure(self._problem)
-        self._headers, self._body, self._size = {}, [], 0
+        self._headers, self._body, self._size, self._until_close = {}, [], 0, False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._size += len(name) + len(value)
@@ -123,6 +128,13 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._size = 0
+        status = self._parser.get_status_code()
+        self._until_close = (
+            status >= 200
+            and status not in (204, 304)
+            and "content-length" not in self._headers
+            and "transfer-encoding" not in self._headers
+        )
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -135,9 +147,13 @@ class _Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             return  # an interim answer (103 Early Hints): the final one follows
-        answer, self._answer = self._answer, None
         if not self._parser.should_keep_alive():
             self.close()
+        self._complete(status)
+
+    def _complete(self, status: int) -> None:
+        answer, self._answer = self._answer, None
+        self._until_close = False
         if answer is not None and not answer.done():
             answer.set_result(HttpAnswer(status, self._headers, b"".join(self._body)))
 
