@@ -155,11 +155,12 @@ def audit_verify(
     last = records[-1].seq if records else 0
     if last > (newest.seq if newest is not None else 0):
         # Say what the checkpoints cannot vouch for (CloudTrail's caveat, too).
-        covered = f"after seq {newest.seq}" if newest is not None else "at all"
-        typer.echo(
-            f"note: records {covered} are not covered by a checkpoint; their removal shows only"
-            " against a head kept elsewhere"
+        which = (
+            f"records after seq {newest.seq} are not covered by a signed checkpoint"
+            if newest is not None
+            else "the records are not covered by any signed checkpoint yet"
         )
+        typer.echo(f"note: {which}; their removal shows only against a head kept elsewhere")
 
 
 @audit_app.command("hash")
