@@ -202,8 +202,9 @@ class FastToolCall:
             more = message.get("more_body", False)
         return b"".join(chunks)
 
-    async def _answer(self, scope: Scope, body: bytes) -> tuple[int, bytes] | None:
-        """``(status, JSON)`` for a request this path serves, None to hand it to the SDK."""
+    async def _admitted(self, scope: Scope) -> tuple[Principal, Request] | None:
+        """The caller and request if the transport checks the SDK makes pass (authenticated caller,
+        Host/Origin and Content-Type, Accept), else None."""
         principal = scope.get("state", {}).get(PRINCIPAL_KEY)
         if not isinstance(principal, Principal):
             return None
@@ -213,6 +214,14 @@ class FastToolCall:
         has_json, has_sse = check_accept_headers(request)
         if not has_json or (not self._json_response and not has_sse):
             return None
+        return principal, request
+
+    async def _answer(self, scope: Scope, body: bytes) -> tuple[int, bytes] | None:
+        """``(status, JSON)`` for a request this path serves, None to hand it to the SDK."""
+        admitted = await self._admitted(scope)
+        if admitted is None:
+            return None
+        principal, request = admitted
         parsed = _parse(body)
         if parsed is None:
             return None
@@ -236,15 +245,10 @@ class FastToolCall:
     async def _serve_in_session(self, scope: Scope, session_id: str, body: bytes, send: Send) -> bool:
         """Answer a plain ``tools/call`` in a 2025-era session; False (nothing sent) to let the SDK."""
         sessions = self._sessions
-        principal = scope.get("state", {}).get(PRINCIPAL_KEY)
-        if sessions is None or not isinstance(principal, Principal):
+        admitted = await self._admitted(scope) if sessions is not None else None
+        if sessions is None or admitted is None:
             return False
-        request = Request(scope)
-        if await self._security.validate_request(request, is_post=True) is not None:
-            return False
-        has_json, has_sse = check_accept_headers(request)
-        if not has_json or (not self._json_response and not has_sse):
-            return False
+        principal, request = admitted
         found = sessions.find(scope, session_id)
         if found is None:
             return False
@@ -284,9 +288,7 @@ class FastToolCall:
         if cancel.cancelled_caught:
             message.pop("result", None)
             message["error"] = {"code": REQUEST_CANCELLED, "message": "Request cancelled"}
-        payload = json.dumps(message, separators=(",", ":")).encode()
-        if not await relay.answer(payload):
-            await relay.event(message, final=True)
+        await relay.finish(message)
         return True
 
     async def _call(

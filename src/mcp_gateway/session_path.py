@@ -140,8 +140,8 @@ class StreamRelay:
         self._send = send
         self._session_id = session_id
         self._lock = anyio.Lock()
-        self.streaming = False  # the SSE answer has started: the result must follow on it
-        self.finished = False
+        self._streaming = False  # the SSE answer has started: the result must follow on it
+        self._finished = False
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         return None
@@ -153,51 +153,42 @@ class StreamRelay:
         params: dict[str, Any] = {"level": level, "data": scrubbed}
         if logger_name is not None:
             params["logger"] = logger_name
-        await self.event({"jsonrpc": "2.0", "method": "notifications/message", "params": params}, final=False)
+        await self._stream({"jsonrpc": "2.0", "method": "notifications/message", "params": params})
 
     async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
         # Unreachable in practice: calls to upstreams that relay requests go to the SDK.
         return types.ErrorData(code=types.INVALID_REQUEST, message=f"{request.method} cannot be relayed")
 
-    async def event(self, message: dict[str, Any], *, final: bool) -> None:
-        """Send one JSON-RPC message on the SSE answer (opening it first); nothing once finished."""
-        data = json.dumps(message, separators=(",", ":"))
+    async def finish(self, message: dict[str, Any]) -> None:
+        """Send the call's answer: as JSON if nothing was streamed, else as the SSE answer's last event."""
+        data = json.dumps(message, separators=(",", ":")).encode()
         async with self._lock:
-            if self.finished:
+            self._finished = True
+            if self._streaming:
+                await self._event(data, final=True)
                 return
-            if not self.streaming:
-                self.streaming = True
-                await self._send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", b"text/event-stream"),
-                            (b"cache-control", b"no-cache, no-transform"),
-                            (SESSION_HEADER.encode(), self._session_id.encode("latin-1")),
-                        ],
-                    }
-                )
-            self.finished = final
-            body = f"event: message\r\ndata: {data}\r\n\r\n".encode()
-            await self._send({"type": "http.response.body", "body": body, "more_body": not final})
+            await self._start(b"application/json", (b"content-length", str(len(data)).encode("latin-1")))
+            await self._send({"type": "http.response.body", "body": data})
 
-    async def answer(self, payload: bytes) -> bool:
-        """Answer with ``payload`` as JSON if nothing was streamed; False if the SSE answer is open."""
+    async def _stream(self, message: dict[str, Any]) -> None:
+        """Send one message on the SSE answer (opening it first); nothing once the call has finished."""
+        data = json.dumps(message, separators=(",", ":")).encode()
         async with self._lock:
-            if self.streaming:
-                return False
-            self.finished = True
-            await self._send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode("latin-1")),
-                        (SESSION_HEADER.encode(), self._session_id.encode("latin-1")),
-                    ],
-                }
-            )
-            await self._send({"type": "http.response.body", "body": payload})
-            return True
+            if self._finished:
+                return
+            if not self._streaming:
+                self._streaming = True
+                await self._start(b"text/event-stream", (b"cache-control", b"no-cache, no-transform"))
+            await self._event(data, final=False)
+
+    async def _start(self, content_type: bytes, extra: tuple[bytes, bytes]) -> None:
+        headers = [
+            (b"content-type", content_type),
+            extra,
+            (SESSION_HEADER.encode(), self._session_id.encode("latin-1")),
+        ]
+        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def _event(self, data: bytes, *, final: bool) -> None:
+        body = b"event: message\r\ndata: " + data + b"\r\n\r\n"
+        await self._send({"type": "http.response.body", "body": body, "more_body": not final})
