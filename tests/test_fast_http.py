@@ -99,6 +99,9 @@ BAD_ANSWERS: list[tuple[Answer, str]] = [
         "error -32602: no tool",
     ),
     (lambda body: Response("data: {}\n\n", media_type="text/event-stream"), "garbage"),
+    # Valid JSON nested past what the parser recurses into.
+    (lambda body: Response("[" * 100_000 + "]" * 100_000, media_type="application/json"), "answered garbage"),
+    (lambda body: Response("[" * 100_000 + "]" * 100_000, status_code=500), "answered HTTP 500"),
     (lambda body: Response(status_code=307, headers={"location": "http://169.254.169.254/"}), "HTTP 307"),
 ]
 

@@ -28,6 +28,8 @@ agents:
           text: {max_length: 40, not_in: [forbidden]}
       - id: a-env
         tool: leaky.leak_env
+      - id: a-route
+        tool: leaky.route
 """
 
 SECRET = "tok-ABCDEF-0123456789-secret"
@@ -65,6 +67,11 @@ SERVED: list[tuple[str, dict[str, Any], dict[str, str]]] = [
     ("ungranted tool is a JSON-RPC error", _call("leaky.drop_everything", {}), {}),
     ("upstream echo of a vault secret is redacted", _call("leaky.leak_env", {"var": "API_TOKEN"}), {}),
     ("an Accept wildcard is enough", _call("leaky.echo", {"text": "hi"}), {"Accept": "*/*"}),
+    (
+        "a header-bound argument with its matching Mcp-Param header",
+        _call("leaky.route", {"region": "eu-west", "text": "hi"}),
+        {"Mcp-Param-Region": "eu-west"},
+    ),
 ]
 
 LIST_ARGUMENTS = {
@@ -128,6 +135,18 @@ PASSED_ON: list[tuple[str, dict[str, Any], dict[str, str], bytes | None]] = [
         b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call"',
     ),
     ("a batch", _call("leaky.echo", {}), {}, json.dumps([_call("leaky.echo", {"text": "x"})]).encode()),
+    (
+        "an Mcp-Param header disagreeing with its bound argument",
+        _call("leaky.route", {"region": "eu-west", "text": "hi"}),
+        {"Mcp-Param-Region": "us-east"},
+        None,
+    ),
+    (
+        "a bound argument without its Mcp-Param header",
+        _call("leaky.route", {"region": "eu-west", "text": "hi"}),
+        {},
+        None,
+    ),
 ]
 
 

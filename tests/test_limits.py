@@ -9,7 +9,14 @@ import pytest
 
 from conftest import GatewayFactory, connect
 from mcp_gateway.config import LimitSettings
-from mcp_gateway.limits import InFlight, LimitExceeded, check_arguments, json_depth, truncate_result
+from mcp_gateway.limits import (
+    InFlight,
+    LimitExceeded,
+    check_arguments,
+    json_depth,
+    result_problem,
+    truncate_result,
+)
 
 POLICY = """\
 version: 1
@@ -63,6 +70,33 @@ def test_a_result_over_the_limit_is_cut_with_a_marker_and_fits() -> None:
     assert len(json.dumps(cut)) <= 1200
     assert cut["content"][-1]["text"].startswith("[truncated by mcp-gateway")
     assert truncate_result({"content": []}, 1000) == ({"content": []}, False)
+
+
+def _nested(levels: int) -> Any:
+    value: Any = "leaf"
+    for i in range(levels):
+        value = {"k": value} if i % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"content": [{"type": "text", "text": "caf\u00e9 \U0001f600 plain"}]}, None),
+        (
+            {"content": [{"type": "text", "text": "a\ud800b"}]},
+            "text that is not valid Unicode (a lone surrogate)",
+        ),
+        ({"structuredContent": {"k\udfff": 1}}, "text that is not valid Unicode (a lone surrogate)"),
+        (_nested(8), None),
+        (_nested(9), "a result nested deeper than 8 levels"),
+        # Deeper than any recursive walk could go: found without recursing.
+        (_nested(100_000), "a result nested deeper than 8 levels"),
+    ],
+    ids=["unicode", "surrogate-in-text", "surrogate-in-key", "at-the-limit", "past-the-limit", "very-deep"],
+)
+def test_result_problem_names_what_makes_an_answer_unusable(value: Any, problem: str | None) -> None:
+    assert result_problem(value, max_depth=8) == problem
 
 
 def test_in_flight_refuses_past_the_limit_and_frees_slots() -> None:

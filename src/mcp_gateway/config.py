@@ -181,6 +181,8 @@ class LimitSettings(_Model):
     """Deepest nesting of objects and arrays inside arguments."""
     max_result_bytes: int = Field(default=1_048_576, gt=0)
     """Largest result returned to an agent; larger results are truncated with a marker."""
+    max_result_depth: int = Field(default=64, gt=0)
+    """Deepest nesting of objects and arrays an upstream's result may have; deeper is garbage."""
     max_concurrent_calls_per_agent: int = Field(default=16, gt=0)
 
 

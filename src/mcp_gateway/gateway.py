@@ -16,19 +16,23 @@ The order of a ``tools/call`` is fixed, because each step protects the next:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import mcp_types as types
+from mcp.shared.inbound import x_mcp_header_map
 from opentelemetry import trace
 
 from mcp_gateway.audit.log import AuditLog
-from mcp_gateway.audit.record import digest
+from mcp_gateway.audit.record import canonical, digest
 from mcp_gateway.audit.sensitive import mask_sensitive
 from mcp_gateway.builtin import builtin_specs, parse_arguments, result_payload, run_builtin
 from mcp_gateway.config import LimitSettings
@@ -53,7 +57,7 @@ from mcp_gateway.governance import (
     quota_limits,
     split_approval,
 )
-from mcp_gateway.limits import InFlight, LimitExceeded, check_arguments, truncate_result
+from mcp_gateway.limits import InFlight, LimitExceeded, check_arguments, result_problem, truncate_result
 from mcp_gateway.pin_guard import PinGuard, approval_hint
 from mcp_gateway.policy.evaluate import evaluate, granted_tools, is_granted
 from mcp_gateway.policy.model import GrantGovernance
@@ -67,6 +71,15 @@ __all__ = ["Gateway", "PolicyHolder", "SecretsView"]
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer("mcp_gateway")
+
+
+def _call_span() -> AbstractContextManager[trace.Span]:
+    """The span of one governed call. With no tracer provider configured every span is a no-op, but
+    entering one still switches the context twice; then the call gets the invalid span directly."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return contextlib.nullcontext(trace.INVALID_SPAN)
+    return _tracer.start_as_current_span("mcp_gateway.tools/call", record_exception=False)
+
 
 # Tool names an agent sends are untrusted text; keep what we record of an unknown one short.
 _MAX_TOOL_NAME = 200
@@ -92,6 +105,7 @@ class Gateway:
     services: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     """Background tasks the server runs for the gateway's lifetime (e.g. the approval notifier)."""
     _tool_cache: dict[str, tuple[ToolSpec, Redactor, types.Tool]] = field(default_factory=dict)
+    _binds_cache: dict[str, tuple[ToolSpec, bool]] = field(default_factory=dict)
     _in_flight: InFlight = field(init=False)
     _builtins: dict[str, tuple[ToolSpec, BuiltinTool[Any]]] = field(init=False)
 
@@ -167,6 +181,20 @@ class Gateway:
         schema = spec.definition.get("inputSchema")
         return dict(schema) if isinstance(schema, dict) else None
 
+    def binds_param_headers(self, name: str) -> bool:
+        """Whether tool ``name`` binds arguments to ``Mcp-Param-*`` headers (``x-mcp-header`` in its
+        input schema). Without a binding the SDK's header check has nothing to compare; the lean path
+        skips it. Walked once per tool definition."""
+        spec = self.tool_spec(name)
+        if spec is None:
+            return False
+        cached = self._binds_cache.get(name)
+        if cached is None or cached[0] is not spec:
+            schema = spec.definition.get("inputSchema")
+            cached = (spec, isinstance(schema, dict) and bool(x_mcp_header_map(schema)))
+            self._binds_cache[name] = cached
+        return cached[1]
+
     def relays_requests(self, name: str) -> bool:
         """Whether the upstream behind tool ``name`` may send requests to the calling client."""
         upstream = self.upstreams.get(name.split(".", 1)[0]) if "." in name else None
@@ -188,7 +216,7 @@ class Gateway:
         redactor = self.secrets.redactor()
         shown_name = redactor.scrub_text(name[:_MAX_TOOL_NAME])
         # No exception events: an exception's text can quote arguments or upstream output.
-        with _tracer.start_as_current_span("mcp_gateway.tools/call", record_exception=False) as span:
+        with _call_span() as span:
             span.set_attribute("mcp_gateway.agent", principal.agent)
             span.set_attribute("mcp_gateway.tool", shown_name)
             try:
@@ -393,11 +421,17 @@ class Gateway:
             with anyio.CancelScope(shield=True):
                 await self.audit.append(outcome("cancelled"))
             raise
+        problem = result_problem(payload, max_depth=self.limits.max_result_depth)
+        if problem is not None:
+            where = f"upstream `{spec.upstream}`" if builtin is None else f"tool `{shown_name}`"
+            payload = {"content": [{"type": "text", "text": f"{where} answered {problem}"}], "isError": True}
+            status = "upstream_error"
         # A redactor taken now, not at the start of the call: a secret written meanwhile refreshes the
         # view *before* any upstream reconnects with it, so this one knows every value the upstream held.
         after = self.secrets.redactor()
         scrubbed, redactions = after.scrub_json(payload)
-        scrubbed, truncated = truncate_result(scrubbed, self.limits.max_result_bytes)
+        encoded = canonical(scrubbed)  # its size is the compact JSON's: sorting keys changes no length
+        scrubbed, truncated = truncate_result(scrubbed, self.limits.max_result_bytes, size=len(encoded))
         try:
             result = types.CallToolResult.model_validate(scrubbed)
         except ValueError:
@@ -414,7 +448,7 @@ class Gateway:
         await self.audit.append(
             outcome(
                 status,
-                result_digest=digest(scrubbed),
+                result_digest=digest(scrubbed) if truncated else hashlib.sha256(encoded).hexdigest(),
                 redactions=redactions,
                 redacted=redactions > 0,
                 truncated=truncated,

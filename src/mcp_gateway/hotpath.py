@@ -37,7 +37,6 @@ from mcp.server.transport_security import TransportSecurityMiddleware, Transport
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
-    MCP_PARAM_HEADER_PREFIX,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -66,7 +65,6 @@ _ENVELOPE_KEYS: Final = frozenset(
 )
 _REQUEST_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
 _PARAM_KEYS: Final = frozenset({"name", "arguments", "_meta"})
-_PARAM_PREFIX: Final = MCP_PARAM_HEADER_PREFIX.lower().encode("latin-1")
 _MODERN: Final = MODERN_VERSION.encode("latin-1")
 _SESSION_PARAM_KEYS: Final = frozenset({"name", "arguments"})
 
@@ -236,7 +234,7 @@ class FastToolCall:
             methods.validate_client_request(_METHOD, MODERN_VERSION, params)
         except (ValidationError, KeyError):
             return None
-        if arguments or any(key.startswith(_PARAM_PREFIX) for key, _ in scope["headers"]):
+        if self.gateway.binds_param_headers(name):
             schema = self.gateway.input_schema(principal, name)
             if schema is not None and validate_mcp_param_headers(schema, arguments, headers) is not None:
                 return None

@@ -39,6 +39,40 @@ def json_depth(value: Any, *, limit: int) -> int:
     return deepest
 
 
+def result_problem(value: Any, *, max_depth: int) -> str | None:
+    """What makes an upstream's parsed answer unusable, or None.
+
+    Two things JSON parsers accept but the rest of the path cannot carry: nesting deeper than
+    ``max_depth`` (the walks over a result recurse) and text that is not Unicode (``"\\ud800"``
+    is valid JSON, yet no UTF-8 encoder takes it, so the answer to the agent could not be sent).
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and not _encodes(item):
+                return "text that is not valid Unicode (a lone surrogate)"
+            continue
+        if isinstance(item, Mapping):
+            if depth > max_depth:
+                return f"a result nested deeper than {max_depth} levels"
+            stack.extend((key, depth) for key in item.keys())
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list | tuple):
+            if depth > max_depth:
+                return f"a result nested deeper than {max_depth} levels"
+            stack.extend((child, depth + 1) for child in item)
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_arguments(arguments: Mapping[str, Any], limits: LimitSettings) -> None:
     """Refuse arguments that are too deep or too large.
 
@@ -57,23 +91,28 @@ def check_arguments(arguments: Mapping[str, Any], limits: LimitSettings) -> None
         raise LimitExceeded(f"arguments are {size} bytes, above the limit of {limits.max_argument_bytes}")
 
 
-def truncate_result(payload: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], bool]:
+def truncate_result(
+    payload: dict[str, Any], max_bytes: int, *, size: int | None = None
+) -> tuple[dict[str, Any], bool]:
     """Cut a ``CallToolResult`` payload to at most about ``max_bytes`` of JSON.
 
     Content blocks are kept whole while they fit; a text block that straddles the limit is cut, and a
     text block saying how much was dropped is appended. ``structuredContent`` is dropped if the whole
     does not fit, since half a structure would mislead.
 
+    Args:
+        size: the payload's compact UTF-8 JSON size, when the caller already encoded it.
+
     Returns:
         The payload (possibly new) and whether it was truncated.
     """
-    encoded = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    encoded = size if size is not None else _json_size(payload)
     if encoded <= max_bytes:
         return payload, False
     budget = max_bytes
     kept: list[Any] = []
     for block in payload.get("content", []):
-        size = len(json.dumps(block, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        size = _json_size(block)
         if size <= budget:
             kept.append(block)
             budget -= size
@@ -89,6 +128,11 @@ def truncate_result(payload: dict[str, Any], max_bytes: int) -> tuple[dict[str, 
     out = {k: v for k, v in payload.items() if k not in ("content", "structuredContent")}
     out["content"] = [*kept, marker]
     return out, True
+
+
+def _json_size(value: Any) -> int:
+    # surrogatepass: a builtin's own text is not checked by ``result_problem``; sizing must not crash.
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 class InvalidArguments(LimitExceeded):

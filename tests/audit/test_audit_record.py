@@ -16,6 +16,7 @@ from mcp_gateway.audit.record import (
     GENESIS,
     canonical,
     chain,
+    chain_encoded,
     content_hash,
     digest,
     normalize_event,
@@ -102,6 +103,41 @@ def test_chain_numbers_links_and_hashes_every_record_of_a_batch() -> None:
     assert all(r.hash == content_hash(r) for r in log)
     assert chain((log[-1].seq, log[-1].hash), [AuditEvent(kind="x")], 12.0)[0].seq == 4
     assert verify(log, expected_head=head_of(log)).ok
+
+
+# Any text at all, lone surrogates and NUL included (the log normalises them before hashing).
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=6)
+ODD_EVENTS = st.builds(
+    AuditEvent,
+    kind=ANY_TEXT,
+    call_id=ANY_TEXT,
+    agent=ANY_TEXT,
+    tool=ANY_TEXT,
+    decision=ANY_TEXT,
+    status=ANY_TEXT,
+    args=st.dictionaries(ANY_TEXT, JSON | st.integers() | st.floats(), max_size=3),
+    detail=OBJECTS,
+)
+
+
+@given(
+    st.lists(EVENTS | ODD_EVENTS, min_size=1, max_size=4),
+    st.floats(0, 2e12, allow_nan=False) | st.sampled_from([0.0, 1e16, 1.5e-7, 1767225600.123456]),
+    st.none() | st.tuples(st.integers(0, 2**62), HEX64),
+)
+def test_the_hash_assembled_from_stored_texts_is_the_canonical_content_hash(
+    events: list[AuditEvent], ts: float, prev: tuple[int, str] | None
+) -> None:
+    # Sinks store the texts chain_encoded made and the hash it assembled from them; both must be
+    # exactly what verify recomputes from the record, or a store would hold a chain that fails.
+    encoded = chain_encoded(prev, events, ts)
+    assert [record for record, _, _ in encoded] == chain(prev, events, ts)
+    for record, args_json, detail_json in encoded:
+        assert record.hash == content_hash(record)
+        assert args_json.encode("utf-8", "surrogatepass") == canonical(record.args)
+        assert detail_json.encode("utf-8", "surrogatepass") == canonical(record.detail)
+        assert json.loads(args_json) == json.loads(canonical(record.args))
+    assert verify([record for record, _, _ in encoded], anchor=prev or (0, GENESIS)).ok
 
 
 def test_canonical_form_sorts_keys_drops_whitespace_and_keeps_unicode() -> None:

@@ -112,6 +112,31 @@ def test_the_generation_changes_on_every_write_and_not_on_reads(store: Store, ke
     assert len(set(seen)) == len(seen)
 
 
+def test_a_running_gateways_sqlite_generation_sees_every_write_another_process_makes(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    # The gateway's store answers repeated generation() calls without a transaction while the file is
+    # unchanged; a write by the CLI (another connection) or by hand must still move it at once.
+    gateway = SQLiteSecretStore(tmp_path / "vault.db")
+    cli = SQLiteSecretStore(tmp_path / "vault.db")
+    try:
+        start = gateway.generation()
+        assert gateway.generation() == start
+        Vault(cli, keyring).put("token", b"v1")
+        after_put = gateway.generation()
+        assert after_put != start
+        Vault(gateway, keyring).put("token", b"v2")  # its own write: data_version does not move
+        after_own = gateway.generation()
+        assert after_own != after_put
+        with sqlite3.connect(tmp_path / "vault.db") as raw:
+            raw.execute("UPDATE meta SET value = value + 5 WHERE key = 'generation'")
+        assert gateway.generation() == after_own + 5
+        assert cli.generation() == gateway.generation()
+    finally:
+        gateway.close()
+        cli.close()
+
+
 def test_list_shows_names_key_ids_and_times_but_no_values(store: Store, keyring: Keyring) -> None:
     times = iter([100.0, 200.0])
     store._clock = lambda: next(times)

@@ -30,6 +30,7 @@ is logged and does not fail any call: the records themselves are durable.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -53,7 +54,8 @@ class _Waiter:
 
     events: list[AuditEvent]
     # Set when done or promoted to leader; made only for a caller that waits (a leader never does).
-    wake: anyio.Event | None = None
+    # A bare future, not an ``anyio.Event``: this is per call, and the loop is always asyncio's.
+    wake: asyncio.Future[None] | None = None
     records: list[AuditRecord] | None = None
     failure: str = ""
     public: str = ""
@@ -70,8 +72,9 @@ class _Waiter:
         self.wake_up()
 
     def wake_up(self) -> None:
-        if self.wake is not None:
-            self.wake.set()
+        # A cancelled caller's future is already done (cancelled): nothing to wake.
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
 
     @property
     def done(self) -> bool:
@@ -150,9 +153,9 @@ class AuditLog:
         waiter = _Waiter(batch)
         self._queue.append(waiter)
         if self._leading:
-            waiter.wake = anyio.Event()
+            waiter.wake = asyncio.get_running_loop().create_future()
             try:
-                await waiter.wake.wait()
+                await waiter.wake
             except BaseException:
                 if waiter.promoted and not waiter.done:
                     await self._lead(waiter)  # nobody else will; then let the cancellation through

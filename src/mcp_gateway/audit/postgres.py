@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from mcp_gateway.audit.record import chain
+from mcp_gateway.audit.record import chain_encoded
 from mcp_gateway.audit.sqlite import (
     CHECKPOINT_COLUMNS,
     COLUMN_NAMES,
@@ -161,9 +161,10 @@ class PostgresAuditSink:
                     last = conn.execute(
                         sql.SQL("SELECT seq, hash FROM {} ORDER BY seq DESC LIMIT 1").format(self._table)
                     ).fetchone()
-                    records = chain(last, events, self._clock())
+                    encoded = chain_encoded(last, events, self._clock())
                     with conn.cursor() as cursor:
-                        cursor.executemany(insert, [to_row(r) for r in records])
+                        cursor.executemany(insert, [to_row(r, (a, d)) for r, a, d in encoded])
+                    records = [record for record, _, _ in encoded]
             except psycopg.Error as exc:
                 if self._conn is not None and self._conn.broken:
                     self._discard()

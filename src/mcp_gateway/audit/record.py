@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from mcp_gateway.errors import AuditWriteError
@@ -32,15 +32,18 @@ ProblemKind = Literal[
 _TEXT_FIELDS = ("kind", "call_id", "agent", "tool", "decision", "status")
 
 
+def _canonical_text(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(obj: Any) -> bytes:
     """The canonical JSON bytes of ``obj``: sorted keys, no whitespace, UTF-8.
 
     Raises:
         TypeError: ``obj`` holds something JSON cannot represent.
     """
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     # A lone surrogate (legal in a Python str) must still hash deterministically, never crash.
-    return text.encode("utf-8", "surrogatepass")
+    return _canonical_text(obj).encode("utf-8", "surrogatepass")
 
 
 def digest(obj: Any) -> str:
@@ -49,6 +52,10 @@ def digest(obj: Any) -> str:
 
 
 _HASHED_FIELDS = tuple(f.name for f in dataclasses.fields(AuditRecord) if f.name != "hash")
+_SORTED_FIELDS = tuple(sorted(_HASHED_FIELDS))  # the order canonical JSON writes them in
+_KEY_PREFIX = {name: _canonical_text(name) + ":" for name in _HASHED_FIELDS}
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+"""How ``json.dumps(..., ensure_ascii=False)`` writes a string."""
 
 
 def content_hash(record: AuditRecord) -> str:
@@ -126,28 +133,53 @@ def chain(
     Every record of one call gets the same ``ts``. Raises:
         AuditWriteError: an event is not storable (see ``normalize_event``).
     """
+    return [record for record, _, _ in chain_encoded(prev, events, ts)]
+
+
+def chain_encoded(
+    prev: AuditRecord | tuple[int, str] | None, events: Iterable[AuditEvent], ts: float
+) -> list[tuple[AuditRecord, str, str]]:
+    """``chain``, each record with the canonical JSON text of its ``args`` and ``detail``.
+
+    Sinks store those texts, so each is encoded once: the record's hash is assembled from the same
+    pieces (byte for byte what ``content_hash`` computes; a property test holds them equal).
+    """
     if prev is None:
         seq, prev_hash = 0, GENESIS
     elif isinstance(prev, AuditRecord):
         seq, prev_hash = prev.seq, prev.hash
     else:
         seq, prev_hash = prev
-    records: list[AuditRecord] = []
+    ts = float(ts)
+    stamp = float.__repr__(ts)  # how json.dumps writes a finite float
+    encoded: list[tuple[AuditRecord, str, str]] = []
     for event in events:
         clean = normalize_event(event)
         seq += 1
+        texts = {name: getattr(clean, name) for name in _TEXT_FIELDS}
+        args_json, detail_json = _canonical_text(clean.args), _canonical_text(clean.detail)
+        pieces = {name: _encode_str(value) for name, value in texts.items()}
+        pieces.update(
+            seq=int.__repr__(seq),
+            ts=stamp,
+            args=args_json,
+            detail=detail_json,
+            prev_hash=_encode_str(prev_hash),
+        )
+        body = ",".join(_KEY_PREFIX[name] + pieces[name] for name in _SORTED_FIELDS)
+        record_hash = hashlib.sha256(("{" + body + "}").encode("utf-8", "surrogatepass")).hexdigest()
         record = AuditRecord(
             seq=seq,
-            ts=float(ts),
-            **{name: getattr(clean, name) for name in _TEXT_FIELDS},
+            ts=ts,
+            **texts,
             args=clean.args,
             detail=clean.detail,
             prev_hash=prev_hash,
-            hash="",
+            hash=record_hash,
         )
-        prev_hash = content_hash(record)
-        records.append(dataclasses.replace(record, hash=prev_hash))
-    return records
+        encoded.append((record, args_json, detail_json))
+        prev_hash = record_hash
+    return encoded
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

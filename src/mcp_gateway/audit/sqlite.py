@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mcp_gateway.audit.record import chain
+from mcp_gateway.audit.record import chain_encoded
 from mcp_gateway.errors import AuditError, AuditWriteError
 from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
 
@@ -59,8 +59,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CHECKPOINT_COLUMNS = "seq, hash, ts, key_id, signature"
 
 
-def to_row(record: AuditRecord) -> tuple[Any, ...]:
-    """``record`` as a row of ``COLUMNS`` (``args``/``detail`` as JSON text); shared with PostgreSQL."""
+def to_row(record: AuditRecord, texts: tuple[str, str] | None = None) -> tuple[Any, ...]:
+    """``record`` as a row of ``COLUMNS``; shared with PostgreSQL.
+
+    ``args``/``detail`` are stored as JSON text: ``texts`` when given (the canonical texts
+    ``chain_encoded`` already made), else encoded here.
+    """
+    if texts is not None:
+        args_json, detail_json = texts
+    else:
+        args_json = json.dumps(record.args, ensure_ascii=False, separators=(",", ":"))
+        detail_json = json.dumps(record.detail, ensure_ascii=False, separators=(",", ":"))
     return (
         record.seq,
         record.ts,
@@ -70,8 +79,8 @@ def to_row(record: AuditRecord) -> tuple[Any, ...]:
         record.tool,
         record.decision,
         record.status,
-        json.dumps(record.args, ensure_ascii=False, separators=(",", ":")),
-        json.dumps(record.detail, ensure_ascii=False, separators=(",", ":")),
+        args_json,
+        detail_json,
         record.prev_hash,
         record.hash,
     )
@@ -189,12 +198,13 @@ class SQLiteAuditSink:
             elif not _try_begin(self._conn):
                 return None
             last = self._newest()
-            records = chain(tuple(last) if last else None, events, self._clock())
+            encoded = chain_encoded(tuple(last) if last else None, events, self._clock())
             self._conn.executemany(
                 f"INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
-                [to_row(r) for r in records],
+                [to_row(r, (a, d)) for r, a, d in encoded],
             )
             self._conn.execute("COMMIT")
+            records = [record for record, _, _ in encoded]
         except (sqlite3.Error, OSError, AuditWriteError) as exc:
             self._rollback()
             if isinstance(exc, AuditWriteError):

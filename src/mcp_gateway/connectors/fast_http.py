@@ -113,7 +113,7 @@ def _answer(name: str, status: int, content_type: str, raw: bytes, request_id: i
         # A JSON-RPC error may come with a 4xx status (the stateless era maps some errors to HTTP).
         try:
             parsed = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
             return parsed
@@ -129,7 +129,7 @@ def _answer(name: str, status: int, content_type: str, raw: bytes, request_id: i
                         return message
             raise UpstreamError(f"upstream `{name}` answered garbage")
         message = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         raise UpstreamError(f"upstream `{name}` answered garbage") from None
     if not isinstance(message, dict) or message.get("id") != request_id:
         raise UpstreamError(f"upstream `{name}` answered garbage")

@@ -178,6 +178,8 @@ class SQLiteSecretStore(_SQLSecretStore):
         self._path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
+        self._writes = 0  # write transactions this connection ran (``PRAGMA data_version`` skips them)
+        self._known: tuple[tuple[int, int], int] | None = None  # ((data_version, writes), generation)
         self._q = {
             k: v.format(t="secrets", m="meta", blob="BLOB", real="REAL").replace("%s", "?")
             for k, v in _QUERIES.items()
@@ -214,6 +216,30 @@ class SQLiteSecretStore(_SQLSecretStore):
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise VaultError(f"secret store `{self._path}` failed: {exc}") from exc
+            finally:
+                if write:
+                    self._writes += 1  # committed or not: the next ``generation`` asks the file
+
+    def generation(self) -> int:
+        """A counter bumped by every put, swap and successful delete.
+
+        Read from the file only when it may have moved: ``PRAGMA data_version`` changes when another
+        connection (the CLI, another gateway process) commits, and this connection counts its own
+        write transactions. Every governed call asks twice, so this saves a transaction each time.
+        """
+        with self._lock:
+            try:
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise VaultError(f"secret store `{self._path}` failed: {exc}") from exc
+            stamp = (int(version), self._writes)
+            known = self._known
+            if known is not None and known[0] == stamp:
+                return known[1]
+        # Read after the stamp: a commit in between only makes the next call read the file again.
+        generation = super().generation()
+        self._known = (stamp, generation)
+        return generation
 
     def close(self) -> None:
         """Close the database connection."""

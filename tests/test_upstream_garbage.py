@@ -1,0 +1,95 @@
+"""An upstream that answers valid JSON the rest of the path cannot carry (a lone surrogate, nesting
+hundreds deep) after it has acted: the agent gets a clear error, and the outcome is still audited."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ERAS, FIXTURES, GatewayFactory, connect, free_port, wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+POLICY = """\
+version: 1
+agents:
+  agent-a:
+    grants:
+      - id: a-garbage
+        tool: "garbage.*"
+"""
+
+
+@pytest.fixture
+def garbage_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    port = free_port()
+    call_log = tmp_path / "garbage-calls.log"
+    proc = subprocess.Popen(
+        [sys.executable, str(FIXTURES / "garbage_upstream.py"), str(port)],
+        env={"GARBAGE_CALL_LOG": str(call_log), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(listening, what="garbage upstream")
+        yield f"http://127.0.0.1:{port}/mcp", call_log
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+# The SDK's client refuses a lone surrogate as invalid JSON itself; the lean client parses it.
+CASES = [
+    (
+        "garbage.surrogate",
+        {},
+        {
+            True: "upstream `garbage` answered text that is not valid Unicode (a lone surrogate)",
+            False: "upstream `garbage` error -32700: Failed to parse JSON response",
+        },
+    ),
+    (
+        "garbage.deep",
+        {"levels": 100},
+        dict.fromkeys((True, False), "upstream `garbage` answered a result nested deeper than 64 levels"),
+    ),
+]
+
+
+@pytest.mark.parametrize("lean_calls", [True, False], ids=["lean-upstream-client", "sdk-upstream-client"])
+@pytest.mark.parametrize("mode", ERAS)
+@pytest.mark.parametrize(("tool", "arguments", "message"), CASES, ids=["lone-surrogate", "too-deep"])
+async def test_an_unusable_answer_after_the_upstream_acted_is_a_clear_error_with_its_outcome_audited(
+    make_gateway: GatewayFactory,
+    garbage_upstream: tuple[str, Path],
+    mode: str,
+    lean_calls: bool,
+    tool: str,
+    arguments: dict[str, int],
+    message: dict[bool, str],
+) -> None:
+    url, call_log = garbage_upstream
+    upstream = {"transport": "http", "url": url, "allow_private_network": True, "lean_calls": lean_calls}
+    gw = make_gateway(POLICY, upstreams={"garbage": upstream})
+    async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
+        result = await client.call_tool(tool, arguments)
+        fine = await client.call_tool("garbage.deep", {"levels": 10})
+    assert result.is_error
+    assert "".join(getattr(block, "text", "") for block in result.content).startswith(message[lean_calls])
+    assert call_log.read_text().splitlines()[0] == tool.split(".")[1]  # the upstream did act
+    first = next(r for r in gw.audit() if r.tool == tool and r.kind == "intent")
+    records = [r for r in gw.audit() if r.call_id == first.call_id]
+    assert [(r.kind, r.status) for r in records] == [("intent", ""), ("outcome", "upstream_error")]
+    # A result within the limits still arrives whole.
+    assert not fine.is_error and fine.structured_content is not None
+    assert str(fine.structured_content).count("down") == 10
