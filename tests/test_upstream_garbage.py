@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from conftest import ERAS, FIXTURES, GatewayFactory, connect, free_port, wait_until
 
@@ -93,3 +94,32 @@ async def test_an_unusable_answer_after_the_upstream_acted_is_a_clear_error_with
     # A result within the limits still arrives whole.
     assert not fine.is_error and fine.structured_content is not None
     assert str(fine.structured_content).count("down") == 10
+
+
+ECHO_POLICY = """\
+version: 1
+agents:
+  agent-a:
+    grants:
+      - id: a-echo
+        tool: leaky.echo
+"""
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_unexpected_failure_after_the_upstream_acted_still_records_the_outcome(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    # Fault injection: the step after the upstream answered fails in a way no branch expects.
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("injected fault")
+
+    gw = make_gateway(ECHO_POLICY)
+    monkeypatch.setattr("mcp_gateway.gateway.truncate_result", broken)
+    async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("leaky.echo", {"text": "hello"})
+    assert caught.value.error.message == "Internal server error"  # nothing of the fault reaches the agent
+    assert gw.call_log.read_text().splitlines() == ["echo"]
+    calls = [(r.kind, r.status) for r in gw.audit() if r.tool == "leaky.echo" and r.kind != "tool_pinned"]
+    assert calls == [("intent", ""), ("outcome", "internal_error")]

@@ -379,7 +379,11 @@ class Gateway:
         )
         started = time.perf_counter()
 
+        recorded = False  # whether an outcome record was made (the safety net below must not add one)
+
         def outcome(status: str, **detail: Any) -> AuditEvent:
+            nonlocal recorded
+            recorded = True
             latency = {"latency_ms": round((time.perf_counter() - started) * 1000, 3)}
             return AuditEvent(
                 kind="outcome",
@@ -391,71 +395,87 @@ class Gateway:
                 detail=latency | detail,
             )
 
-        facts: dict[str, Any] = {}
         try:
-            if builtin is not None and model is not None:
-                ctx = ToolContext(
-                    principal=principal,
-                    call_id=call_id,
-                    grant_limits={"max_rows": governance.max_rows} if governance.max_rows is not None else {},
-                    approval_conditions=governance.tool_conditions,
-                    approved=approval_id is not None,
-                    resolve_secret=self.secrets.resolve,
-                    policy_extra=dict(policy.extra) | {"audit_lookup": self._outcome_of},
-                    audit_detail=facts,
+            facts: dict[str, Any] = {}
+            try:
+                if builtin is not None and model is not None:
+                    ctx = ToolContext(
+                        principal=principal,
+                        call_id=call_id,
+                        grant_limits={"max_rows": governance.max_rows}
+                        if governance.max_rows is not None
+                        else {},
+                        approval_conditions=governance.tool_conditions,
+                        approved=approval_id is not None,
+                        resolve_secret=self.secrets.resolve,
+                        policy_extra=dict(policy.extra) | {"audit_lookup": self._outcome_of},
+                        audit_detail=facts,
+                    )
+                    try:
+                        payload, status = await run_builtin(builtin[1], ctx, model)
+                    except NeedsApproval as exc:
+                        await self.audit.append(outcome("pending_approval", reasons=[exc.reason]))
+                        return await self._park(call, governance, arguments, [exc.reason], exc.detail)
+                else:
+                    connection = self.upstreams[spec.upstream]
+                    payload = await connection.call_payload(spec.upstream_tool, dict(arguments))
+                    status = "error" if payload.get("isError") is True else "ok"
+            except UpstreamError as exc:
+                payload = {"content": [{"type": "text", "text": str(exc)}], "isError": True}
+                status = "upstream_error"
+            except anyio.get_cancelled_exc_class():
+                # The caller went away mid-call; the upstream may have acted, so the record must say so.
+                with anyio.CancelScope(shield=True):
+                    await self.audit.append(outcome("cancelled"))
+                raise
+            problem = result_problem(payload, max_depth=self.limits.max_result_depth)
+            if problem is not None:
+                where = f"upstream `{spec.upstream}`" if builtin is None else f"tool `{shown_name}`"
+                payload = {
+                    "content": [{"type": "text", "text": f"{where} answered {problem}"}],
+                    "isError": True,
+                }
+                status = "upstream_error"
+            # A redactor taken now, not at the start of the call: a secret written meanwhile refreshes the
+            # view *before* any upstream reconnects with it, so this one knows every value the upstream held.
+            after = self.secrets.redactor()
+            scrubbed, redactions = after.scrub_json(payload)
+            encoded = canonical(scrubbed)  # its size is the compact JSON's: sorting keys changes no length
+            scrubbed, truncated = truncate_result(scrubbed, self.limits.max_result_bytes, size=len(encoded))
+            try:
+                result = types.CallToolResult.model_validate(scrubbed)
+            except ValueError:
+                result = types.CallToolResult(
+                    content=[
+                        types.TextContent(type="text", text=f"upstream `{spec.upstream}` answered garbage")
+                    ],
+                    is_error=True,
                 )
-                try:
-                    payload, status = await run_builtin(builtin[1], ctx, model)
-                except NeedsApproval as exc:
-                    await self.audit.append(outcome("pending_approval", reasons=[exc.reason]))
-                    return await self._park(call, governance, arguments, [exc.reason], exc.detail)
-            else:
-                connection = self.upstreams[spec.upstream]
-                payload = await connection.call_payload(spec.upstream_tool, dict(arguments))
-                status = "error" if payload.get("isError") is True else "ok"
-        except UpstreamError as exc:
-            payload = {"content": [{"type": "text", "text": str(exc)}], "isError": True}
-            status = "upstream_error"
-        except anyio.get_cancelled_exc_class():
-            # The caller went away mid-call; the upstream may have acted, so the record must say so.
-            with anyio.CancelScope(shield=True):
-                await self.audit.append(outcome("cancelled"))
+                status = "upstream_error"
+            extra: dict[str, Any] = {}
+            if facts:
+                # Before/after images, snapshot ids, run ids: scrubbed like the result they describe.
+                extra["facts"], more = after.scrub_json(facts)
+                redactions += more
+            await self.audit.append(
+                outcome(
+                    status,
+                    result_digest=digest(scrubbed) if truncated else hashlib.sha256(encoded).hexdigest(),
+                    redactions=redactions,
+                    redacted=redactions > 0,
+                    truncated=truncated,
+                    **extra,
+                )
+            )
+            return result
+        except Exception:
+            # A failure no branch above expected (a bug, an answer nothing anticipated) after the intent
+            # was recorded: the upstream may have acted, so the record says the call ended, and how.
+            if not recorded:
+                logger.exception("tools/call of `%s` failed after its intent was recorded", shown_name)
+                with contextlib.suppress(AuditUnavailable):
+                    await self.audit.append(outcome("internal_error"))
             raise
-        problem = result_problem(payload, max_depth=self.limits.max_result_depth)
-        if problem is not None:
-            where = f"upstream `{spec.upstream}`" if builtin is None else f"tool `{shown_name}`"
-            payload = {"content": [{"type": "text", "text": f"{where} answered {problem}"}], "isError": True}
-            status = "upstream_error"
-        # A redactor taken now, not at the start of the call: a secret written meanwhile refreshes the
-        # view *before* any upstream reconnects with it, so this one knows every value the upstream held.
-        after = self.secrets.redactor()
-        scrubbed, redactions = after.scrub_json(payload)
-        encoded = canonical(scrubbed)  # its size is the compact JSON's: sorting keys changes no length
-        scrubbed, truncated = truncate_result(scrubbed, self.limits.max_result_bytes, size=len(encoded))
-        try:
-            result = types.CallToolResult.model_validate(scrubbed)
-        except ValueError:
-            result = types.CallToolResult(
-                content=[types.TextContent(type="text", text=f"upstream `{spec.upstream}` answered garbage")],
-                is_error=True,
-            )
-            status = "upstream_error"
-        extra: dict[str, Any] = {}
-        if facts:
-            # Before/after images, snapshot ids, run ids: scrubbed like the result they describe.
-            extra["facts"], more = after.scrub_json(facts)
-            redactions += more
-        await self.audit.append(
-            outcome(
-                status,
-                result_digest=digest(scrubbed) if truncated else hashlib.sha256(encoded).hexdigest(),
-                redactions=redactions,
-                redacted=redactions > 0,
-                truncated=truncated,
-                **extra,
-            )
-        )
-        return result
 
     async def _refuse_call(
         self, exc: CallRefused, call: _Call, safe_args: Mapping[str, Any] | None = None
