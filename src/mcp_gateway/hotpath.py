@@ -24,7 +24,6 @@ without a declared length or over the limit.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
@@ -47,6 +46,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_gateway import wire
 from mcp_gateway.connectors.mcp_upstream import CURRENT_RELAY
 from mcp_gateway.errors import CallRefused, ToolNotGranted
 from mcp_gateway.gateway import Gateway
@@ -294,14 +294,14 @@ class FastToolCall:
     ) -> tuple[int, bytes]:
         try:
             result = await governed_call(self.gateway, principal, name, arguments)
-            wire = self._shape(result, MODERN_VERSION)
+            shaped = self._shape(result, MODERN_VERSION)
         except MCPError as exc:
             return _error(request_id, exc.error)
         except Exception as exc:
             logger.exception("tools/call %s failed", name)
             return _error(request_id, modern_error_data(exc))
-        message = {"jsonrpc": "2.0", "id": request_id, "result": wire}
-        return 200, json.dumps(message, separators=(",", ":")).encode()
+        message = {"jsonrpc": "2.0", "id": request_id, "result": shaped}
+        return 200, wire.dumps(message)
 
     def _shape(self, result: types.CallToolResult, version: str) -> dict[str, Any]:
         """The result's wire form, as the SDK's runner shapes a ``tools/call`` result for ``version``."""
@@ -330,7 +330,7 @@ _Parsed = tuple[dict[str, Any], int | str, dict[str, Any], str, dict[str, Any]]
 def _loads(body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object, else None."""
     try:
-        decoded = json.loads(body)
+        decoded = wire.loads(body)
     except (ValueError, RecursionError):
         return None
     return decoded if isinstance(decoded, dict) else None
@@ -383,4 +383,4 @@ def _error(request_id: int | str, error: types.ErrorData) -> tuple[int, bytes]:
         "error": error.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
     status = ERROR_CODE_HTTP_STATUS.get(error.code, 200)
-    return status, json.dumps(message, separators=(",", ":")).encode()
+    return status, wire.dumps(message)

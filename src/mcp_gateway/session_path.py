@@ -47,6 +47,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import Scope, Send
 
+from mcp_gateway import wire
 from mcp_gateway.connectors.mcp_upstream import ClientBoundRequest
 from mcp_gateway.gateway import Gateway
 
@@ -161,7 +162,7 @@ class StreamRelay:
 
     async def finish(self, message: dict[str, Any]) -> None:
         """Send the call's answer: as JSON if nothing was streamed, else as the SSE answer's last event."""
-        data = json.dumps(message, separators=(",", ":")).encode()
+        data = wire.dumps(message)
         async with self._lock:
             self._finished = True
             if self._streaming:
@@ -172,7 +173,7 @@ class StreamRelay:
 
     async def _stream(self, message: dict[str, Any]) -> None:
         """Send one message on the SSE answer (opening it first); nothing once the call has finished."""
-        data = json.dumps(message, separators=(",", ":")).encode()
+        data = wire.dumps(message)
         async with self._lock:
             if self._finished:
                 return

@@ -38,7 +38,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import anyio
-import anyio.lowlevel
 
 from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.record import normalize_event
@@ -178,7 +177,8 @@ class AuditLog:
             try:
                 if self._nowait is not None and not self._off_loop:
                     # Let the callers that are ready in this loop iteration join the first batch.
-                    await anyio.lowlevel.checkpoint()
+                    # anyio's checkpoint is this on asyncio, after a backend lookup per call.
+                    await asyncio.sleep(0)
                 while True:
                     if not own.done:
                         await self._write_batch()

@@ -18,13 +18,12 @@ connection, a fraction of a general client's CPU per request.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from mcp.shared.inbound import encode_header_value
 
-from mcp_gateway import __version__
+from mcp_gateway import __version__, wire
 from mcp_gateway.connectors.lean_http import HttpFailure, LeanHttpClient
 from mcp_gateway.errors import UpstreamError
 
@@ -92,7 +91,7 @@ class FastToolCaller:
             "params": {"name": tool, "arguments": dict(arguments), "_meta": self._envelope},
         }
         try:
-            answer = await self._http.post(json.dumps(body).encode(), {"Mcp-Name": encode_header_value(tool)})
+            answer = await self._http.post(wire.dumps(body), {"Mcp-Name": encode_header_value(tool)})
         except HttpFailure as exc:
             raise UpstreamError(f"upstream `{self.name}` failed: {exc}") from None
         status, content_type, raw = answer.status, answer.headers.get("content-type", ""), answer.body
@@ -112,7 +111,7 @@ def _answer(name: str, status: int, content_type: str, raw: bytes, request_id: i
     if status != 200:
         # A JSON-RPC error may come with a 4xx status (the stateless era maps some errors to HTTP).
         try:
-            parsed = json.loads(raw)
+            parsed = wire.loads(raw)
         except (ValueError, RecursionError):
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
@@ -124,11 +123,11 @@ def _answer(name: str, status: int, content_type: str, raw: bytes, request_id: i
             # progress do not take this path.
             for line in raw.decode("utf-8").splitlines():
                 if line.startswith("data:"):
-                    message = json.loads(line[5:])
+                    message = wire.loads(line[5:])
                     if isinstance(message, dict) and message.get("id") == request_id:
                         return message
             raise UpstreamError(f"upstream `{name}` answered garbage")
-        message = json.loads(raw)
+        message = wire.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         raise UpstreamError(f"upstream `{name}` answered garbage") from None
     if not isinstance(message, dict) or message.get("id") != request_id:
