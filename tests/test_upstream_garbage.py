@@ -106,15 +106,17 @@ agents:
 """
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["lean-path", "sdk-path"])
 @pytest.mark.parametrize("mode", ERAS)
 async def test_an_unexpected_failure_after_the_upstream_acted_still_records_the_outcome(
-    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, mode: str
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, mode: str, fast_path: bool
 ) -> None:
-    # Fault injection: the step after the upstream answered fails in a way no branch expects.
+    # Fault injection: the step after the upstream answered fails in a way no branch expects, with a
+    # text that must not reach the agent (the SDK's own session would have sent it).
     def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("injected fault")
 
-    gw = make_gateway(ECHO_POLICY)
+    gw = make_gateway(ECHO_POLICY, server_options={"fast_path": fast_path})
     monkeypatch.setattr("mcp_gateway.gateway.truncate_result", broken)
     async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
         with pytest.raises(MCPError) as caught:
@@ -123,3 +125,20 @@ async def test_an_unexpected_failure_after_the_upstream_acted_still_records_the_
     assert gw.call_log.read_text().splitlines() == ["echo"]
     calls = [(r.kind, r.status) for r in gw.audit() if r.tool == "leaky.echo" and r.kind != "tool_pinned"]
     assert calls == [("intent", ""), ("outcome", "internal_error")]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_unexpected_failure_of_a_federated_request_reaches_the_agent_as_a_generic_error(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("injected fault quoting upstream output")
+
+    gw = make_gateway(ECHO_POLICY)
+    monkeypatch.setattr("mcp_gateway.federation.Federation.list_resources", broken)
+    monkeypatch.setattr("mcp_gateway.federation.Federation.read_resource", broken)
+    async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
+        for request in (client.list_resources(), client.read_resource("file:///anything")):
+            with pytest.raises(MCPError) as caught:
+                await request
+            assert caught.value.error.message == "Internal server error"

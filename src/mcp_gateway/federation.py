@@ -43,6 +43,7 @@ from mcp_gateway.types import AuditEvent, Principal
 logger = logging.getLogger(__name__)
 
 _M = TypeVar("_M", bound=BaseModel)
+_R = TypeVar("_R")
 _MAX_SHOWN = 300  # what we record of an untrusted name or URI that matched nothing
 
 
@@ -361,7 +362,7 @@ def federation_handlers(
     """
     federation = Federation(gateway)
 
-    async def guarded(ctx: ServerRequestContext[Any, Any], call: Callable[[], Awaitable[_M]]) -> _M:
+    async def guarded(ctx: ServerRequestContext[Any, Any], call: Callable[[], Awaitable[_R]]) -> _R:
         try:
             with relaying(ctx, gateway, principal_of(ctx)):
                 return await call()
@@ -369,17 +370,23 @@ def federation_handlers(
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         except (CallRefused, UpstreamError) as exc:
             raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        except MCPError:
+            raise
+        except Exception:
+            # Its text may quote upstream output; the SDK's 2025-11-25 session would send it on.
+            logger.exception("a federated request failed")
+            raise MCPError(types.INTERNAL_ERROR, "Internal server error") from None
 
     async def on_list_resources(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        resources = await federation.list_resources(principal_of(ctx))
+        resources = await guarded(ctx, lambda: federation.list_resources(principal_of(ctx)))
         return types.ListResourcesResult(resources=resources, cache_scope="private", ttl_ms=0)
 
     async def on_list_resource_templates(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        templates = await federation.list_resource_templates(principal_of(ctx))
+        templates = await guarded(ctx, lambda: federation.list_resource_templates(principal_of(ctx)))
         return types.ListResourceTemplatesResult(
             resource_templates=templates, cache_scope="private", ttl_ms=0
         )
@@ -393,7 +400,7 @@ def federation_handlers(
     async def on_list_prompts(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
-        prompts = await federation.list_prompts(principal_of(ctx))
+        prompts = await guarded(ctx, lambda: federation.list_prompts(principal_of(ctx)))
         return types.ListPromptsResult(prompts=prompts, cache_scope="private", ttl_ms=0)
 
     async def on_get_prompt(

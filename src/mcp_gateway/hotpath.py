@@ -75,7 +75,9 @@ async def governed_call(
     """One governed ``tools/call`` as the MCP answer: the SDK handler and the lean path share it.
 
     Raises:
-        MCPError: ``INVALID_PARAMS`` for a tool the caller may not see (naming only what was asked for).
+        MCPError: ``INVALID_PARAMS`` for a tool the caller may not see (naming only what was asked for);
+            ``INTERNAL_ERROR`` "Internal server error" for anything unexpected, whose text may quote
+            arguments or upstream output (the SDK's 2025-11-25 session would send it to the agent).
     """
     try:
         return await gateway.call_tool(principal, name, arguments)
@@ -83,6 +85,11 @@ async def governed_call(
         raise MCPError(types.INVALID_PARAMS, str(exc)) from None
     except CallRefused as exc:
         return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
+    except MCPError:
+        raise
+    except Exception:
+        logger.exception("tools/call %s failed", name[:200])
+        raise MCPError(types.INTERNAL_ERROR, "Internal server error") from None
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
