@@ -45,24 +45,42 @@ def result_problem(value: Any, *, max_depth: int) -> str | None:
     Two things JSON parsers accept but the rest of the path cannot carry: nesting deeper than
     ``max_depth`` (the walks over a result recurse) and text that is not Unicode (``"\\ud800"``
     is valid JSON, yet no UTF-8 encoder takes it, so the answer to the agent could not be sent).
+    One pass without recursion; it runs on every call, so strings are checked where they are found.
     """
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    if isinstance(value, str):
+        return _NOT_UNICODE if _not_unicode(value) else None
+    if not isinstance(value, Mapping | list | tuple):
+        return None
+    stack: list[tuple[Any, int]] = [(value, 1)]  # containers only
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, str):
-            if not item.isascii() and not _encodes(item):
-                return "text that is not valid Unicode (a lone surrogate)"
-            continue
-        if isinstance(item, Mapping):
-            if depth > max_depth:
-                return f"a result nested deeper than {max_depth} levels"
-            stack.extend((key, depth) for key in item.keys())
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list | tuple):
-            if depth > max_depth:
-                return f"a result nested deeper than {max_depth} levels"
-            stack.extend((child, depth + 1) for child in item)
+        if depth > max_depth:
+            return f"a result nested deeper than {max_depth} levels"
+        if isinstance(item, dict) or isinstance(item, Mapping):  # dict first: the common, cheap check
+            for key, child in item.items():
+                if isinstance(key, str) and _not_unicode(key):
+                    return _NOT_UNICODE
+                if isinstance(child, str):
+                    if _not_unicode(child):
+                        return _NOT_UNICODE
+                elif isinstance(child, _CONTAINERS) or isinstance(child, Mapping):
+                    stack.append((child, depth + 1))
+        else:  # a list or tuple
+            for child in item:
+                if isinstance(child, str):
+                    if _not_unicode(child):
+                        return _NOT_UNICODE
+                elif isinstance(child, _CONTAINERS) or isinstance(child, Mapping):
+                    stack.append((child, depth + 1))
     return None
+
+
+_NOT_UNICODE = "text that is not valid Unicode (a lone surrogate)"
+_CONTAINERS = (dict, list, tuple)
+
+
+def _not_unicode(text: str) -> bool:
+    return not text.isascii() and not _encodes(text)
 
 
 def _encodes(text: str) -> bool:
