@@ -23,6 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mcp_gateway.config import Settings, TelemetrySettings
+from mcp_gateway.runner import proxy_header_options
 from mcp_gateway.server import create_app
 from mcp_gateway.telemetry import configure_tracing
 from mcp_gateway.tools.base import Toolset
@@ -229,7 +230,14 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
             verify_admin=runtime.admins.verify if runtime.admins is not None else None,
         )
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="on",
+                **proxy_header_options(settings.server),
+            )
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

@@ -33,6 +33,7 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
         ("upstreams:\n  BAD NAME:\n    transport: stdio\n    command: x\n", "BAD NAME"),
         ("upstreams:\n  u:\n    transport: http\n    url: ftp://x\n", "url must start with http"),
         ("- a list\n", "top level must be a mapping"),
+        ("server:\n  trusted_proxies: [proxy.local]\n", "`proxy.local` is not an IP address or network"),
     ],
 )
 def test_an_invalid_config_is_a_clear_error(tmp_path: Path, text: str, expected: str) -> None:

@@ -7,6 +7,7 @@ resolves from the vault when it connects.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -61,6 +62,20 @@ class ServerSettings(_Model):
     fast_path: bool = True
     """Answer plain 2026-07-28 ``tools/call`` requests on the lean path (``hotpath.py``); off: the SDK
     answers every request (same answers, more CPU per call)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed: the client address audit records carry. Empty (the default):
+    forwarded headers are ignored from everyone, loopback included."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies entry `{entry}` is not an IP address or network") from None
+        return value
 
 
 class SQLiteStore(_Model):

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import uvicorn
 
-from mcp_gateway.config import Settings
+from mcp_gateway.config import ServerSettings, Settings
 from mcp_gateway.server import create_app
 from mcp_gateway.telemetry import configure_tracing
 from mcp_gateway.wiring import build_runtime
 
 logger = logging.getLogger(__name__)
+
+
+def proxy_header_options(server: ServerSettings) -> dict[str, Any]:
+    """uvicorn's forwarded-header handling for ``server.trusted_proxies``.
+
+    uvicorn believes ``X-Forwarded-For`` from 127.0.0.1 unless told otherwise, so any local process
+    could name the client address an audit record carries. Only the configured proxies are believed.
+    """
+    proxies = list(server.trusted_proxies)
+    return {"proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None}
 
 
 def run_gateway(settings: Settings, *, master_key_env: str | None) -> None:
@@ -39,6 +50,7 @@ def run_gateway(settings: Settings, *, master_key_env: str | None) -> None:
         # uvloop and httptools when installed (they are dependencies on Linux and macOS).
         loop="auto",
         http="auto",
+        **proxy_header_options(settings.server),
     )
     try:
         uvicorn.Server(config).run()

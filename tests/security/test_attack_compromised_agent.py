@@ -305,3 +305,26 @@ def test_a_replayed_session_id_is_audited_against_the_agent_that_replayed_it(
     assert _post(gw, f"Bearer {gw.tokens['narrow']}", listing, **legacy).status_code == 404
     refusals = [r for r in gw.audit()[before:] if r.decision == "deny"]
     assert [r.agent for r in refusals] == ["narrow"]
+
+
+@pytest.mark.parametrize(
+    ("trusted_proxies", "recorded"),
+    [((), "127.0.0.1"), (("127.0.0.1",), "203.0.113.9"), (("10.0.0.0/8",), "127.0.0.1")],
+    ids=["no-proxy-trusted", "loopback-proxy-trusted", "another-network-trusted"],
+)
+def test_a_forged_x_forwarded_for_cannot_name_the_client_an_audit_record_carries(
+    make_gateway: GatewayFactory, trusted_proxies: tuple[str, ...], recorded: str
+) -> None:
+    # Any process on the gateway's host connects from loopback; uvicorn believes X-Forwarded-For from
+    # there by default. Only a configured proxy may name the client.
+    gw = make_gateway(
+        POLICY,
+        agents=("narrow",),
+        watch_policy=False,
+        server_options={"trusted_proxies": list(trusted_proxies)},
+    )
+    body, headers = _raw_call("legacy")
+    response = _post(gw, "Bearer mgw_forged", body, **headers, **{"X-Forwarded-For": "203.0.113.9"})
+    assert response.status_code == 401
+    [failure] = [r for r in gw.audit() if r.kind == "auth_failure"]
+    assert failure.detail["client"] == recorded
