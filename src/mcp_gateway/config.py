@@ -103,8 +103,8 @@ class _AuditOptions(_Model):
 class SQLiteAuditStore(SQLiteStore, _AuditOptions):
     path: Path = Path("audit.db")
     commit_on_loop: bool = True
-    """Commit on the event loop when the store is free (no thread hand-off); a commit slower than
-    ``AuditLog.LOOP_BUDGET`` sends the next ones to a worker thread for a while."""
+    """Commit on the event loop when the store is free (no thread hand-off); a few commits slower
+    than ``AuditLog.LOOP_BUDGET`` close together send the next ones to a worker thread for a while."""
 
 
 class PostgresAuditStore(PostgresStore, _AuditOptions):

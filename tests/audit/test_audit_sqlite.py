@@ -437,7 +437,7 @@ async def test_a_busy_store_sends_the_batch_to_the_thread_which_waits_for_it(sin
 @pytest.mark.anyio
 async def test_a_slow_commit_on_the_loop_sends_the_next_batches_to_the_thread(sink: SQLiteAuditSink) -> None:
     log = AuditLog(sink, commit_on_loop=True)
-    log.LOOP_BUDGET, log.LOOP_PAUSE = 0.0, 2  # every on-loop commit counts as slow
+    log.LOOP_BUDGET, log.LOOP_PAUSE, log.LOOP_STRIKES = 0.0, 2, 1  # every on-loop commit is slow
     in_thread: list[str] = []
     append = sink.append
     sink.append = lambda events: in_thread.extend(e.call_id for e in events) or append(events)  # type: ignore[method-assign]
@@ -446,3 +446,37 @@ async def test_a_slow_commit_on_the_loop_sends_the_next_batches_to_the_thread(si
             await log.append(event(name))
     assert in_thread == ["t1", "t2"] and log.loop_commits == 2
     assert [r.call_id for r in intact(sink)] == ["slow", "t1", "t2", "loop-again"]
+
+
+@pytest.mark.anyio
+async def test_only_slow_commits_close_together_move_commits_off_the_loop(sink: SQLiteAuditSink) -> None:
+    # A shared machine's disk hiccups now and then; a slow disk is slow again and again.
+    log = AuditLog(sink, commit_on_loop=True)
+    log.LOOP_STRIKES, log.LOOP_WINDOW, log.LOOP_PAUSE = 3, 10, 1000
+    slow: set[str] = set()
+    now = [0.0]
+    nowait = log._nowait
+    assert nowait is not None
+
+    def timed(events: Sequence[AuditEvent]) -> list[AuditRecord] | None:
+        now[0] += 1.0 if events[0].call_id in slow else 0.0001  # seconds this commit "took"
+        return nowait(events)
+
+    log._nowait, log._clock = timed, lambda: now[0]
+    in_thread: list[str] = []
+    append = sink.append
+    sink.append = lambda events: in_thread.extend(e.call_id for e in events) or append(events)  # type: ignore[method-assign]
+    # Hiccups farther apart than the window: commits stay on the loop.
+    names = ["h1", *[f"a{i}" for i in range(12)], "h2", *[f"b{i}" for i in range(12)], "h3"]
+    names += [f"c{i}" for i in range(12)]
+    slow.update({"h1", "h2", "h3"})
+    with anyio.fail_after(30):
+        for name in names:
+            await log.append(event(name))
+        assert in_thread == [] and log.loop_commits == len(names)
+        # Three slow commits within the window: the next batches go to the thread.
+        slow.update({"s1", "s2", "s3"})
+        for name in ["s1", "s2", "s3", "after"]:
+            await log.append(event(name))
+    assert in_thread == ["after"]
+    assert [r.call_id for r in intact(sink)] == [*names, "s1", "s2", "s3", "after"]
