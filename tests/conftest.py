@@ -256,6 +256,16 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
             gw.stop()
 
 
+def grants_policy(grants: dict[str, list[str]]) -> str:
+    """A policy giving each agent its tool patterns, without argument limits (for tests whose subject
+    is not the policy)."""
+    lines = ["version: 1", "agents:"]
+    for agent, tools in grants.items():
+        lines += [f"  {agent}:", "    grants:"]
+        lines += [f'      - id: {agent}-{i}\n        tool: "{tool}"' for i, tool in enumerate(tools)]
+    return "\n".join(lines) + "\n"
+
+
 def leaky_stdio(call_log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "transport": "stdio",

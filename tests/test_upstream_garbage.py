@@ -12,18 +12,11 @@ from pathlib import Path
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from conftest import ERAS, FIXTURES, GatewayFactory, connect, free_port, wait_until
+from conftest import ERAS, FIXTURES, GatewayFactory, connect, free_port, grants_policy, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
-POLICY = """\
-version: 1
-agents:
-  agent-a:
-    grants:
-      - id: a-garbage
-        tool: "garbage.*"
-"""
+POLICY = grants_policy({"agent-a": ["garbage.*"]})
 
 
 @pytest.fixture
@@ -96,14 +89,7 @@ async def test_an_unusable_answer_after_the_upstream_acted_is_a_clear_error_with
     assert str(fine.structured_content).count("down") == 10
 
 
-ECHO_POLICY = """\
-version: 1
-agents:
-  agent-a:
-    grants:
-      - id: a-echo
-        tool: leaky.echo
-"""
+ECHO_POLICY = grants_policy({"agent-a": ["leaky.echo"]})
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["lean-path", "sdk-path"])
