@@ -256,14 +256,23 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
             gw.stop()
 
 
-def grants_policy(grants: dict[str, list[str]]) -> str:
-    """A policy giving each agent its tool patterns, without argument limits (for tests whose subject
-    is not the policy)."""
-    lines = ["version: 1", "agents:"]
-    for agent, tools in grants.items():
-        lines += [f"  {agent}:", "    grants:"]
-        lines += [f'      - id: {agent}-{i}\n        tool: "{tool}"' for i, tool in enumerate(tools)]
-    return "\n".join(lines) + "\n"
+Grant = str | tuple[str, dict[str, Any]]
+"""A tool pattern, or a pattern with its argument constraints."""
+
+CONSTRAINED_ECHO: Grant = ("leaky.echo", {"text": {"max_length": 40, "not_in": ["forbidden"]}})
+"""``leaky.echo`` with a limit a test can break (a long text) and a value it can send to be denied."""
+
+
+def grants_policy(grants: dict[str, list[Grant]]) -> str:
+    """A policy giving each agent its grants (for tests whose subject is not the policy)."""
+    agents: dict[str, Any] = {}
+    for agent, entries in grants.items():
+        rules = []
+        for i, entry in enumerate(entries):
+            tool, args = (entry, None) if isinstance(entry, str) else entry
+            rules.append({"id": f"{agent}-{i}", "tool": tool, **({"args": args} if args else {})})
+        agents[agent] = {"grants": rules}
+    return yaml.safe_dump({"version": 1, "agents": agents}, sort_keys=False)
 
 
 def leaky_stdio(call_log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -14,23 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import GatewayFactory, RunningGateway, leaky_stdio
+from conftest import CONSTRAINED_ECHO, GatewayFactory, RunningGateway, grants_policy, leaky_stdio
 from mcp_gateway.hotpath import FastToolCall
 
-POLICY = """\
-version: 1
-agents:
-  agent-a:
-    grants:
-      - id: a-echo
-        tool: leaky.echo
-        args:
-          text: {max_length: 40, not_in: [forbidden]}
-      - id: a-env
-        tool: leaky.leak_env
-      - id: a-route
-        tool: leaky.route
-"""
+POLICY = grants_policy({"agent-a": [CONSTRAINED_ECHO, "leaky.leak_env", "leaky.route"]})
 
 SECRET = "tok-ABCDEF-0123456789-secret"
 META = {

@@ -18,29 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import GatewayFactory, RunningGateway, leaky_stdio, wait_until
+from conftest import CONSTRAINED_ECHO, GatewayFactory, RunningGateway, grants_policy, leaky_stdio, wait_until
 from mcp_gateway.hotpath import FastToolCall
 
-POLICY = """\
-version: 1
-agents:
-  agent-a:
-    grants:
-      - id: a-echo
-        tool: leaky.echo
-        args:
-          text: {max_length: 40, not_in: [forbidden]}
-      - id: a-env
-        tool: leaky.leak_env
-      - id: a-log
-        tool: leaky.log_env
-      - id: a-sleep
-        tool: leaky.sleep
-  agent-b:
-    grants:
-      - id: b-echo
-        tool: leaky.echo
-"""
+POLICY = grants_policy(
+    {
+        "agent-a": [CONSTRAINED_ECHO, "leaky.leak_env", "leaky.log_env", "leaky.sleep"],
+        "agent-b": ["leaky.echo"],
+    }
+)
 
 SECRET = "tok-ABCDEF-0123456789-secret"
 VERSION = "2025-11-25"
