@@ -108,6 +108,15 @@ class RunningGateway:
     def audit(self) -> list[Any]:
         return self.runtime.sink.records()
 
+    def layer(self, kind: type[Any]) -> Any:
+        """The ASGI layer of type ``kind`` in this gateway's app (each layer keeps the next as ``app``
+        and the MCP route's as ``mcp``)."""
+        app: Any = self.server.config.app
+        while app is not None and not isinstance(app, kind):
+            app = getattr(app, "mcp", None) or getattr(app, "app", None)
+        assert app is not None, f"no {kind.__name__} layer"
+        return app
+
 
 @contextlib.asynccontextmanager
 async def connect(url: str, token: str | None, mode: str = "auto") -> AsyncIterator[Client]:

@@ -138,7 +138,7 @@ PASSED_ON: list[tuple[str, dict[str, Any], dict[str, str], bytes | None]] = [
 
 
 def _served(gw: RunningGateway) -> int:
-    fast = gw.server.config.app.mcp.app
+    fast = gw.layer(FastToolCall)
     assert isinstance(fast, FastToolCall)
     return fast.served
 

@@ -57,20 +57,19 @@ class ClientRelay:
         )
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
-        text = self._gateway.secrets.current_redactor().scrub_text(message) if message else message
-        await self._ctx.session.report_progress(progress, total, text)
+        # Not scrubbed here: every message toward the agent passes the egress scrubber (egress.py).
+        await self._ctx.session.report_progress(progress, total, message)
 
     async def log(self, level: str, data: Any, logger_name: str | None) -> None:
         if level not in _LOG_LEVELS:
             return
-        scrubbed, _ = self._gateway.secrets.current_redactor().scrub_json(data)
         with warnings.catch_warnings():
             # The logging capability is deprecated in 2026-07-28 but live in 2025-11-25; the SDK gates
             # delivery per era (and per request opt-in), so relaying is right for both.
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             await self._ctx.session.send_log_message(
                 cast(types.LoggingLevel, level),
-                scrubbed,
+                data,
                 logger_name,
                 related_request_id=self._ctx.request_id,
             )

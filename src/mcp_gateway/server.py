@@ -37,6 +37,7 @@ from mcp_gateway.admin import VerifyAdmin, create_admin_routes
 from mcp_gateway.agents import AgentStore
 from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.config import Settings
+from mcp_gateway.egress import EgressScrubber
 from mcp_gateway.errors import AuditUnavailable
 from mcp_gateway.federation import federation_handlers
 from mcp_gateway.gateway import Gateway
@@ -284,7 +285,10 @@ def create_app(
     ]
     if approvals is not None and verify_admin is not None:
         routes.extend(create_admin_routes(approvals, gateway.audit, verify_admin))
-    return _McpFirst(Starlette(routes=routes, lifespan=lifespan), mcp_app)
+    # The one egress scrubber: every answer of every route and protocol path, whole, on its way out.
+    return EgressScrubber(
+        _McpFirst(Starlette(routes=routes, lifespan=lifespan), mcp_app), gateway.secrets.redactor
+    )
 
 
 class _McpFirst:

@@ -150,8 +150,8 @@ class StreamRelay:
     async def log(self, level: str, data: Any, logger_name: str | None) -> None:
         if level not in _LOG_LEVELS:
             return
-        scrubbed, _ = self._gateway.secrets.current_redactor().scrub_json(data)
-        params: dict[str, Any] = {"level": level, "data": scrubbed}
+        # Not scrubbed here: every message toward the agent passes the egress scrubber (egress.py).
+        params: dict[str, Any] = {"level": level, "data": data}
         if logger_name is not None:
             params["logger"] = logger_name
         await self._stream({"jsonrpc": "2.0", "method": "notifications/message", "params": params})

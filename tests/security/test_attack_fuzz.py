@@ -327,7 +327,7 @@ def test_no_malformed_request_gets_a_5xx_or_hangs_and_the_gateway_serves_afterwa
     # Not vacuous: the fuzz got past the transport (answers 200, some calls audited) and was refused.
     assert seen.get(200, 0) >= EXAMPLES // 20 and any(400 <= code < 500 for code in seen), seen
     assert any(r.tool == "leaky.echo" for r in gw.audit() if r.kind in ("intent", "denied"))
-    lean = gw.server.config.app.mcp.app
+    lean = gw.layer(FastToolCall)
     # The lean paths were fuzzed too: session-less 2026-07-28 calls and calls in the 2025-11-25 session.
     assert isinstance(lean, FastToolCall) and lean.served > lean.served_in_session > 0
 
