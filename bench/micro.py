@@ -284,7 +284,7 @@ def bench_audit(count: int, budget_s: float) -> tuple[Row, list[list[str]]]:
 
 
 def bench_vault(count: int) -> tuple[Row, list[list[str]]]:
-    from mcp_gateway.state import SecretsView
+    from mcp_gateway.core.state import SecretsView
     from mcp_gateway.vault.store import SQLiteSecretStore, Vault, init_key_file, load_keyring
 
     results: Row = {}
@@ -437,9 +437,9 @@ def bench_redaction(count: int) -> tuple[Row, list[list[str]]]:
 def bench_hot_path(count: int) -> tuple[Row, list[list[str]]]:
     import mcp_types as types
 
+    from mcp_gateway.app.wiring import open_agents
     from mcp_gateway.audit.record import digest
     from mcp_gateway.config import load_settings
-    from mcp_gateway.wiring import open_agents
 
     results: Row = {}
     rows: list[list[str]] = []

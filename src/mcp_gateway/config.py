@@ -26,11 +26,11 @@ from pydantic import (
 )
 
 from mcp_gateway.approvals import ApprovalSettings
+from mcp_gateway.connectors.orchestrators.config import JobSettings, OrchestratorSettings
+from mcp_gateway.connectors.salesforce.config import SalesforceOrgSettings
+from mcp_gateway.connectors.warehouse.config import WarehouseSettings
 from mcp_gateway.errors import ConfigError
-from mcp_gateway.orchestrators.config import JobSettings, OrchestratorSettings
-from mcp_gateway.quotas import QuotaSettings
-from mcp_gateway.salesforce.config import SalesforceOrgSettings
-from mcp_gateway.warehouse.config import WarehouseSettings
+from mcp_gateway.quotas.store import QuotaSettings
 
 SECRET_REF = re.compile(r"secret://([A-Za-z0-9_.-]{1,128})")
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from mcp_gateway.core.governance import approval_reasons, quota_limits
 from mcp_gateway.errors import PolicyLoadError
-from mcp_gateway.governance import approval_reasons, quota_limits
 from mcp_gateway.policy.evaluate import evaluate
 from mcp_gateway.policy.load import load_policy, parse_policy_text
-from mcp_gateway.quotas import ALL_TOOLS
+from mcp_gateway.quotas.store import ALL_TOOLS
 
 GOVERNED = """
 version: 1

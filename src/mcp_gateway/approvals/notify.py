@@ -28,8 +28,8 @@ import httpx
 
 from mcp_gateway.approvals.model import APPROVAL_ARG, Approval
 from mcp_gateway.config import SECRET_REF
+from mcp_gateway.connectors.netguard import check_upstream_url
 from mcp_gateway.errors import GatewayError
-from mcp_gateway.netguard import check_upstream_url
 from mcp_gateway.types import SecretValue
 
 logger = logging.getLogger(__name__)

@@ -46,7 +46,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port (default 8080)")] = None,
 ) -> None:
     """Run the gateway."""
-    from mcp_gateway.runner import run_gateway
+    from mcp_gateway.app.runner import run_gateway
 
     settings = load_cli_settings(config)
     if host is not None or port is not None:
@@ -69,7 +69,7 @@ def quickstart(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="set up and print, but do not start")] = False,
 ) -> None:
     """Set up a demo (key, agent, policy, upstream) and start the gateway on 127.0.0.1."""
-    from mcp_gateway.quickstart import prepare, run
+    from mcp_gateway.demo.quickstart import prepare, run
 
     try:
         demo = prepare(directory.resolve(), port=port)

@@ -19,7 +19,7 @@ def agents_create(
     expires: Annotated[str | None, typer.Option(help="30d, 12h, or an ISO-8601 time")] = None,
 ) -> None:
     """Issue a token for agent NAME. The token is printed once and stored only as a salted hash."""
-    from mcp_gateway.wiring import open_agents
+    from mcp_gateway.app.wiring import open_agents
 
     settings = load_cli_settings(config)
     tokens.issue(open_agents(settings), name, expires, settings)
@@ -28,7 +28,7 @@ def agents_create(
 @agents_app.command("list")
 def agents_list(config: ConfigOpt = None) -> None:
     """List issued tokens (ids and dates only)."""
-    from mcp_gateway.wiring import open_agents
+    from mcp_gateway.app.wiring import open_agents
 
     tokens.show(open_agents(load_cli_settings(config)))
 
@@ -36,7 +36,7 @@ def agents_list(config: ConfigOpt = None) -> None:
 @agents_app.command("revoke")
 def agents_revoke(name_or_token_id: str, config: ConfigOpt = None) -> None:
     """Revoke every token of an agent, or one token by its id."""
-    from mcp_gateway.wiring import open_agents
+    from mcp_gateway.app.wiring import open_agents
 
     settings = load_cli_settings(config)
     tokens.revoke(open_agents(settings), name_or_token_id, "", settings)

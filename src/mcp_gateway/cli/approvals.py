@@ -87,8 +87,8 @@ def approvals_show(approval_id: str, config: ConfigOpt = None, as_json: JsonOpt 
 def _decide(
     approval_id: str, *, approve: bool, config: ConfigOpt, approver: str | None, note: str | None
 ) -> None:
+    from mcp_gateway.app.wiring import open_audit_sink
     from mcp_gateway.approvals.model import ApprovalError, decide_refusal, decision_event
-    from mcp_gateway.wiring import open_audit_sink
 
     name = approver or getpass.getuser()
     settings = load_cli_settings(config)

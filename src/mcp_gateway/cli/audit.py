@@ -45,7 +45,7 @@ def audit_tail(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print the newest records."""
-    from mcp_gateway.wiring import open_audit_sink
+    from mcp_gateway.app.wiring import open_audit_sink
 
     sink = open_audit_sink(load_cli_settings(config))
     try:
@@ -72,8 +72,8 @@ def audit_query(
     ] = None,
 ) -> None:
     """Search the audit log."""
+    from mcp_gateway.app.wiring import open_audit_sink
     from mcp_gateway.audit.sensitive import HMAC_HEX
-    from mcp_gateway.wiring import open_audit_sink
 
     if arg_hmac is not None and not HMAC_HEX.fullmatch(arg_hmac := arg_hmac.lower()):
         raise fail("--arg-hmac takes the 64 hex digits `mcp-gateway audit hash` prints")
@@ -114,10 +114,10 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Check the hash chain and every signed checkpoint; exits 1 and names every problem found."""
+    from mcp_gateway.app.wiring import checkpoint_mirror_path, open_audit_sink, public_key_path
     from mcp_gateway.audit.checkpoint import verify_with_checkpoints
     from mcp_gateway.audit.checkpointer import read_mirror
     from mcp_gateway.audit.keys import read_public_keys
-    from mcp_gateway.wiring import checkpoint_mirror_path, open_audit_sink, public_key_path
 
     settings = load_cli_settings(config)
     key_files = public_key or [public_key_path(settings)]
@@ -174,10 +174,10 @@ def audit_hash(
     ] = False,
 ) -> None:
     """Print the HMAC a sensitive argument VALUE is audited as (search with `audit query --arg-hmac`)."""
+    from mcp_gateway.app.wiring import open_vault
     from mcp_gateway.audit.keys import load_hmac_key
     from mcp_gateway.audit.sensitive import arg_hmac
     from mcp_gateway.errors import SecretNotFound
-    from mcp_gateway.wiring import open_vault
 
     if value is None or value == "-":
         value = getpass.getpass("value: ") if sys.stdin.isatty() else sys.stdin.read().rstrip("\r\n")

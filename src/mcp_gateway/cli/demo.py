@@ -20,8 +20,8 @@ DEFAULT_DIR = Path(".mcp-gateway-quickstart")
 
 def _play(directory: Path, story: Callable[[Any], Awaitable[Any]]) -> None:
     from mcp_gateway.config import load_settings
-    from mcp_gateway.demo import Agent, session
-    from mcp_gateway.quickstart import TOKEN_FILE
+    from mcp_gateway.demo.agent import Agent, session
+    from mcp_gateway.demo.quickstart import TOKEN_FILE
 
     try:
         settings = load_settings(directory / "gateway.yaml")
@@ -47,7 +47,7 @@ def _play(directory: Path, story: Callable[[Any], Awaitable[Any]]) -> None:
 @demo_app.command("fix-amount")
 def fix_amount(directory: DirOpt = DEFAULT_DIR) -> None:
     """Story 2: branch, fix a fat-fingered amount, verify, switch in, roll back."""
-    from mcp_gateway.demo import fix_amount as story
+    from mcp_gateway.demo.agent import fix_amount as story
 
     _play(directory, story)
 
@@ -55,7 +55,7 @@ def fix_amount(directory: DirOpt = DEFAULT_DIR) -> None:
 @demo_app.command("checks")
 def checks(directory: DirOpt = DEFAULT_DIR) -> None:
     """Stories 1 and 3: an empty forecast table, revenue mixing currencies."""
-    from mcp_gateway.demo import checks as story
+    from mcp_gateway.demo.agent import checks as story
 
     _play(directory, story)
 
@@ -63,7 +63,7 @@ def checks(directory: DirOpt = DEFAULT_DIR) -> None:
 @demo_app.command("rerun")
 def rerun(directory: DirOpt = DEFAULT_DIR) -> None:
     """A failed dbt Cloud job: failure context, rerun of the failed step, status."""
-    from mcp_gateway.demo import rerun as story
+    from mcp_gateway.demo.agent import rerun as story
 
     _play(directory, story)
 
@@ -74,7 +74,7 @@ def patch(
     approval_id: Annotated[str | None, typer.Option(help="run the approved patch")] = None,
 ) -> None:
     """A 10x Salesforce Amount change: parked for approval, then run once with `--approval-id`."""
-    from mcp_gateway.demo import patch as story
+    from mcp_gateway.demo.agent import patch as story
 
     _play(directory, lambda agent: story(agent, approval_id))
 
@@ -85,6 +85,6 @@ def revert(
     directory: DirOpt = DEFAULT_DIR,
 ) -> None:
     """Undo a Salesforce patch from the before-image in its audit record."""
-    from mcp_gateway.demo import revert as story
+    from mcp_gateway.demo.agent import revert as story
 
     _play(directory, lambda agent: story(agent, audit_id))

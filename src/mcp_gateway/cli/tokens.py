@@ -14,16 +14,16 @@ from typing import Any
 
 import typer
 
-from mcp_gateway.agents import SQLiteTokenStore
 from mcp_gateway.cli.common import fail, iso, parse_expiry
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import GatewayError
+from mcp_gateway.identity.agents import SQLiteTokenStore
 from mcp_gateway.types import AuditEvent
 
 
 def _audited(settings: Settings, kind: str, store: SQLiteTokenStore, target: str) -> Callable[..., None]:
     """A recorder of ``kind`` events about ``target``'s tokens (raises if the audit store cannot write)."""
-    from mcp_gateway.wiring import open_audit_sink
+    from mcp_gateway.app.wiring import open_audit_sink
 
     base = {"holder_kind": store.holder, "target": target, "by": getpass.getuser(), "via": "cli"}
 

@@ -25,8 +25,8 @@ def upstreams_list(
     diff: Annotated[bool, typer.Option("--diff", help="show what changed in each blocked tool")] = False,
 ) -> None:
     """List upstream tools with their pin status (pinned, changed-blocked, new-blocked) and hashes."""
-    from mcp_gateway.pinning import definition_diff
-    from mcp_gateway.wiring import open_pin_store
+    from mcp_gateway.app.wiring import open_pin_store
+    from mcp_gateway.pins.model import definition_diff
 
     store = open_pin_store(load_cli_settings(config))
     try:
@@ -53,8 +53,8 @@ def upstreams_approve(
     ] = None,
 ) -> None:
     """Accept the definition UPSTREAM.TOOL presents now as its pin; a running gateway unblocks it."""
+    from mcp_gateway.app.wiring import open_audit_sink, open_pin_store
     from mcp_gateway.types import AuditEvent
-    from mcp_gateway.wiring import open_audit_sink, open_pin_store
 
     upstream, dot, tool = name.partition(".")
     if not (upstream and dot and tool):

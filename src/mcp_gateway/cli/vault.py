@@ -21,8 +21,8 @@ vault_app = typer.Typer(help="Manage encrypted secrets.", no_args_is_help=True)
 @vault_app.command("init")
 def vault_init(config: ConfigOpt = None) -> None:
     """Create the master key file (0600) if it does not exist."""
+    from mcp_gateway.app.wiring import key_file_path
     from mcp_gateway.vault.keys import init_key_file
-    from mcp_gateway.wiring import key_file_path
 
     path = key_file_path(load_cli_settings(config))
     if path is None:
@@ -34,7 +34,7 @@ def vault_init(config: ConfigOpt = None) -> None:
 @vault_app.command("put")
 def vault_put(name: str, config: ConfigOpt = None) -> None:
     """Store secret NAME; the value is read from stdin, or from a hidden prompt on a terminal."""
-    from mcp_gateway.wiring import open_vault
+    from mcp_gateway.app.wiring import open_vault
 
     if sys.stdin.isatty():
         value = getpass.getpass(f"value for {name}: ")
@@ -53,7 +53,7 @@ def vault_put(name: str, config: ConfigOpt = None) -> None:
 @vault_app.command("list")
 def vault_list(config: ConfigOpt = None) -> None:
     """List secrets: names and metadata, never values."""
-    from mcp_gateway.wiring import open_vault
+    from mcp_gateway.app.wiring import open_vault
 
     vault = open_vault(load_cli_settings(config), master_key_env=master_key_env())
     for meta in vault.list():
@@ -63,7 +63,7 @@ def vault_list(config: ConfigOpt = None) -> None:
 @vault_app.command("rm")
 def vault_rm(name: str, config: ConfigOpt = None) -> None:
     """Delete secret NAME."""
-    from mcp_gateway.wiring import open_vault
+    from mcp_gateway.app.wiring import open_vault
 
     vault = open_vault(load_cli_settings(config), master_key_env=master_key_env())
     if not vault.delete(name):
@@ -74,9 +74,9 @@ def vault_rm(name: str, config: ConfigOpt = None) -> None:
 @vault_app.command("rotate-master")
 def vault_rotate_master(config: ConfigOpt = None) -> None:
     """Generate a new master key and re-wrap every data key; a running gateway keeps serving."""
+    from mcp_gateway.app.wiring import key_file_path, open_vault
     from mcp_gateway.vault.crypto import Keyring, MasterKey
     from mcp_gateway.vault.keys import load_keyring, write_key_file
-    from mcp_gateway.wiring import key_file_path, open_vault
 
     settings = load_cli_settings(config)
     path = key_file_path(settings)

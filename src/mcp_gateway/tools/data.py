@@ -21,9 +21,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from pydantic import ConfigDict, Field, ValidationError
 
-from mcp_gateway.tools.base import BuiltinTool, NeedsApproval, ToolContext, ToolFailure, ToolInput, Toolset
-from mcp_gateway.types import SecretValue
-from mcp_gateway.warehouse.base import (
+from mcp_gateway.connectors.warehouse.base import (
     Check,
     NamedMetric,
     Predicate,
@@ -31,8 +29,15 @@ from mcp_gateway.warehouse.base import (
     Warehouse,
     WarehouseError,
 )
-from mcp_gateway.warehouse.config import IcebergSettings, PostgresSettings, SnowflakeSettings, open_warehouse
-from mcp_gateway.warehouse.metrics import judge, resolve_named
+from mcp_gateway.connectors.warehouse.config import (
+    IcebergSettings,
+    PostgresSettings,
+    SnowflakeSettings,
+    open_warehouse,
+)
+from mcp_gateway.connectors.warehouse.metrics import judge, resolve_named
+from mcp_gateway.tools.base import BuiltinTool, NeedsApproval, ToolContext, ToolFailure, ToolInput, Toolset
+from mcp_gateway.types import SecretValue
 
 T = TypeVar("T")
 AnySettings = IcebergSettings | PostgresSettings | SnowflakeSettings

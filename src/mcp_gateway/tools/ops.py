@@ -23,10 +23,10 @@ from typing import Any
 import anyio
 from pydantic import Field
 
+from mcp_gateway.connectors.orchestrators.base import Orchestrator, OrchestratorError, RerunMode, RunInfo
+from mcp_gateway.connectors.orchestrators.config import JobSettings, OrchestratorSettings
+from mcp_gateway.connectors.orchestrators.idempotency import IdempotencyStore, rerun_key
 from mcp_gateway.errors import ConfigError, SecretNotFound
-from mcp_gateway.orchestrators.base import Orchestrator, OrchestratorError, RerunMode, RunInfo
-from mcp_gateway.orchestrators.config import JobSettings, OrchestratorSettings
-from mcp_gateway.orchestrators.idempotency import IdempotencyStore, rerun_key
 from mcp_gateway.tools.base import BuiltinTool, ToolContext, ToolFailure, ToolInput, Toolset
 from mcp_gateway.types import SecretValue
 
@@ -35,10 +35,10 @@ AdapterFactory = Callable[[Any, Callable[[str], SecretValue]], Orchestrator]
 
 # kind → (module, class); imported on first use so a missing optional adapter breaks only its kind.
 _BUILTIN: dict[str, tuple[str, str]] = {
-    "prefect": ("mcp_gateway.orchestrators.prefect", "PrefectOrchestrator"),
-    "airflow": ("mcp_gateway.orchestrators.airflow", "AirflowOrchestrator"),
-    "dbt_cloud": ("mcp_gateway.orchestrators.dbt_cloud", "DbtCloudOrchestrator"),
-    "dagster": ("mcp_gateway.orchestrators.dagster", "DagsterOrchestrator"),
+    "prefect": ("mcp_gateway.connectors.orchestrators.prefect", "PrefectOrchestrator"),
+    "airflow": ("mcp_gateway.connectors.orchestrators.airflow", "AirflowOrchestrator"),
+    "dbt_cloud": ("mcp_gateway.connectors.orchestrators.dbt_cloud", "DbtCloudOrchestrator"),
+    "dagster": ("mcp_gateway.connectors.orchestrators.dagster", "DagsterOrchestrator"),
 }
 STORE_FILE = "ops-idempotency.sqlite3"
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import Field
 
-from mcp_gateway.salesforce.client import FieldValue, SalesforceApi, SalesforceClient
-from mcp_gateway.salesforce.config import SalesforceOrgSettings
-from mcp_gateway.salesforce.errors import SalesforceError
+from mcp_gateway.connectors.salesforce.client import FieldValue, SalesforceApi, SalesforceClient
+from mcp_gateway.connectors.salesforce.config import SalesforceOrgSettings
+from mcp_gateway.connectors.salesforce.errors import SalesforceError
 from mcp_gateway.tools.base import BuiltinTool, NeedsApproval, ToolContext, ToolFailure, ToolInput, Toolset
 from mcp_gateway.types import SecretValue
 

@@ -1,0 +1,249 @@
+"""Assemble the gateway's parts from ``Settings``: stores, vault, audit log, policy, upstreams.
+
+The CLI reads the environment (the master key) and hands it here; nothing below reads it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp_gateway.app.toolsets import build_toolsets
+from mcp_gateway.approvals import ApprovalStore, open_approval_store
+from mcp_gateway.approvals.notify import ApprovalNotifier
+from mcp_gateway.audit.checkpointer import Checkpointer
+from mcp_gateway.audit.keys import PUBLIC_KEY_FILE, AuditKeys, ensure_audit_keys, export_public_key
+from mcp_gateway.audit.log import AuditLog
+from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.config import PostgresStore, Settings, SQLiteAuditStore
+from mcp_gateway.connectors.mcp.upstream import UpstreamConnection, required_secrets
+from mcp_gateway.core.gates import StoreApprovalGate, StoreQuotaGate
+from mcp_gateway.core.gateway import Gateway
+from mcp_gateway.core.state import PolicyHolder, SecretsView
+from mcp_gateway.errors import ConfigError, GatewayError
+from mcp_gateway.http.admin import SQLiteAdminStore, admin_store_path
+from mcp_gateway.identity.agents import SQLiteAgentStore
+from mcp_gateway.pins.gate import PinGuard
+from mcp_gateway.pins.store import SQLitePinStore
+from mcp_gateway.quotas.store import QuotaStore, open_quota_store
+from mcp_gateway.telemetry import install_log_redaction
+from mcp_gateway.tools.base import Toolset
+from mcp_gateway.types import AuditSink, SecretStore
+from mcp_gateway.vault.crypto import Keyring
+from mcp_gateway.vault.keys import load_keyring
+from mcp_gateway.vault.store import SQLiteSecretStore, Vault
+
+logger = logging.getLogger(__name__)
+
+
+def open_audit_sink(settings: Settings) -> AuditSink:
+    store = settings.audit
+    if isinstance(store, PostgresStore):
+        # psycopg is an optional extra; import only when PostgreSQL is configured.
+        from mcp_gateway.audit.postgres import PostgresAuditSink
+
+        return PostgresAuditSink(store.dsn, schema=store.schema_name)
+    path = settings.data_path(store.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteAuditSink(path)
+
+
+def open_secret_store(settings: Settings) -> SecretStore:
+    store = settings.vault.store
+    if isinstance(store, PostgresStore):
+        from mcp_gateway.vault.store import PostgresSecretStore
+
+        return PostgresSecretStore(store.dsn, schema=store.schema_name)
+    path = settings.data_path(store.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteSecretStore(path)
+
+
+def key_file_path(settings: Settings) -> Path | None:
+    key_file = settings.vault.key_file
+    return settings.data_path(key_file) if key_file is not None else None
+
+
+def read_keyring(settings: Settings, *, master_key_env: str | None) -> Keyring | None:
+    """The master keys from the env value and/or the key file; None when neither exists."""
+    key_file = key_file_path(settings)
+    return load_keyring(
+        env_value=master_key_env,
+        key_file=key_file if key_file is not None and key_file.exists() else None,
+    )
+
+
+def open_vault(settings: Settings, *, master_key_env: str | None) -> Vault:
+    """Open the vault; sealed when neither the env key nor an existing key file is present."""
+    return Vault(open_secret_store(settings), read_keyring(settings, master_key_env=master_key_env))
+
+
+def open_agents(settings: Settings) -> SQLiteAgentStore:
+    store = settings.agents
+    if isinstance(store, PostgresStore):
+        raise ConfigError("agents: the postgres backend is not available yet; use sqlite")
+    return SQLiteAgentStore(settings.data_path(store.path))
+
+
+def public_key_path(settings: Settings) -> Path:
+    """Where the audit-signing public keys are exported (``audit-signing.pub`` in the data dir)."""
+    return settings.data_dir / PUBLIC_KEY_FILE
+
+
+def checkpoint_mirror_path(settings: Settings) -> Path | None:
+    """The append-only checkpoint mirror file, or None when ``audit.checkpoint_file`` is null."""
+    mirror = settings.audit.checkpoint_file
+    return settings.data_path(mirror) if mirror is not None else None
+
+
+def open_audit_keys(settings: Settings, vault: Vault) -> AuditKeys | None:
+    """The audit signing and HMAC keys (created on first start), with the public key exported.
+
+    None, with a warning logged, when the vault is sealed or the keys cannot be had: the gateway
+    still runs and audits, but signs no checkpoints and withholds sensitive values without a MAC.
+    """
+    if vault.sealed:
+        logger.warning(
+            "vault is sealed: audit checkpoints are skipped and sensitive arguments are recorded"
+            " without an hmac"
+        )
+        return None
+    try:
+        keys = ensure_audit_keys(vault)
+        export_public_key(public_key_path(settings), keys.public_key)
+    except GatewayError as exc:
+        logger.error("audit keys unavailable, audit checkpoints are skipped: %s", exc)
+        return None
+    return keys
+
+
+def open_pin_store(settings: Settings) -> SQLitePinStore:
+    """The tool-pin store (shared by the running gateway and ``mcp-gateway upstreams``)."""
+    return SQLitePinStore(settings.data_path(settings.pinning.path))
+
+
+@dataclass
+class Runtime:
+    """Everything a running gateway holds; ``close`` releases the stores."""
+
+    settings: Settings
+    gateway: Gateway
+    agents: SQLiteAgentStore
+    sink: AuditSink
+    pins: SQLitePinStore | None = None
+    approvals: ApprovalStore | None = None
+    quotas: QuotaStore | None = None
+    admins: SQLiteAdminStore | None = None
+
+    def close(self) -> None:
+        self.sink.close()
+        self.agents.close()
+        for store in (self.pins, self.approvals, self.quotas, self.admins):
+            if store is not None:
+                store.close()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    master_key_env: str | None,
+    sink: AuditSink | None = None,
+    toolsets: Sequence[Toolset] = (),
+) -> Runtime:
+    """Build a gateway from settings.
+
+    Args:
+        settings: validated settings.
+        master_key_env: the value of ``MCP_GATEWAY_MASTER_KEY`` if set.
+        sink: an audit sink to use instead of the configured one (tests inject failing ones).
+        toolsets: built-in toolsets to offer besides those the settings configure.
+
+    Raises:
+        PolicyLoadError: the policy does not load (a gateway does not start on a bad policy).
+        ConfigError, VaultError: the stores cannot be opened.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    policy = PolicyHolder.load(settings.policies)
+    vault = open_vault(settings, master_key_env=master_key_env)
+    secrets = SecretsView(vault, reload_keys=lambda: read_keyring(settings, master_key_env=master_key_env))
+    sink = sink if sink is not None else open_audit_sink(settings)
+    keys = open_audit_keys(settings, vault)
+    checkpointer = None
+    if keys is not None:
+        checkpointer = Checkpointer(
+            sink,
+            keys.signing_key,
+            every=settings.audit.checkpoint_every,
+            mirror=checkpoint_mirror_path(settings),
+        )
+    on_loop = isinstance(settings.audit, SQLiteAuditStore) and settings.audit.commit_on_loop
+    audit = AuditLog(sink, checkpointer=checkpointer, commit_on_loop=on_loop)
+    pin_store = open_pin_store(settings)
+    pins = PinGuard(pin_store, audit, secrets.redactor, new_tools=settings.pinning.new_tools)
+    upstreams = {
+        name: UpstreamConnection(
+            name,
+            config,
+            secrets.resolve,
+            secrets.redactor,
+            review=pins.review,
+            relist_seconds=settings.pinning.relist_seconds,
+        )
+        for name, config in settings.upstreams.items()
+    }
+    needs = {name: required_secrets(up.config) for name, up in upstreams.items()}
+
+    def reconnect_users(changed: set[str]) -> None:
+        for name, upstream in upstreams.items():
+            if needs[name] & changed:
+                upstream.request_reconnect()
+
+    secrets.on_change = reconnect_users
+    install_log_redaction(secrets)
+    all_toolsets = {
+        toolset.name: toolset for toolset in (*build_toolsets(settings, secrets.resolve), *toolsets)
+    }
+    clash = set(all_toolsets) & set(upstreams)
+    if clash:
+        raise ConfigError(f"upstream name(s) {sorted(clash)} collide with built-in toolsets")
+    approval_store = open_approval_store(settings.approvals, settings.data_dir)
+    webhook = settings.approvals.webhook_url
+    notifier = (
+        ApprovalNotifier(
+            webhook,
+            resolve_secret=secrets.resolve,
+            allow_private_network=settings.approvals.allow_private_network,
+            timeout_seconds=settings.approvals.notify_timeout_seconds,
+        )
+        if webhook is not None
+        else None
+    )
+    quota_store = open_quota_store(settings.quotas, settings.data_dir)
+    gateway = Gateway(
+        quotas=StoreQuotaGate(quota_store),
+        approvals=StoreApprovalGate(
+            approval_store, default_ttl=settings.approvals.ttl_seconds, notifier=notifier
+        ),
+        policy=policy,
+        secrets=secrets,
+        audit=audit,
+        upstreams=upstreams,
+        limits=settings.limits,
+        pins=pins,
+        toolsets=all_toolsets,
+    )
+    gateway.audit_hmac_key = keys.hmac_key if keys is not None else None
+    if notifier is not None:
+        gateway.services.append(notifier.run)
+    return Runtime(
+        settings,
+        gateway,
+        open_agents(settings),
+        sink,
+        pin_store,
+        approvals=approval_store,
+        quotas=quota_store,
+        admins=SQLiteAdminStore(admin_store_path(settings.data_dir)),
+    )

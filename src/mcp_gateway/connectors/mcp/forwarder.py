@@ -1,0 +1,135 @@
+"""A lean ``tools/call`` to a stateless (2026-07-28) Streamable HTTP upstream: one pooled POST.
+
+The SDK client's generic path costs milliseconds of CPU per call (request models, the session's
+dispatcher, response models that the gateway then dumps back to JSON, and httpx, itself the largest
+part of it). For the one request
+the hot path sends, to an upstream that speaks the stateless era, none of that is needed: a
+self-contained POST with the era's headers and ``_meta`` envelope, and the JSON-RPC answer parsed as
+plain data. Everything else (listing, resources, prompts, subscriptions, calls whose client asked
+for progress) stays on the SDK client. The answer is validated as a ``CallToolResult`` by the gateway
+after redaction, as every upstream answer is.
+
+Only used when the SDK client negotiated a modern protocol version with this upstream, over HTTP,
+with the same resolved headers (the gateway's credentials; never the agent's token). The HTTP client
+is ``lean_http.LeanHttpClient``: pooled connections, httptools framing, the SSRF check on every new
+connection, a fraction of a general client's CPU per request.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from mcp.shared.inbound import encode_header_value
+
+from mcp_gateway import __version__, wire
+from mcp_gateway.connectors.mcp.http_client import HttpFailure, LeanHttpClient
+from mcp_gateway.errors import UpstreamError
+
+_ACCEPT = "application/json, text/event-stream"
+
+
+class FastToolCaller:
+    """Sends ``tools/call`` to one stateless HTTP upstream over a pooled connection.
+
+    Args:
+        name: the upstream's name (for error messages).
+        url: its MCP endpoint.
+        headers: the resolved headers from config (credentials injected by the gateway).
+        protocol_version: the modern version the SDK client negotiated.
+        timeout: seconds per call.
+        allow_private_network: the upstream's setting (else a blocked address is refused per connection).
+
+    Raises:
+        HttpFailure: the URL or a configured header cannot be sent by the lean client.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        headers: Mapping[str, str],
+        protocol_version: str,
+        timeout: float,
+        *,
+        allow_private_network: bool = False,
+    ) -> None:
+        self.name = name
+        self._url = url
+        self._version = protocol_version
+        self._ids = itertools.count(1)
+        fixed = {
+            **headers,
+            "Content-Type": "application/json",
+            "Accept": _ACCEPT,
+            "MCP-Protocol-Version": protocol_version,
+            "Mcp-Method": "tools/call",
+        }
+        self._envelope = {
+            "io.modelcontextprotocol/protocolVersion": protocol_version,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "mcp-gateway", "version": __version__},
+        }
+        self._http = LeanHttpClient(url, fixed, timeout=timeout, allow_private_network=allow_private_network)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The upstream's ``CallToolResult`` as JSON-ready data.
+
+        Raises:
+            UpstreamError: the network failed, the upstream answered an HTTP or JSON-RPC error, or its
+                answer is not a JSON-RPC response to this request.
+        """
+        request_id = next(self._ids)
+        body = {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": dict(arguments), "_meta": self._envelope},
+        }
+        try:
+            answer = await self._http.post(wire.dumps(body), {"Mcp-Name": encode_header_value(tool)})
+        except HttpFailure as exc:
+            raise UpstreamError(f"upstream `{self.name}` failed: {exc}") from None
+        status, content_type, raw = answer.status, answer.headers.get("content-type", ""), answer.body
+        message = _answer(self.name, status, content_type, raw, request_id)
+        if "error" in message:
+            error = message["error"] if isinstance(message["error"], dict) else {}
+            code, text = error.get("code"), str(error.get("message", ""))[:500]
+            raise UpstreamError(f"upstream `{self.name}` error {code}: {text}")
+        result = message.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamError(f"upstream `{self.name}` answered garbage")
+        return result
+
+
+def _answer(name: str, status: int, content_type: str, raw: bytes, request_id: int) -> dict[str, Any]:
+    """The JSON-RPC message answering ``request_id`` in a JSON or SSE body."""
+    if status != 200:
+        # A JSON-RPC error may come with a 4xx status (the stateless era maps some errors to HTTP).
+        try:
+            parsed = wire.loads(raw)
+        except (ValueError, RecursionError):
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            return parsed
+        raise UpstreamError(f"upstream `{name}` answered HTTP {status}")
+    try:
+        if content_type.startswith("text/event-stream"):
+            # Notifications before the answer (progress, logs) are dropped: calls that asked for
+            # progress do not take this path.
+            for line in raw.decode("utf-8").splitlines():
+                if line.startswith("data:"):
+                    message = wire.loads(line[5:])
+                    if isinstance(message, dict) and message.get("id") == request_id:
+                        return message
+            raise UpstreamError(f"upstream `{name}` answered garbage")
+        message = wire.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
+        raise UpstreamError(f"upstream `{name}` answered garbage") from None
+    if not isinstance(message, dict) or message.get("id") != request_id:
+        raise UpstreamError(f"upstream `{name}` answered garbage")
+    return message

@@ -1,0 +1,505 @@
+"""Federation: one supervised MCP client connection per upstream server (stdio or Streamable HTTP).
+
+Each connection lives in a task of its own (anyio cancel scopes must be entered and left by one task),
+started in the gateway's lifespan. It connects, lists the upstream's tools, then waits until it is
+asked to reconnect (a failure, or a change in the vault) or to stop. Secrets are resolved from the
+vault at connect time and passed only to the upstream: as environment variables of the stdio
+process, or as HTTP headers of the gateway's own client. The agent's token is never among them.
+
+An upstream's stderr may echo its secrets, so it is read through the redactor before it is logged.
+
+Every listing of the upstream's tools passes through a ``ToolReview`` (the ``PinGuard``) before it is
+published, so a tool whose definition changed is blocked before an agent can see or call it. The
+connection re-lists when the upstream says its tools changed (``notifications/tools/list_changed``
+on a 2025-11-25 connection, a ``subscriptions/listen`` stream on a 2026-07-28 one), every
+``relist_seconds``, and when asked (``request_relist``).
+
+Resources, prompts and completions are forwarded on demand (``federation.py`` governs them). While a
+call is in flight, the upstream's progress notifications go to the ``CallRelay`` the server put in
+``CURRENT_RELAY`` for that request (the SDK maps progress tokens per request); its log messages go to
+the relay of the one call in flight, and are dropped when several are (a log message names no
+request, so it could otherwise reach another agent's session).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from contextvars import ContextVar
+from typing import Any, Protocol, TextIO, TypeVar
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp import Client, StdioServerParameters
+from mcp.client.session import ClientRequestContext, IncomingMessage
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import SubscriptionLost
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from mcp_gateway.config import SECRET_REF, StdioUpstream, Upstream, secret_refs
+from mcp_gateway.connectors.mcp.forwarder import FastToolCaller
+from mcp_gateway.connectors.mcp.http_client import HttpFailure
+from mcp_gateway.connectors.netguard import check_upstream_url
+from mcp_gateway.errors import GatewayError, UpstreamError, VaultSealed
+from mcp_gateway.redact import Redactor
+from mcp_gateway.types import SecretValue, ToolSpec
+
+logger = logging.getLogger(__name__)
+
+SecretResolver = Callable[[str], SecretValue]
+RedactorSource = Callable[[], Redactor]
+ToolReview = Callable[[str, Mapping[str, ToolSpec]], Awaitable[None]]
+"""Checks a fresh listing (upstream, tools by public name) before it is published: ``PinGuard.review``."""
+
+_MAX_BACKOFF = 30.0
+_T = TypeVar("_T")
+
+
+class CallRelay(Protocol):
+    """Where an upstream's notifications about one in-flight request go (the calling client)."""
+
+    @property
+    def wants_progress(self) -> bool:
+        """Whether the calling client asked for progress (a progress token in its request)."""
+        ...
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None: ...
+
+    async def log(self, level: str, data: Any, logger_name: str | None) -> None: ...
+
+    async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
+        """Put an upstream's request to the calling client (``relay.py``)."""
+        ...
+
+
+ClientBoundRequest = types.CreateMessageRequest | types.ElicitRequest
+"""Requests an upstream may send to the client of the call it is serving (``relay_requests``)."""
+
+CURRENT_RELAY: ContextVar[CallRelay | None] = ContextVar("mcp_gateway_call_relay", default=None)
+"""Set by the server for the request being served; read by ``UpstreamConnection`` calls."""
+
+
+def required_secrets(config: Upstream) -> set[str]:
+    """Every secret name an upstream's config refers to."""
+    values = config.env.values() if isinstance(config, StdioUpstream) else config.headers.values()
+    return {name for value in values for name in secret_refs(value)}
+
+
+def _substitute(value: str, resolve: SecretResolver) -> str:
+    return SECRET_REF.sub(lambda m: resolve(m.group(1)).reveal_text(), value)
+
+
+def _stderr_pipe(name: str, redactor: RedactorSource) -> tuple[TextIO, threading.Thread]:
+    """A pipe for the upstream's stderr; a daemon thread logs each line after redaction."""
+    read_fd, write_fd = os.pipe()
+    reader = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
+    writer = os.fdopen(write_fd, "w", encoding="utf-8")
+
+    def pump() -> None:
+        with reader:
+            for line in reader:
+                logger.info("upstream %s stderr: %s", name, redactor().scrub_text(line.rstrip()))
+
+    thread = threading.Thread(target=pump, name=f"upstream-{name}-stderr", daemon=True)
+    thread.start()
+    return writer, thread
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost error of a task-group failure: the one that says what went wrong."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+class UpstreamConnection:
+    """A supervised client connection to one upstream MCP server."""
+
+    def __init__(
+        self,
+        name: str,
+        config: Upstream,
+        resolve: SecretResolver,
+        redactor: RedactorSource,
+        *,
+        review: ToolReview | None = None,
+        relist_seconds: float | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._resolve = resolve
+        self._redactor = redactor
+        self._review = review
+        self._relist_seconds = relist_seconds
+        self._client: Client | None = None
+        self._fast: FastToolCaller | None = None
+        self._tools: dict[str, ToolSpec] = {}
+        self._reconnect = anyio.Event()
+        self._relist = anyio.Event()
+        self._ready = anyio.Event()
+        self._stopping = False
+        self._in_flight: list[CallRelay | None] = []
+        self.last_error: str | None = None
+        self.needs_vault = False
+
+    @property
+    def tools(self) -> dict[str, ToolSpec]:
+        return self._tools
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    async def wait_ready(self) -> None:
+        """Wait until the first connection attempt has finished (successfully or not)."""
+        await self._ready.wait()
+
+    def request_reconnect(self) -> None:
+        self._reconnect.set()
+
+    def request_relist(self) -> None:
+        """List the upstream's tools again (and review them) soon, without reconnecting."""
+        self._relist.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._reconnect.set()
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with bounded backoff until ``stop``."""
+        backoff = 0.5
+        while not self._stopping:
+            self._reconnect = anyio.Event()
+            try:
+                async with AsyncExitStack() as stack:
+                    client = await self._open(stack)
+                    self._relist = anyio.Event()
+                    await self._publish_tools(client)
+                    self._client = client
+                    self.last_error = None
+                    self.needs_vault = False
+                    backoff = 0.5
+                    self._ready.set()
+                    logger.info("upstream %s connected: %d tools", self.name, len(self._tools))
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._watch_tools, client)
+                        await self._reconnect.wait()
+                        tg.cancel_scope.cancel()
+            except VaultSealed:
+                self.needs_vault = True
+                self.last_error = "vault is sealed"
+            except Exception as exc:
+                self.last_error = self._redactor().scrub_text(_describe(exc))
+                logger.warning("upstream %s unavailable: %s", self.name, self.last_error)
+            finally:
+                self._client = None
+                self._fast = None
+            self._ready.set()
+            if self._stopping:
+                break
+            with anyio.move_on_after(backoff):
+                await self._reconnect.wait()
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _client_over(self, transport: Any) -> Client:
+        config = self.config
+        return Client(
+            transport,
+            mode=config.protocol,
+            cache=None,
+            read_timeout_seconds=config.timeout_seconds,
+            message_handler=self._on_message,
+            logging_callback=self._on_log,
+            log_level="debug",
+            # Declaring a callback advertises the capability to the upstream: only when relayed.
+            sampling_callback=self._on_sampling if "sampling" in config.relay_requests else None,
+            elicitation_callback=self._on_elicitation if "elicitation" in config.relay_requests else None,
+        )
+
+    async def _open(self, stack: AsyncExitStack) -> Client:
+        config = self.config
+        if isinstance(config, StdioUpstream):
+            env = {key: _substitute(value, self._resolve) for key, value in config.env.items()}
+            errlog, _ = _stderr_pipe(self.name, self._redactor)
+            stack.callback(errlog.close)
+            params = StdioServerParameters(
+                command=config.command, args=list(config.args), env=env, cwd=config.cwd
+            )
+            client = self._client_over(stdio_client(params, errlog=errlog))
+        else:
+            await check_upstream_url(config.url, allow_private_network=config.allow_private_network)
+            headers = {key: _substitute(value, self._resolve) for key, value in config.headers.items()}
+            http = httpx2.AsyncClient(
+                headers=headers,
+                timeout=httpx2.Timeout(config.timeout_seconds, read=config.timeout_seconds),
+                follow_redirects=False,
+            )
+            await stack.enter_async_context(http)
+            client = self._client_over(streamable_http_client(config.url, http_client=http))
+            opened = await stack.enter_async_context(client)
+            if config.lean_calls and opened.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                try:
+                    fast = FastToolCaller(
+                        self.name,
+                        config.url,
+                        headers,
+                        opened.protocol_version,
+                        config.timeout_seconds,
+                        allow_private_network=config.allow_private_network,
+                    )
+                except HttpFailure as exc:  # names no header value
+                    logger.warning("upstream %s: calls take the SDK client: %s", self.name, exc)
+                else:
+                    stack.push_async_callback(fast.aclose)
+                    self._fast = fast
+            return opened
+        return await stack.enter_async_context(client)
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        # 2025-11-25 connections deliver change notifications here (2026-07-28 ones via `_listen`).
+        if isinstance(message, types.ToolListChangedNotification):
+            self._relist.set()
+
+    async def _on_sampling(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
+        answer = await self._ask(types.CreateMessageRequest(params=params))
+        if isinstance(
+            answer, types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData
+        ):
+            return answer
+        return _unexpected(answer)
+
+    async def _on_elicitation(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        answer = await self._ask(types.ElicitRequest(params=params))
+        if isinstance(answer, types.ElicitResult | types.ErrorData):
+            return answer
+        return _unexpected(answer)
+
+    async def _ask(self, request: ClientBoundRequest) -> types.Result | types.ErrorData:
+        # The relay of the calling task when the SDK runs the callback there (a 2026-07-28 upstream's
+        # input requests); else, as for log messages, the one call in flight: a request that could
+        # belong to several agents' calls goes to none of them.
+        relay = CURRENT_RELAY.get()
+        if relay is None and len(self._in_flight) == 1:
+            relay = self._in_flight[0]
+        if relay is None:
+            logger.info(
+                "upstream %s: %s not relayed (%d calls in flight)",
+                self.name,
+                request.method,
+                len(self._in_flight),
+            )
+            return types.ErrorData(
+                code=types.INVALID_REQUEST,
+                message=f"{request.method} cannot be relayed: it belongs to no single call in flight",
+            )
+        return await relay.ask(self.name, request)
+
+    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        # A log message names no request: deliver it only when exactly one call can have caused it.
+        if len(self._in_flight) == 1 and (relay := self._in_flight[0]) is not None:
+            await relay.log(str(params.level), params.data, params.logger)
+        else:
+            logger.debug(
+                "upstream %s: log message not relayed (%d calls in flight)", self.name, len(self._in_flight)
+            )
+
+    async def _publish_tools(self, client: Client) -> None:
+        tools = await self._list_tools(client)
+        if self._review is not None:
+            # Before publishing: a changed tool is blocked before any agent can see or call it.
+            await self._review(self.name, tools)
+        self._tools = tools
+
+    async def _watch_tools(self, client: Client) -> None:
+        """Re-list on change notifications, on request and periodically, until cancelled.
+
+        Raises:
+            Exception: a re-list failed; the caller's task group ends and the connection reconnects.
+        """
+        async with anyio.create_task_group() as tg:
+            capability = client.server_capabilities.tools
+            if client.protocol_version in MODERN_PROTOCOL_VERSIONS and capability and capability.list_changed:
+                tg.start_soon(self._listen, client)
+            while True:
+                with anyio.move_on_after(self._relist_seconds):
+                    await self._relist.wait()
+                self._relist = anyio.Event()
+                await self._publish_tools(client)
+
+    async def _listen(self, client: Client) -> None:
+        """Follow the upstream's ``subscriptions/listen`` stream of tool changes (2026-07-28)."""
+        backoff = 0.5
+        while True:
+            try:
+                async with client.listen(tools_list_changed=True) as subscription:
+                    backoff = 0.5
+                    # No replay: a change made before the stream was acknowledged would be missed.
+                    self._relist.set()
+                    async for _event in subscription:
+                        self._relist.set()
+            except MCPError as exc:
+                if exc.code == types.METHOD_NOT_FOUND:
+                    logger.info("upstream %s: no change subscription; periodic re-list only", self.name)
+                    return
+                logger.info("upstream %s: change subscription failed: %s", self.name, exc.message)
+            except (SubscriptionLost, TimeoutError) as exc:
+                # Expected now and then: an HTTP upstream's stream ends at the client's read timeout.
+                logger.debug("upstream %s: change subscription ended: %s", self.name, exc)
+            # A server that ends every stream at once must not make this a busy loop.
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _list_tools(self, client: Client) -> dict[str, ToolSpec]:
+        tools: dict[str, ToolSpec] = {}
+        cursor: str | None = None
+        while True:
+            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+            for tool in page.tools:
+                public = f"{self.name}.{tool.name}"
+                definition = tool.model_dump(by_alias=True, mode="json", exclude_none=True)
+                definition["name"] = public
+                tools[public] = ToolSpec(public, self.name, tool.name, definition)
+            cursor = page.next_cursor
+            if not cursor:
+                return tools
+
+    async def call_payload(self, upstream_tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Call a tool at the upstream; its ``CallToolResult`` as JSON-ready data (not yet validated).
+
+        A call to a stateless HTTP upstream whose client did not ask for progress takes the lean path
+        (one pooled POST); any other goes through the SDK client.
+
+        Raises:
+            UpstreamError: not connected, timed out, a protocol error, or an unusable answer.
+        """
+        fast = self._fast
+        relay = CURRENT_RELAY.get()
+        if fast is None or (relay is not None and relay.wants_progress):
+            result = await self.call(upstream_tool, arguments)
+            return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if self._client is None:
+            raise UpstreamError(f"upstream `{self.name}` is not connected")
+        self._in_flight.append(relay)
+        try:
+            return await fast.call(upstream_tool, arguments)
+        finally:
+            self._in_flight.remove(relay)
+
+    async def call(self, upstream_tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        """Call a tool at the upstream; progress and log messages go to ``CURRENT_RELAY``'s relay.
+
+        Raises:
+            UpstreamError: not connected, timed out, a protocol error, or an unusable answer.
+        """
+        relay = CURRENT_RELAY.get()
+        progress = relay.progress if relay is not None else None
+        return await self._request(
+            lambda c: c.call_tool(upstream_tool, arguments, progress_callback=progress)
+        )
+
+    async def list_resources(self) -> list[types.Resource]:
+        """Every resource the upstream lists (all pages). Raises ``UpstreamError``."""
+
+        async def fetch(client: Client, cursor: str | None) -> tuple[list[types.Resource], str | None]:
+            page = await client.list_resources(cursor=cursor, cache_mode="bypass")
+            return list(page.resources), page.next_cursor
+
+        return await self._paged(fetch, "resources")
+
+    async def list_resource_templates(self) -> list[types.ResourceTemplate]:
+        """Every resource template the upstream lists (all pages). Raises ``UpstreamError``."""
+
+        async def fetch(
+            client: Client, cursor: str | None
+        ) -> tuple[list[types.ResourceTemplate], str | None]:
+            page = await client.list_resource_templates(cursor=cursor, cache_mode="bypass")
+            return list(page.resource_templates), page.next_cursor
+
+        return await self._paged(fetch, "resources")
+
+    async def list_prompts(self) -> list[types.Prompt]:
+        """Every prompt the upstream lists (all pages). Raises ``UpstreamError``."""
+
+        async def fetch(client: Client, cursor: str | None) -> tuple[list[types.Prompt], str | None]:
+            page = await client.list_prompts(cursor=cursor, cache_mode="bypass")
+            return list(page.prompts), page.next_cursor
+
+        return await self._paged(fetch, "prompts")
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        """Read ``uri`` at the upstream. Raises ``UpstreamError``."""
+        return await self._request(lambda c: c.read_resource(uri, cache_mode="bypass"))
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
+        """Get the upstream's prompt ``name``. Raises ``UpstreamError``."""
+        return await self._request(lambda c: c.get_prompt(name, arguments))
+
+    async def complete(
+        self,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: dict[str, str],
+        context_arguments: dict[str, str] | None,
+    ) -> types.CompleteResult:
+        """Forward ``completion/complete`` (``ref`` in the upstream's own names). Raises ``UpstreamError``."""
+        return await self._request(lambda c: c.complete(ref, argument, context_arguments))
+
+    def supports(self, capability: str) -> bool:
+        """Whether the connected upstream declares ``capability`` (``resources``, ``prompts``, ...)."""
+        client = self._client
+        return client is not None and getattr(client.server_capabilities, capability, None) is not None
+
+    async def _paged(
+        self, fetch: Callable[[Client, str | None], Awaitable[tuple[list[_T], str | None]]], capability: str
+    ) -> list[_T]:
+        if not self.supports(capability):
+            return []
+        items: list[_T] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self._request(lambda c, cur=cursor: fetch(c, cur))  # type: ignore[misc]
+            items.extend(page)
+            if not cursor:
+                return items
+
+    async def _request(self, send: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Send one request with this upstream's timeout; the calling request's relay gets its logs.
+
+        Raises:
+            UpstreamError: not connected, timed out, a protocol error, or an unusable answer.
+        """
+        client = self._client
+        if client is None:
+            raise UpstreamError(f"upstream `{self.name}` is not connected")
+        marker = CURRENT_RELAY.get()
+        self._in_flight.append(marker)
+        try:
+            with anyio.fail_after(self.config.timeout_seconds):
+                return await send(client)
+        except TimeoutError:
+            raise UpstreamError(f"upstream `{self.name}` timed out") from None
+        except MCPError as exc:
+            raise UpstreamError(f"upstream `{self.name}` error {exc.code}: {exc.message}") from None
+        except GatewayError:
+            raise
+        except Exception as exc:
+            # A broken connection: reconnect in the background and report this call as failed.
+            self.request_reconnect()
+            raise UpstreamError(f"upstream `{self.name}` failed: {_describe(exc)}") from None
+        finally:
+            self._in_flight.remove(marker)
+
+
+def _unexpected(answer: types.Result) -> types.ErrorData:
+    return types.ErrorData(
+        code=types.INTERNAL_ERROR, message=f"the agent answered with {type(answer).__name__}"
+    )

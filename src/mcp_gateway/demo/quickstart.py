@@ -1,0 +1,291 @@
+"""``mcp-gateway quickstart``: a complete demo on embedded defaults.
+
+It writes a data dir with a master key file, the demo secrets, a demo agent and its token, a demo
+policy and a ``gateway.yaml`` with:
+
+- ``mcp-server-time`` over stdio (a demo secret injected into its environment);
+- an Apache Iceberg lake (SQL catalog on SQLite in the data dir) seeded with the three data stories;
+- a dbt Cloud account and a Salesforce org, both served by the package's emulators on the next two
+  ports (contract-faithful test doubles: no real dbt Cloud or Salesforce is reachable from a demo).
+
+``run`` starts the two emulators in threads and serves the gateway. ``mcp-gateway demo ...``
+(``demo.py``) then plays an agent through the stories with the token written to ``demo-agent.token``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mcp_gateway.app.runner import run_gateway
+from mcp_gateway.app.wiring import key_file_path, open_agents, open_vault
+from mcp_gateway.config import Settings, load_settings
+from mcp_gateway.errors import ConfigError
+from mcp_gateway.vault.keys import init_key_file
+
+DEMO_AGENT = "demo-agent"
+TOKEN_FILE = "demo-agent.token"  # noqa: S105 - a file name, not a password
+DBT_ACCOUNT = 1
+DBT_JOB = 42
+SF_CLIENT_ID = "mcp-gateway-demo"
+SECRETS = ("demo-api-token", "sf-sandbox-secret", "dbt-token")
+
+_POLICY = """\
+# Demo policy: what `demo-agent` may do. Edit it while the gateway runs; it reloads on save.
+version: 1
+agents:
+  demo-agent:
+    description: the quickstart's agent
+    rate: ["500/hour"]
+    grants:
+      - id: demo-current-time
+        tool: time.get_current_time
+        args:
+          timezone: {in: [UTC, Europe/Paris, America/New_York, Asia/Tokyo], required: true}
+      - id: demo-convert-time
+        tool: time.convert_time
+        args:
+          source_timezone: {pattern: "^[A-Za-z_]+/[A-Za-z_]+$|^UTC$"}
+          target_timezone: {pattern: "^[A-Za-z_]+/[A-Za-z_]+$|^UTC$"}
+          time: {pattern: "^[0-2][0-9]:[0-5][0-9]$"}
+        deny:
+          - id: demo-no-pyongyang
+            args: {target_timezone: {in: [Asia/Pyongyang]}}
+            reason: the demo forbids this target
+
+      # Data fixes: only on branches named agent_*, at most 10 rows per call, in lake.sales.
+      - id: demo-data-read
+        tool: data.query_quality_metrics
+        args:
+          table: {pattern: "lake\\\\.sales\\\\..+", required: true}
+      - id: demo-data-branch
+        tool: data.clone_table
+        args:
+          table: {pattern: "lake\\\\.sales\\\\..+", required: true}
+          branch: {pattern: "agent_[a-z0-9_]+", required: true}
+      - id: demo-data-write
+        tool: data.update_rows
+        max_rows: 10
+        args:
+          table: {pattern: "lake\\\\.sales\\\\..+", required: true}
+          branch: {pattern: "agent_[a-z0-9_]+", required: true}
+      - id: demo-data-switch
+        tool: data.switch_in
+        args:
+          table: {pattern: "lake\\\\.sales\\\\..+", required: true}
+          branch: {pattern: "agent_[a-z0-9_]+", required: true}
+      - id: demo-data-undo
+        tool: data.rollback_table
+        args:
+          table: {pattern: "lake\\\\.sales\\\\..+", required: true}
+      - id: demo-data-discard
+        tool: data.discard_branch
+        args:
+          branch: {pattern: "agent_[a-z0-9_]+", required: true}
+
+      # Pipeline reruns: one job, at most 10 an hour.
+      - id: demo-rerun
+        tool: ops.rerun_job
+        args:
+          job: {in: [nightly_revenue], required: true}
+          mode: {in: [failed_only, full]}
+        rate: ["10/hour"]
+      - id: demo-job-read
+        tool: "ops.get_*"
+        args:
+          job: {in: [nightly_revenue], required: true}
+      - id: demo-runbooks                 # runbooks are MCP resources too
+        tool: "resource:gateway:runbook://*"
+
+      # Salesforce: two fields of opportunities in the sandbox org; a 5x change of Amount needs a human.
+      - id: demo-sf-read
+        tool: salesforce.get_record
+        args:
+          org: {in: [sandbox]}
+          object: {in: [Opportunity]}
+      - id: demo-sf-patch
+        tool: salesforce.patch_record
+        args:
+          org: {in: [sandbox], required: true}
+          object: {in: [Opportunity], required: true}
+          fields:
+            required: true
+            subset_of: [Amount, StageName]
+            properties: {Amount: {min: 0, max: 100000000}}
+        approval:
+          when:
+            - change_factor: {field: Amount, over: 5}
+      - id: demo-sf-revert
+        tool: salesforce.revert_patch
+
+runbooks:
+  nightly_revenue: >-
+    Fails when raw.orders has not landed. Check the export, then rerun failed_only; a full rerun
+    rebuilds every model and takes an hour.
+"""
+
+
+@dataclass(frozen=True)
+class Demo:
+    config_path: Path
+    token: str
+    url: str
+    instructions: str
+
+
+def _gateway_yaml(directory: Path, port: int) -> str:
+    python = sys.executable
+    lake = directory / "data" / "iceberg"
+    return f"""\
+# Quickstart gateway: embedded defaults (SQLite audit, vault, approvals, quotas in ./data).
+data_dir: data
+policies: policies
+server:
+  host: 127.0.0.1
+  port: {port}
+upstreams:
+  time:
+    transport: stdio
+    command: {python}
+    args: [-m, mcp_server_time, --local-timezone, UTC]
+    env:
+      # Injected from the vault at spawn time; the agent never sees it.
+      DEMO_API_TOKEN: secret://demo-api-token
+warehouses:
+  lake:
+    kind: iceberg
+    catalog_uri: sqlite:///{lake / "catalog.db"}
+    warehouse: {lake / "warehouse"}
+orchestrators:
+  dbt:
+    kind: dbt_cloud
+    url: http://127.0.0.1:{port + 2}      # the dbt Cloud emulator `quickstart` starts
+    allow_private_network: true          # loopback on purpose (else the SSRF guard refuses it)
+    account_id: {DBT_ACCOUNT}
+    token: secret://dbt-token
+jobs:
+  nightly_revenue: {{orchestrator: dbt, id: "{DBT_JOB}"}}
+salesforce:
+  sandbox:
+    login_url: http://127.0.0.1:{port + 1}   # the Salesforce emulator `quickstart` starts
+    allow_private_network: true
+    flow: client_credentials
+    client_id: {SF_CLIENT_ID}
+    client_secret: secret://sf-sandbox-secret
+"""
+
+
+def _demo_policy() -> str:
+    """The policy text plus the data stories' table rules and metrics (from ``warehouse.demo``)."""
+    from mcp_gateway.demo.lake import DEMO_POLICY
+
+    sections = yaml.safe_dump(
+        {"tables": DEMO_POLICY["tables"], "metrics": DEMO_POLICY["metrics"]}, sort_keys=False, width=100
+    )
+    return _POLICY + "\n# The data stories' quality gates (switch-in runs them on the branch).\n" + sections
+
+
+def prepare(directory: Path, *, port: int) -> Demo:
+    """Create (or refresh) the demo set-up in ``directory``: demo data reset, a fresh demo token."""
+    (directory / "policies").mkdir(parents=True, exist_ok=True)
+    config_path = directory / "gateway.yaml"
+    config_path.write_text(_gateway_yaml(directory, port), encoding="utf-8")
+    policy_path = directory / "policies" / "demo.yaml"
+    if not policy_path.exists():
+        policy_path.write_text(_demo_policy(), encoding="utf-8")
+    settings = load_settings(config_path)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key_file = key_file_path(settings)
+    if key_file is None:  # the quickstart config always names one
+        raise ConfigError("the quickstart config names no key file")
+    init_key_file(key_file)
+    vault = open_vault(settings, master_key_env=None)
+    existing = {m["name"] for m in vault.list()}
+    for name in SECRETS:
+        if name not in existing:
+            vault.put(name, f"demo-{secrets.token_urlsafe(24)}".encode())
+    _seed_lake(settings)
+    agents = open_agents(settings)
+    try:
+        agents.revoke(DEMO_AGENT)
+        _, token = agents.create(DEMO_AGENT)
+    finally:
+        agents.close()
+    token_path = directory / TOKEN_FILE
+    token_path.touch(mode=0o600)
+    os.chmod(token_path, 0o600)
+    token_path.write_text(token + "\n", encoding="utf-8")
+    url = f"http://127.0.0.1:{port}/mcp"
+    return Demo(config_path, token, url, _instructions(config_path, directory, url, token))
+
+
+def _seed_lake(settings: Settings) -> None:
+    from mcp_gateway.demo.lake import seed_demo
+
+    (settings.data_dir / "iceberg" / "warehouse").mkdir(parents=True, exist_ok=True)
+    for warehouse in settings.warehouses.values():
+        seed_demo(warehouse)
+
+
+def _instructions(config_path: Path, directory: Path, url: str, token: str) -> str:
+    cfg = shlex.quote(str(config_path))
+    qs = shlex.quote(str(directory))
+    return f"""\
+MCP Gateway quickstart
+  config      {config_path}
+  endpoint    {url}
+  agent       {DEMO_AGENT}
+  token       {token}
+  (shown once, also in {directory / TOKEN_FILE} (0600); stored only as a salted hash)
+
+Play the agent, in another shell (each step is a governed, audited MCP call):
+  mcp-gateway demo fix-amount --dir {qs}   # story 2: branch, fix, verify, switch in, roll back
+  mcp-gateway demo checks --dir {qs}       # stories 1 and 3: an empty table, mixed currencies
+  mcp-gateway demo rerun --dir {qs}        # a failed dbt Cloud job: context, rerun, status
+  mcp-gateway demo patch --dir {qs}        # a 10x Salesforce change waits for a human
+  mcp-gateway approvals list -c {cfg}
+  mcp-gateway approvals approve -c {cfg} APPROVAL_ID --as you
+  mcp-gateway demo patch --dir {qs} --approval-id APPROVAL_ID
+  mcp-gateway demo revert --dir {qs} --audit-id AUDIT_ID      # put the before-image back
+
+Or connect any MCP client, e.g. the MCP Inspector CLI:
+  npx @modelcontextprotocol/inspector --cli {url} --transport http \\
+      --header "Authorization: Bearer {token}" --method tools/list
+
+And look at the record:
+  mcp-gateway audit tail -c {cfg}        # every call, allowed or denied
+  mcp-gateway audit verify -c {cfg}      # check the hash chain and signed checkpoints
+  mcp-gateway policy explain -c {cfg} {DEMO_AGENT} time.get_current_time '{{"timezone": "Asia/Seoul"}}'
+"""
+
+
+def start_emulators(settings: Settings) -> list[object]:
+    """Serve the dbt Cloud and Salesforce emulators the demo config points at (daemon threads)."""
+    from mcp_gateway.demo.emulators import serve_in_thread
+    from mcp_gateway.demo.emulators.dbt_cloud import DbtCloudEmulator, DbtJob
+    from mcp_gateway.demo.emulators.salesforce import EmulatedOrg, create_app
+
+    vault = open_vault(settings, master_key_env=None)
+    dbt_token = vault.resolve("dbt-token").reveal_text()
+    sf_secret = vault.resolve("sf-sandbox-secret").reveal_text()
+    org = settings.salesforce["sandbox"]
+    dbt = settings.orchestrators["dbt"]
+    sf_port = int(str(org.login_url).rstrip("/").rsplit(":", 1)[1])
+    dbt_port = int(str(dbt.url).rstrip("/").rsplit(":", 1)[1])
+    jobs = {DBT_JOB: DbtJob(name="nightly_revenue", fail_first_run=True)}
+    dbt_app = DbtCloudEmulator(account_id=DBT_ACCOUNT, token=dbt_token, jobs=jobs).app
+    sf_app = create_app(EmulatedOrg(client_id=SF_CLIENT_ID, client_secret=sf_secret))
+    return [serve_in_thread(sf_app, sf_port), serve_in_thread(dbt_app, dbt_port)]
+
+
+def run(demo: Demo) -> None:
+    """Start the emulators and serve the demo gateway until interrupted."""
+    settings = load_settings(demo.config_path)
+    start_emulators(settings)
+    run_gateway(settings, master_key_env=None)

@@ -1,0 +1,315 @@
+"""The HTTP face: Starlette + the MCP SDK, both protocol eras on one ``/mcp`` endpoint.
+
+This module and ``hotpath.py`` (the lean path for plain 2026-07-28 ``tools/call``, sharing
+``governed_call``) are where gateway errors become protocol answers:
+
+- ``ToolNotGranted`` → JSON-RPC ``-32602`` naming only the tool asked for;
+- other ``CallRefused`` (policy denial, sealed vault, audit unavailable) → a tool result with
+  ``isError: true`` and a clear message;
+- ``AuthError`` → HTTP 401 with ``WWW-Authenticate: Bearer resource_metadata=...`` (RFC 9728), in
+  ``http_auth.py``, whose ``AuthMiddleware`` guards ``/mcp``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_gateway import __version__
+from mcp_gateway.approvals.store import ApprovalStore
+from mcp_gateway.config import Settings
+from mcp_gateway.core.federation import federation_handlers
+from mcp_gateway.core.gateway import Gateway
+from mcp_gateway.errors import AuditUnavailable
+from mcp_gateway.http.admin import VerifyAdmin, create_admin_routes
+from mcp_gateway.http.auth import CALLER, AuthMiddleware
+from mcp_gateway.http.egress import EgressScrubber
+from mcp_gateway.http.lean import PRINCIPAL_KEY, FastToolCall, governed_call
+from mcp_gateway.http.relay import relaying
+from mcp_gateway.http.sessions import SessionDirectory
+from mcp_gateway.identity.agents import AgentStore
+from mcp_gateway.identity.oauth import OAuthVerifier
+from mcp_gateway.types import AuditEvent, Principal
+
+logger = logging.getLogger(__name__)
+
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+
+
+def _resource_metadata_url(settings: Settings) -> str:
+    return f"{settings.resource_url}{WELL_KNOWN}/mcp"
+
+
+def _principal(ctx: ServerRequestContext[Any, Any]) -> Principal:
+    request = ctx.request
+    principal = request.scope.get("state", {}).get(PRINCIPAL_KEY) if request is not None else None
+    if not isinstance(principal, Principal):
+        # Unreachable behind AuthMiddleware; refuse rather than guess.
+        raise MCPError(types.INVALID_REQUEST, "unauthenticated")
+    return principal
+
+
+def build_mcp_server(gateway: Gateway) -> Server[Any]:
+    """The low-level MCP server whose handlers delegate to ``gateway``."""
+
+    async def on_list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        # The list depends on who asks (2026-07-28 allows it; say so with a private cache scope).
+        return types.ListToolsResult(
+            tools=gateway.list_tools(_principal(ctx)), cache_scope="private", ttl_ms=0
+        )
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        principal = _principal(ctx)
+        # The upstream's progress and log messages about this call go back to this caller only.
+        with relaying(ctx, gateway, principal):
+            return await governed_call(gateway, principal, params.name, params.arguments or {})
+
+    def input_schema(name: str) -> dict[str, Any] | None:
+        # The SDK checks a 2026-07-28 call's Mcp-Param headers against the tool's schema; without this
+        # lookup it runs a whole tools/list per call. Only the caller's granted tools have a schema
+        # here, so the check cannot be used to probe for tools the caller may not see.
+        principal = CALLER.get()
+        return gateway.input_schema(principal, name) if principal is not None else None
+
+    return Server(
+        "mcp-gateway",
+        version=__version__,
+        instructions="A governed gateway: you see only the tools your policy grants; every call is audited.",
+        get_tool_input_schema=input_schema,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+        **federation_handlers(gateway, _principal),
+    )
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Host/Origin allow-lists against DNS rebinding: loopback plus what the config adds."""
+    port = settings.server.port
+    hosts = [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", *settings.server.allowed_hosts]
+    origins = [f"http://{h}" for h in hosts[:3]] + list(settings.server.allowed_origins)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
+@dataclass
+class AppState:
+    """What the lifespan and the health routes share."""
+
+    gateway: Gateway
+    ready: bool = False
+
+
+async def _watch_policy(state: AppState, stop: anyio.Event) -> None:
+    """Reload policy on file change; a broken file keeps the last good policy (logged and audited)."""
+    from watchfiles import awatch
+
+    holder = state.gateway.policy
+    target = holder.path if holder.path.is_dir() else holder.path.parent
+    # The watcher runs in a thread that only notices cancellation through `stop` (else ~4 s to exit).
+    async for _changes in awatch(target, debounce=200, step=50, stop_event=stop):
+        await reload_policy(state.gateway)
+
+
+async def reload_policy(gateway: Gateway) -> bool:
+    """Reload the policy; audit the outcome. Returns True when the new policy is in force."""
+    # A large policy takes seconds to parse; the event loop keeps serving meanwhile.
+    error = await anyio.to_thread.run_sync(gateway.policy.reload)
+    if error is None:
+        logger.info("policy reloaded from %s", gateway.policy.path)
+        event = AuditEvent(kind="policy_reload", status="ok", detail={"path": str(gateway.policy.path)})
+    else:
+        logger.error("policy reload failed, keeping the last good policy: %s", error)
+        event = AuditEvent(
+            kind="policy_reload",
+            status="error",
+            detail={"path": str(gateway.policy.path), "problems": list(error.problems)},
+        )
+    with contextlib.suppress(AuditUnavailable):
+        await gateway.audit.append(event)
+    return error is None
+
+
+def create_app(
+    settings: Settings,
+    gateway: Gateway,
+    agents: AgentStore,
+    *,
+    oauth: OAuthVerifier | None = None,
+    approvals: ApprovalStore | None = None,
+    verify_admin: VerifyAdmin | None = None,
+) -> ASGIApp:
+    """Build the ASGI app.
+
+    Args:
+        settings: validated settings.
+        gateway: the governed call path (owns policy, vault view, audit log, upstreams).
+        agents: the agent-token store used to authenticate callers.
+        oauth: the JWT verifier; default: built from ``settings.oauth`` when that is set, else none
+            (then only agent tokens are accepted).
+        approvals, verify_admin: the approval store and the admin-token check; with both, the admin
+            API is served under ``/admin`` (its own tokens; agent tokens are refused there).
+    """
+    state = AppState(gateway)
+    if oauth is None and settings.oauth is not None:
+        oauth = OAuthVerifier.from_settings(settings)
+    server = build_mcp_server(gateway)
+    security = transport_security(settings)
+    manager = StreamableHTTPSessionManager(
+        app=server, security_settings=security, max_request_body_size=settings.server.max_body_bytes
+    )
+    sdk_app: ASGIApp = StreamableHTTPASGIApp(manager)
+    if settings.server.fast_path:
+        sessions = SessionDirectory(manager)
+        server.middleware.append(sessions.remember)
+        sdk_app = FastToolCall(
+            sdk_app,
+            gateway=gateway,
+            server=server,
+            security=security,
+            max_body=settings.server.max_body_bytes,
+            json_response=manager.json_response,
+            sessions=sessions,
+        )
+    mcp_app = AuthMiddleware(
+        sdk_app,
+        agents=agents,
+        audit=gateway.audit,
+        metadata_url=_resource_metadata_url(settings),
+        oauth=oauth,
+    )
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        upstreams = {
+            name: ("connected" if up.connected else f"unavailable: {up.last_error or 'connecting'}")
+            for name, up in gateway.upstreams.items()
+        }
+        body = {
+            "ready": state.ready,
+            "vault": "sealed" if gateway.secrets.vault.sealed else "unsealed",
+            "policy": "ok"
+            if gateway.policy.last_error is None
+            else "last reload failed; previous policy in force",
+            # Checkpoints need the signing key from the vault; without it the chain alone protects.
+            "audit_checkpoints": "signed" if gateway.audit.checkpointer is not None else "off: no key",
+            "upstreams": upstreams,
+        }
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    async def resource_metadata(_: Request) -> Response:
+        body: dict[str, Any] = {
+            "resource": f"{settings.resource_url}/mcp",
+            "bearer_methods_supported": ["header"],
+            "resource_name": "MCP Gateway",
+            "authorization_servers": [],
+        }
+        if oauth is not None:
+            body["authorization_servers"] = [oauth.issuer]
+            # What a client may ask for: the required scopes plus every scope the running policy uses.
+            body["scopes_supported"] = sorted(oauth.required_scopes | gateway.policy.policy.scopes)
+        return JSONResponse(body)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with manager.run(), anyio.create_task_group() as tg:
+            for upstream in gateway.upstreams.values():
+                tg.start_soon(upstream.run)
+            for service in gateway.services:
+                tg.start_soon(service)
+            stop_watching = anyio.Event()
+            if settings.server.watch_policy:
+                tg.start_soon(_watch_policy, state, stop_watching)
+            with contextlib.suppress(ValueError, RuntimeError):
+                # Only possible in the main thread; embedded servers (tests) rely on the file watch.
+                import asyncio
+
+                loop = asyncio.get_running_loop()
+                reloads: set[asyncio.Task[bool]] = set()
+
+                def on_sighup() -> None:
+                    # A signal callback runs outside any task, where anyio (through sniffio) cannot
+                    # tell which event loop it is on: start a plain asyncio task, which can.
+                    task = loop.create_task(reload_policy(gateway))
+                    reloads.add(task)
+                    task.add_done_callback(reloads.discard)
+
+                loop.add_signal_handler(signal.SIGHUP, on_sighup)
+            with anyio.move_on_after(20):
+                for upstream in gateway.upstreams.values():
+                    await upstream.wait_ready()
+            await gateway.start_toolsets()
+            state.ready = True
+            try:
+                yield
+            finally:
+                state.ready = False
+                with anyio.CancelScope(shield=True):
+                    await gateway.stop_toolsets()
+                for upstream in gateway.upstreams.values():
+                    upstream.stop()
+                stop_watching.set()
+                tg.cancel_scope.cancel()
+                # Drains the queue, then signs a checkpoint of the newest record (if the key is there).
+                await gateway.audit.aclose()
+
+    routes = [
+        Route("/mcp", mcp_app, methods=["GET", "POST", "DELETE"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route(WELL_KNOWN, resource_metadata, methods=["GET"]),
+        Route(f"{WELL_KNOWN}/mcp", resource_metadata, methods=["GET"]),
+    ]
+    if approvals is not None and verify_admin is not None:
+        routes.extend(create_admin_routes(approvals, gateway.audit, verify_admin))
+    # The one egress scrubber: every answer of every route and protocol path, whole, on its way out.
+    return EgressScrubber(
+        _McpFirst(Starlette(routes=routes, lifespan=lifespan), mcp_app), gateway.secrets.redactor
+    )
+
+
+class _McpFirst:
+    """Sends ``POST /mcp`` straight to the MCP app; everything else (and lifespan) to Starlette.
+
+    The MCP route has no Starlette middleware, so routing each agent call through Starlette's error,
+    exception and router layers only costs CPU. Starlette keeps every other route, ``/mcp``'s other
+    methods and its 405, and the lifespan. Mounted under a ``root_path``, all goes through Starlette.
+    """
+
+    def __init__(self, app: Starlette, mcp: ASGIApp) -> None:
+        self.app = app
+        self.mcp = mcp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/mcp"
+            and not scope.get("root_path")
+        ):
+            await self.mcp(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
