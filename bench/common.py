@@ -272,7 +272,8 @@ def prepare_gateway_dir(
     Durable SQLite audit is the default and is kept (``audit`` is not set).
     """
     from mcp_gateway.app.wiring import key_file_path, open_agents, open_vault
-    from mcp_gateway.config import HttpUpstream, load_settings
+    from mcp_gateway.config import load_settings
+    from mcp_gateway.connectors.mcp.config import HttpUpstream
     from mcp_gateway.vault.store import init_key_file
 
     (workdir / "policies").mkdir(parents=True, exist_ok=True)

@@ -89,8 +89,14 @@ GENERIC_PREFIXES = (
 COMPONENTS: list[tuple[str, str]] = [
     ("mcp_gateway/identity/agents.py", "gateway: auth token lookup (agents.py, sqlite)"),
     ("mcp_gateway/http/app.py", "gateway: http/app.py (MCP handlers)"),
-    ("mcp_gateway/http/lean.py", "gateway: lean tools/call path (http/lean.py, http/sessions.py: checks, JSON, shaping)"),
-    ("mcp_gateway/http/sessions.py", "gateway: lean tools/call path (http/lean.py, http/sessions.py: checks, JSON, shaping)"),
+    (
+        "mcp_gateway/http/lean.py",
+        "gateway: lean tools/call path (checks, JSON, shaping)",
+    ),
+    (
+        "mcp_gateway/http/sessions.py",
+        "gateway: lean tools/call path (checks, JSON, shaping)",
+    ),
     ("mcp_gateway/wire.py", "gateway: wire JSON (wire.py: orjson)"),
     ("mcp_gateway/core/limits.py", "gateway: limits (argument size and depth, result checks)"),
     ("mcp_gateway/core/state.py", "gateway: vault (SecretsView refresh, sqlite generation check)"),
@@ -100,7 +106,10 @@ COMPONENTS: list[tuple[str, str]] = [
     ("mcp_gateway/audit/log.py", "gateway: audit group commit (log.py, on the loop)"),
     ("mcp_gateway/audit/sqlite.py", "gateway: audit sink (sqlite insert + commit/fsync)"),
     ("mcp_gateway/audit/record.py", "gateway: audit record (normalize, chain, sha256)"),
-    ("mcp_gateway/connectors/mcp/http_client.py", "gateway: lean HTTP client to the upstream (connectors/mcp/http_client.py)"),
+    (
+        "mcp_gateway/connectors/mcp/http_client.py",
+        "gateway: lean HTTP client to the upstream (connectors/mcp/http_client.py)",
+    ),
     ("mcp_gateway/connectors/", "gateway: upstream connector (connectors/mcp/upstream.py, forwarder.py)"),
     ("mcp_gateway/core/gateway.py", "gateway: call path (core/gateway.py: pydantic result, digest, spans)"),
     ("mcp_gateway/", "gateway: other modules"),

@@ -24,9 +24,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from mcp_gateway.app.runner import proxy_header_options
 from mcp_gateway.app.wiring import Runtime, build_runtime, key_file_path, open_agents, open_vault
-from mcp_gateway.config import Settings, TelemetrySettings
+from mcp_gateway.config import Settings
 from mcp_gateway.http.app import create_app
-from mcp_gateway.telemetry import configure_tracing
+from mcp_gateway.telemetry import TelemetrySettings, configure_tracing
 from mcp_gateway.tools.base import Toolset
 from mcp_gateway.types import AuditSink
 from mcp_gateway.vault.store import init_key_file

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mcp_gateway.config import load_settings, secret_refs
+from mcp_gateway.config import load_settings
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.types import secret_refs
 
 
 def test_defaults_bind_to_loopback_and_use_sqlite() -> None:

@@ -11,7 +11,6 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -25,22 +24,18 @@ from pydantic import (
     model_validator,
 )
 
-from mcp_gateway.approvals import ApprovalSettings
+from mcp_gateway.approvals.settings import ApprovalSettings
+from mcp_gateway.connectors.mcp.config import Upstream
 from mcp_gateway.connectors.orchestrators.config import JobSettings, OrchestratorSettings
 from mcp_gateway.connectors.salesforce.config import SalesforceOrgSettings
 from mcp_gateway.connectors.warehouse.config import WarehouseSettings
+from mcp_gateway.core.limits import LimitSettings
 from mcp_gateway.errors import ConfigError
-from mcp_gateway.quotas.store import QuotaSettings
+from mcp_gateway.identity.settings import OAuthSettings
+from mcp_gateway.quotas.settings import QuotaSettings
+from mcp_gateway.telemetry import TelemetrySettings
 
-SECRET_REF = re.compile(r"secret://([A-Za-z0-9_.-]{1,128})")
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-# RFC 6749 3.3 scope-token: no space, `"` or `\`, so a scope can sit inside a WWW-Authenticate header.
-SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-# Public-key algorithms only: `none` and HS* (a shared secret, or a public key misused as one) never.
-OAUTH_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _Model(BaseModel):
@@ -128,13 +123,6 @@ class VaultSettings(_Model):
     key_file: Path | None = Path("master.key")
 
 
-class TelemetrySettings(_Model):
-    exporter: Literal["none", "console", "otlp"] = "none"
-    endpoint: str | None = None
-    """OTLP/HTTP traces endpoint, e.g. ``http://127.0.0.1:4318/v1/traces``."""
-    log_level: str = "INFO"
-
-
 class PinningSettings(_Model):
     """Tool-definition pinning against rug pulls (see ``pin_guard.py``)."""
 
@@ -144,115 +132,6 @@ class PinningSettings(_Model):
     """``auto``: a tool that appears later is pinned on first sight; ``approve``: blocked until approved."""
     relist_seconds: float | None = Field(default=300.0, gt=0)
     """Re-list every upstream's tools this often (besides on change notifications); null: never."""
-
-
-class _UpstreamCommon(_Model):
-    relay_requests: tuple[Literal["sampling", "elicitation"], ...] = ()
-    """Requests this upstream may send to the agent whose call it serves (``relay.py``); none by
-    default: sampling puts upstream text before the agent's model, elicitation before its human."""
-    protocol: Literal["auto", "legacy"] = "auto"
-    """``auto``: 2026-07-28 when the upstream serves it, else the 2025-11-25 handshake; ``legacy``:
-    always the handshake (an upstream that sends requests mid-call, rather than returning
-    ``input_required``, needs it: on a 2026-07-28 connection a server cannot send requests)."""
-
-
-class StdioUpstream(_UpstreamCommon):
-    transport: Literal["stdio"]
-    command: str
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: Path | None = None
-    timeout_seconds: float = Field(default=60.0, gt=0)
-
-
-class HttpUpstream(_UpstreamCommon):
-    transport: Literal["http"]
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: float = Field(default=60.0, gt=0)
-    allow_private_network: bool = False
-    """Permit loopback, private and link-local addresses (never on by default: SSRF)."""
-    lean_calls: bool = True
-    """Send ``tools/call`` to a stateless (2026-07-28) upstream as one pooled POST instead of through
-    the SDK client (``connectors/fast_http.py``); off: every request goes through the SDK client."""
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
-        return value
-
-
-Upstream = Annotated[StdioUpstream | HttpUpstream, Field(discriminator="transport")]
-
-
-class LimitSettings(_Model):
-    """Resource limits on the call path (see limits.py)."""
-
-    max_argument_bytes: int = Field(default=262_144, gt=0)
-    """Largest JSON encoding of a call's arguments."""
-    max_json_depth: int = Field(default=32, gt=0)
-    """Deepest nesting of objects and arrays inside arguments."""
-    max_result_bytes: int = Field(default=1_048_576, gt=0)
-    """Largest result returned to an agent; larger results are truncated with a marker."""
-    max_result_depth: int = Field(default=64, gt=0)
-    """Deepest nesting of objects and arrays an upstream's result may have; deeper is garbage."""
-    max_concurrent_calls_per_agent: int = Field(default=16, gt=0)
-
-
-class OAuthSettings(_Model):
-    """An external identity provider whose JWT access tokens the gateway accepts (see ``oauth.py``)."""
-
-    issuer: str = Field(min_length=1)
-    """The exact value a token's ``iss`` must carry."""
-    jwks_url: str
-    """Where the issuer publishes its signing keys (https, or http on loopback only)."""
-    audience: str | None = None
-    """The resource a token's ``aud`` must name; defaults to ``<public_url>/mcp`` (RFC 8707)."""
-    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
-    agent_claim: str | None = Field(default=None, min_length=1)
-    """The claim naming the agent; unset: ``client_id``, else ``azp``, else ``sub``."""
-    agents: dict[str, str] = Field(default_factory=dict)
-    """Claim value → agent name; when given, a value that is not listed is refused."""
-    required_scopes: tuple[str, ...] = ()
-    """Scopes every token must carry, else 403 ``insufficient_scope``."""
-    jwks_cache_seconds: float = Field(default=300, gt=0)
-    jwks_min_refetch_seconds: float = Field(default=10, ge=0)
-    """Least time between two JWKS fetches, so unknown key ids cannot force a fetch storm."""
-    leeway_seconds: float = Field(default=30, ge=0, le=300)
-    """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
-
-    @field_validator("jwks_url")
-    @classmethod
-    def _jwks_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        # Keys fetched over plain http could be swapped in transit; allow it only on this machine.
-        if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-            raise ValueError("jwks_url must be https (http only on loopback)")
-        return value
-
-    @field_validator("algorithms")
-    @classmethod
-    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("algorithms must not be empty")
-        for alg in value:
-            if alg not in OAUTH_ALGORITHMS:
-                raise ValueError(
-                    f"algorithm `{alg}` is not allowed (one of {', '.join(sorted(OAUTH_ALGORITHMS))})"
-                )
-        return value
-
-    @field_validator("required_scopes")
-    @classmethod
-    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for scope in value:
-            if not SCOPE_TOKEN.match(scope):
-                raise ValueError(
-                    f"scope `{scope}` must be one scope token (no spaces, quotes or backslashes)"
-                )
-        return value
 
 
 class Settings(_Model):
@@ -313,11 +192,6 @@ class Settings(_Model):
     def data_path(self, path: Path) -> Path:
         """Resolve a store path against the data directory."""
         return path if path.is_absolute() else self.data_dir / path
-
-
-def secret_refs(value: str) -> list[str]:
-    """Names of the ``secret://NAME`` references inside ``value``."""
-    return SECRET_REF.findall(value)
 
 
 def _resolve_relative(raw: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import sys
 import threading
 import traceback
 import weakref
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -25,9 +25,21 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from pydantic import BaseModel, ConfigDict
 
-from mcp_gateway.config import TelemetrySettings
 from mcp_gateway.redact import Redactor
+
+
+class TelemetrySettings(BaseModel):
+    """``telemetry:`` in gateway.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    exporter: Literal["none", "console", "otlp"] = "none"
+    endpoint: str | None = None
+    """OTLP/HTTP traces endpoint, e.g. ``http://127.0.0.1:4318/v1/traces``."""
+    log_level: str = "INFO"
+
 
 GATEWAY_SCOPE = "mcp_gateway"
 

@@ -5,6 +5,7 @@ Everything here is pure data or an interface; no I/O happens in this module.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -232,3 +233,12 @@ class ToolSpec:
     upstream: str
     upstream_tool: str
     definition: Mapping[str, Any]
+
+
+SECRET_REF = re.compile(r"secret://([A-Za-z0-9_.-]{1,128})")
+"""A reference to a vault secret inside a config value (``secret://NAME``), resolved at use."""
+
+
+def secret_refs(value: str) -> list[str]:
+    """Names of the ``secret://NAME`` references inside ``value``."""
+    return SECRET_REF.findall(value)

@@ -12,14 +12,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from mcp_gateway.approvals import (
-    ApprovalSettings,
-    ApprovalStore,
-    PostgresApprovalStore,
-    SQLiteApprovalStore,
-    args_hash,
-    open_approval_store,
-)
 from mcp_gateway.approvals.model import (
     ApprovalArgsChanged,
     ApprovalDenied,
@@ -32,6 +24,14 @@ from mcp_gateway.approvals.model import (
     ApprovalPending,
     ApprovalRequired,
     ApprovalUsed,
+    args_hash,
+)
+from mcp_gateway.approvals.settings import ApprovalSettings
+from mcp_gateway.approvals.store import (
+    ApprovalStore,
+    PostgresApprovalStore,
+    SQLiteApprovalStore,
+    open_approval_store,
 )
 from mcp_gateway.errors import CallRefused, GatewayError
 
@@ -296,7 +296,7 @@ def test_open_approval_store_uses_the_data_dir_and_refuses_postgres_without_dsn(
 
 
 def test_an_unreachable_postgres_is_reported_without_the_dsn() -> None:
-    from mcp_gateway.approvals import ApprovalStoreUnavailable
+    from mcp_gateway.approvals.store import ApprovalStoreUnavailable
 
     secret_dsn = "host=127.0.0.1 port=1 user=postgres password=hunter2 dbname=test connect_timeout=2"
     with pytest.raises(ApprovalStoreUnavailable) as failed:

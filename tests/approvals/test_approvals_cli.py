@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import GatewayFactory, connect
-from mcp_gateway.approvals import SQLiteApprovalStore, args_hash
-from mcp_gateway.approvals.model import Approval
+from mcp_gateway.approvals.model import Approval, args_hash
+from mcp_gateway.approvals.store import SQLiteApprovalStore
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.cli import app
-from mcp_gateway.http.admin import SQLiteAdminStore
+from mcp_gateway.identity.admin_tokens import SQLiteAdminStore
 from mcp_gateway.tools.base import BuiltinTool, ToolContext, ToolInput, Toolset
 
 runner = CliRunner()

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from conftest import GatewayFactory, connect
-from mcp_gateway.config import LimitSettings
 from mcp_gateway.core.limits import (
     InFlight,
     LimitExceeded,
+    LimitSettings,
     check_arguments,
     json_depth,
     result_problem,

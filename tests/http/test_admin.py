@@ -13,12 +13,13 @@ import pytest
 from starlette.applications import Starlette
 
 from conftest import GatewayFactory
-from mcp_gateway.approvals import SQLiteApprovalStore, args_hash
-from mcp_gateway.approvals.model import Approval
+from mcp_gateway.approvals.model import Approval, args_hash
+from mcp_gateway.approvals.store import SQLiteApprovalStore
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.errors import AuditWriteError
-from mcp_gateway.http.admin import SQLiteAdminStore, create_admin_routes
+from mcp_gateway.http.admin import create_admin_routes
+from mcp_gateway.identity.admin_tokens import SQLiteAdminStore
 from mcp_gateway.identity.agents import SQLiteAgentStore
 from mcp_gateway.types import AuditEvent, AuditRecord
 

@@ -479,11 +479,14 @@ def test_an_unsafe_oauth_config_is_refused(tmp_path: Path, oauth: dict[str, Any]
 
 def test_the_audience_defaults_to_the_mcp_resource_url_and_can_be_set(tmp_path: Path) -> None:
     settings = _oauth_config(tmp_path, jwks_url="http://127.0.0.1:9/jwks")
-    assert OAuthVerifier.from_settings(settings).audience == "http://127.0.0.1:8080/mcp"
+    assert (
+        OAuthVerifier.from_settings(settings.oauth, settings.resource_url).audience
+        == "http://127.0.0.1:8080/mcp"
+    )
     custom = _oauth_config(tmp_path, audience="api://gateway")
-    assert OAuthVerifier.from_settings(custom).audience == "api://gateway"
+    assert OAuthVerifier.from_settings(custom.oauth, custom.resource_url).audience == "api://gateway"
     with pytest.raises(ConfigError):
-        OAuthVerifier.from_settings(load_settings(None))
+        OAuthVerifier.from_settings(None, "http://127.0.0.1:8080")
 
 
 # --- a real gateway behind a real JWKS endpoint ------------------------------------------------------

@@ -10,7 +10,7 @@ from mcp_gateway.core.governance import approval_reasons, quota_limits
 from mcp_gateway.errors import PolicyLoadError
 from mcp_gateway.policy.evaluate import evaluate
 from mcp_gateway.policy.load import load_policy, parse_policy_text
-from mcp_gateway.quotas.store import ALL_TOOLS
+from mcp_gateway.quotas.model import ALL_TOOLS
 
 GOVERNED = """
 version: 1

@@ -11,16 +11,9 @@ import pytest
 import redis
 
 from mcp_gateway.errors import GatewayError
-from mcp_gateway.quotas.store import (
-    QuotaExceeded,
-    QuotaSettings,
-    QuotaStore,
-    QuotaUnavailable,
-    RedisQuotaStore,
-    SQLiteQuotaStore,
-    open_quota_store,
-    quota_checks,
-)
+from mcp_gateway.quotas.model import QuotaExceeded, QuotaUnavailable, quota_checks
+from mcp_gateway.quotas.settings import QuotaSettings
+from mcp_gateway.quotas.store import QuotaStore, RedisQuotaStore, SQLiteQuotaStore, open_quota_store
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_700_000_000.0

@@ -11,22 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcp_gateway.app.toolsets import build_toolsets
-from mcp_gateway.approvals import ApprovalStore, open_approval_store
+from mcp_gateway.approvals.gate import StoreApprovalGate
 from mcp_gateway.approvals.notify import ApprovalNotifier
+from mcp_gateway.approvals.store import ApprovalStore, open_approval_store
 from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.keys import PUBLIC_KEY_FILE, AuditKeys, ensure_audit_keys, export_public_key
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.config import PostgresStore, Settings, SQLiteAuditStore
 from mcp_gateway.connectors.mcp.upstream import UpstreamConnection, required_secrets
-from mcp_gateway.core.gates import StoreApprovalGate, StoreQuotaGate
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.state import PolicyHolder, SecretsView
 from mcp_gateway.errors import ConfigError, GatewayError
-from mcp_gateway.http.admin import SQLiteAdminStore, admin_store_path
+from mcp_gateway.identity.admin_tokens import SQLiteAdminStore, admin_store_path
 from mcp_gateway.identity.agents import SQLiteAgentStore
 from mcp_gateway.pins.gate import PinGuard
 from mcp_gateway.pins.store import SQLitePinStore
+from mcp_gateway.quotas.gate import StoreQuotaGate
 from mcp_gateway.quotas.store import QuotaStore, open_quota_store
 from mcp_gateway.telemetry import install_log_redaction
 from mcp_gateway.tools.base import Toolset

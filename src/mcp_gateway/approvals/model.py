@@ -284,3 +284,11 @@ def decision_event(
         status="ok" if error is None else "error",
         detail=detail,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingApproval:
+    """An approval waiting for a human."""
+
+    id: str
+    expires_at: float

@@ -27,10 +27,9 @@ import anyio
 import httpx
 
 from mcp_gateway.approvals.model import APPROVAL_ARG, Approval
-from mcp_gateway.config import SECRET_REF
 from mcp_gateway.connectors.netguard import check_upstream_url
 from mcp_gateway.errors import GatewayError
-from mcp_gateway.types import SecretValue
+from mcp_gateway.types import SECRET_REF, SecretValue
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from mcp_gateway.approvals.model import (
     decide_refusal,
     new_approval_id,
 )
-from mcp_gateway.errors import CallRefused, GatewayError
+from mcp_gateway.approvals.settings import ApprovalSettings
+from mcp_gateway.errors import CallRefused, ConfigError, GatewayError
 from mcp_gateway.types import Clock, system_clock
 
 if TYPE_CHECKING:
@@ -406,3 +407,25 @@ class PostgresApprovalStore(_SQLApprovalStore):
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+
+
+def open_approval_store(
+    settings: ApprovalSettings, data_dir: Path, *, clock: Clock = system_clock
+) -> ApprovalStore:
+    """The configured approval store (the gateway and the CLI open the same one).
+
+    Args:
+        settings: the ``approvals:`` section.
+        data_dir: where a relative SQLite ``path`` lives.
+        clock: the time source (tests pass a fake one).
+
+    Raises:
+        ApprovalStoreUnavailable: it cannot be opened.
+        ConfigError: postgres without a dsn.
+    """
+    if settings.store == "postgres":
+        if settings.dsn is None:
+            raise ConfigError("approvals: store `postgres` needs a `dsn`")
+        return PostgresApprovalStore(settings.dsn, schema=settings.schema_name, clock=clock)
+    path = settings.path if settings.path.is_absolute() else data_dir / settings.path
+    return SQLiteApprovalStore(path, clock=clock)

@@ -9,7 +9,7 @@ import typer
 from mcp_gateway.cli import tokens
 from mcp_gateway.cli.common import ConfigOpt, load_cli_settings
 from mcp_gateway.config import Settings
-from mcp_gateway.http.admin import SQLiteAdminStore, admin_store_path
+from mcp_gateway.identity.admin_tokens import SQLiteAdminStore, admin_store_path
 
 admin_app = typer.Typer(help="Issue, list and revoke admin API tokens.", no_args_is_help=True)
 

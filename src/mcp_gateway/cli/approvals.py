@@ -13,7 +13,8 @@ from mcp_gateway.cli.common import ConfigOpt, fail, iso, load_cli_settings
 from mcp_gateway.errors import GatewayError
 
 if TYPE_CHECKING:
-    from mcp_gateway.approvals import Approval, ApprovalStore
+    from mcp_gateway.approvals.model import Approval
+    from mcp_gateway.approvals.store import ApprovalStore
     from mcp_gateway.config import Settings
 
 approvals_app = typer.Typer(help="List, show, approve and deny approval requests.", no_args_is_help=True)
@@ -24,7 +25,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _open(settings: Settings) -> ApprovalStore:
-    from mcp_gateway.approvals import ApprovalSettings, open_approval_store
+    from mcp_gateway.approvals.settings import ApprovalSettings
+    from mcp_gateway.approvals.store import open_approval_store
 
     # `approvals:` in gateway.yaml once the settings carry it; the defaults until then.
     section = getattr(settings, "approvals", None) or ApprovalSettings()

@@ -27,8 +27,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import mcp_types as types
-from mcp.server.context import ServerRequestContext
-from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 from mcp_gateway.audit.record import digest
@@ -36,7 +34,6 @@ from mcp_gateway.connectors.mcp.upstream import UpstreamConnection
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.limits import LimitExceeded, check_arguments
 from mcp_gateway.errors import CallRefused, ToolNotGranted, UpstreamError
-from mcp_gateway.http.relay import relaying
 from mcp_gateway.policy.evaluate import is_granted
 from mcp_gateway.types import AuditEvent, Principal
 
@@ -350,76 +347,3 @@ class Federation:
     @staticmethod
     def _latency(started: float) -> dict[str, Any]:
         return {"latency_ms": round((time.perf_counter() - started) * 1000, 3)}
-
-
-def federation_handlers(
-    gateway: Gateway, principal_of: Callable[[ServerRequestContext[Any, Any]], Principal]
-) -> dict[str, Any]:
-    """The SDK ``Server(...)`` handlers for resources, templates, prompts and completions.
-
-    Errors become protocol answers here, as ``server.py`` does for tools: unknown or ungranted →
-    ``-32602`` naming only what was asked; another refusal or an upstream failure → ``-32603``.
-    """
-    federation = Federation(gateway)
-
-    async def guarded(ctx: ServerRequestContext[Any, Any], call: Callable[[], Awaitable[_R]]) -> _R:
-        try:
-            with relaying(ctx, gateway, principal_of(ctx)):
-                return await call()
-        except ToolNotGranted as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-        except (CallRefused, UpstreamError) as exc:
-            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
-        except MCPError:
-            raise
-        except Exception:
-            # Its text may quote upstream output; the SDK's 2025-11-25 session would send it on.
-            logger.exception("a federated request failed")
-            raise MCPError(types.INTERNAL_ERROR, "Internal server error") from None
-
-    async def on_list_resources(
-        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListResourcesResult:
-        resources = await guarded(ctx, lambda: federation.list_resources(principal_of(ctx)))
-        return types.ListResourcesResult(resources=resources, cache_scope="private", ttl_ms=0)
-
-    async def on_list_resource_templates(
-        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListResourceTemplatesResult:
-        templates = await guarded(ctx, lambda: federation.list_resource_templates(principal_of(ctx)))
-        return types.ListResourceTemplatesResult(
-            resource_templates=templates, cache_scope="private", ttl_ms=0
-        )
-
-    async def on_read_resource(
-        ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
-        principal = principal_of(ctx)
-        return await guarded(ctx, lambda: federation.read_resource(principal, str(params.uri)))
-
-    async def on_list_prompts(
-        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListPromptsResult:
-        prompts = await guarded(ctx, lambda: federation.list_prompts(principal_of(ctx)))
-        return types.ListPromptsResult(prompts=prompts, cache_scope="private", ttl_ms=0)
-
-    async def on_get_prompt(
-        ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
-        principal = principal_of(ctx)
-        return await guarded(ctx, lambda: federation.get_prompt(principal, params.name, params.arguments))
-
-    async def on_completion(
-        ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
-    ) -> types.CompleteResult:
-        principal = principal_of(ctx)
-        return await guarded(ctx, lambda: federation.complete(principal, params))
-
-    return {
-        "on_list_resources": on_list_resources,
-        "on_list_resource_templates": on_list_resource_templates,
-        "on_read_resource": on_read_resource,
-        "on_list_prompts": on_list_prompts,
-        "on_get_prompt": on_get_prompt,
-        "on_completion": on_completion,
-    }

@@ -34,7 +34,6 @@ from opentelemetry import trace
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.record import canonical, digest
 from mcp_gateway.audit.sensitive import mask_sensitive
-from mcp_gateway.config import LimitSettings
 from mcp_gateway.connectors.mcp.upstream import UpstreamConnection
 from mcp_gateway.core.builtin import builtin_specs, parse_arguments, result_payload, run_builtin
 from mcp_gateway.core.governance import (
@@ -46,7 +45,14 @@ from mcp_gateway.core.governance import (
     quota_limits,
     split_approval,
 )
-from mcp_gateway.core.limits import InFlight, LimitExceeded, check_arguments, result_problem, truncate_result
+from mcp_gateway.core.limits import (
+    InFlight,
+    LimitExceeded,
+    LimitSettings,
+    check_arguments,
+    result_problem,
+    truncate_result,
+)
 from mcp_gateway.core.state import PolicyHolder, SecretsView
 from mcp_gateway.errors import (
     ApprovalRefused,

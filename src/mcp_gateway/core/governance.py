@@ -1,7 +1,7 @@
 """What the call path asks beyond allow/deny: quotas and human approval.
 
-The gateway core sees only the two Protocols below; ``wiring.py`` backs them with the stores in
-``quotas.py`` and ``approvals/`` (SQLite by default; Redis / PostgreSQL when replicas share them).
+The gateway core sees only the two Protocols below; ``app/wiring.py`` backs them with the gates in
+``quotas/gate.py`` and ``approvals/gate.py`` (SQLite by default; Redis / PostgreSQL when replicas share them).
 
 Approval flow, as the agent sees it:
 
@@ -17,25 +17,16 @@ Approval flow, as the agent sees it:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mcp_gateway.approvals.model import APPROVAL_ARG, args_hash
+from mcp_gateway.approvals.model import APPROVAL_ARG, PendingApproval, args_hash
 from mcp_gateway.policy.evaluate import deny_rule_fires
 from mcp_gateway.policy.model import GrantGovernance, Policy
-from mcp_gateway.quotas.store import QuotaCheck, quota_checks
+from mcp_gateway.quotas.model import QuotaCheck, quota_checks
 
 __all__ = ["APPROVAL_ARG", "ApprovalGate", "PendingApproval", "QuotaGate", "args_hash", "split_approval"]
 
 APPROVAL_PREFIX = "apr_"
-
-
-@dataclass(frozen=True, slots=True)
-class PendingApproval:
-    """An approval waiting for a human."""
-
-    id: str
-    expires_at: float
 
 
 class QuotaGate(Protocol):

@@ -10,8 +10,25 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from mcp_gateway.config import LimitSettings
+from pydantic import BaseModel, ConfigDict, Field
+
 from mcp_gateway.errors import CallRefused
+
+
+class LimitSettings(BaseModel):
+    """``limits:`` in gateway.yaml: resource limits on the call path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    max_argument_bytes: int = Field(default=262_144, gt=0)
+    """Largest JSON encoding of a call's arguments."""
+    max_json_depth: int = Field(default=32, gt=0)
+    """Deepest nesting of objects and arrays inside arguments."""
+    max_result_bytes: int = Field(default=1_048_576, gt=0)
+    """Largest result returned to an agent; larger results are truncated with a marker."""
+    max_result_depth: int = Field(default=64, gt=0)
+    """Deepest nesting of objects and arrays an upstream's result may have; deeper is garbage."""
+    max_concurrent_calls_per_agent: int = Field(default=16, gt=0)
 
 
 class LimitExceeded(CallRefused):

@@ -19,8 +19,8 @@ from mcp_gateway.connectors.warehouse.config import (
     IcebergSettings,
     PostgresSettings,
     SnowflakeSettings,
-    expand_secrets,
 )
+from mcp_gateway.connectors.warehouse.open import expand_secrets
 from mcp_gateway.types import SecretValue
 
 NAMESPACE = "sales"

@@ -1,11 +1,10 @@
-"""The admin HTTP API (approvals) and the admin tokens that guard it.
+"""The admin HTTP API (approvals), guarded by admin tokens (``identity/admin_tokens.py``).
 
-Admin tokens read ``mga_<id>_<secret>`` and live in their own store (``admins.db``), hashed like agent
-tokens (SHA-256 over a per-token salt and a 256-bit secret, compared in constant time). The two
-kinds never cross: ``/mcp`` authenticates with the agent store only, and the routes here with the
-admin store only, so an agent token is refused here (401) and an admin token is refused on ``/mcp``.
-Every refused attempt is audited (``admin_auth_failure``: the reason and the token's public id, never
-the token) and so is every decision (``approval``), before it is made: no audit, no decision.
+The two kinds of token never cross: ``/mcp`` authenticates with the agent store only, and the
+routes here with the admin store only, so an agent token is refused here (401) and an admin token
+is refused on ``/mcp``. Every refused attempt is audited (``admin_auth_failure``: the reason and the
+token's public id, never the token) and so is every decision (``approval``), before it is made: no
+audit, no decision.
 
     GET  /admin/approvals?status=pending&limit=100   newest first
     GET  /admin/approvals/{id}
@@ -15,12 +14,8 @@ the token) and so is every decision (``approval``), before it is made: no audit,
 
 from __future__ import annotations
 
-import builtins
 import logging
-import re
 from collections.abc import Awaitable, Callable
-from dataclasses import astuple, dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -39,77 +34,11 @@ from mcp_gateway.approvals.model import (
 from mcp_gateway.approvals.store import ApprovalStore, ApprovalStoreUnavailable
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.errors import AuditUnavailable, AuthError, GatewayError
-from mcp_gateway.identity.agents import SQLiteTokenStore, token_id_of
+from mcp_gateway.identity.admin_tokens import AdminPrincipal, admin_token_id_of
+from mcp_gateway.identity.agents import token_id_of
 from mcp_gateway.types import AuditEvent, Clock, system_clock
 
 logger = logging.getLogger(__name__)
-
-_TOKEN = re.compile(r"^mga_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
-
-
-@dataclass(frozen=True, slots=True)
-class AdminPrincipal:
-    """An authenticated admin: the name decisions are recorded under, and the token's public id."""
-
-    name: str
-    token_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class AdminRecord:
-    """An issued admin token, as ``admin list`` shows it (no secret, no hash)."""
-
-    name: str
-    token_id: str
-    created_at: float
-    expires_at: float | None
-    revoked_at: float | None
-
-
-def admin_token_id_of(token: str) -> str | None:
-    """The public id inside a well-formed admin token, else None."""
-    match = _TOKEN.match(token)
-    return match.group(1) if match else None
-
-
-class SQLiteAdminStore(SQLiteTokenStore):
-    """Admin tokens (``mga_...``) in ``admins.db``, shared by ``mcp-gateway admin`` and a running gateway.
-
-    Args:
-        path: the database file (``admins.db`` in the data directory).
-        clock: the time source for creation, expiry and revocation.
-    """
-
-    prefix = "mga"
-    table = "admin_tokens"
-    holder = "admin"
-    malformed = "not an admin token"
-
-    def create(self, name: str, *, expires_at: float | None = None) -> tuple[AdminRecord, str]:
-        """Issue an admin token for ``name``; returns the record and the token (shown once).
-
-        Raises:
-            GatewayError: the name is invalid or the expiry is in the past.
-        """
-        record, token = self.issue(name, expires_at)
-        return AdminRecord(*astuple(record)), token
-
-    def verify(self, token: str) -> AdminPrincipal:
-        """The admin holding ``token``.
-
-        Raises:
-            AuthError: malformed (an agent token is malformed here), unknown, expired or revoked.
-        """
-        name, token_id = self._check(token)
-        return AdminPrincipal(name=name, token_id=token_id)
-
-    def list(self) -> builtins.list[AdminRecord]:  # type: ignore[override]
-        return [AdminRecord(*astuple(record)) for record in super().list()]
-
-
-def admin_store_path(data_dir: Path) -> Path:
-    """Where admin tokens live: ``admins.db`` in the data directory."""
-    return data_dir / "admins.db"
 
 
 class _DecisionBody(BaseModel):

@@ -20,33 +20,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import mcp_types as types
-from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mcp_gateway import __version__
 from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.config import Settings
-from mcp_gateway.core.federation import federation_handlers
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.errors import AuditUnavailable
 from mcp_gateway.http.admin import VerifyAdmin, create_admin_routes
-from mcp_gateway.http.auth import CALLER, AuthMiddleware
+from mcp_gateway.http.auth import AuthMiddleware
 from mcp_gateway.http.egress import EgressScrubber
-from mcp_gateway.http.lean import PRINCIPAL_KEY, FastToolCall, governed_call
-from mcp_gateway.http.relay import relaying
+from mcp_gateway.http.handlers import build_mcp_server
+from mcp_gateway.http.lean import FastToolCall
 from mcp_gateway.http.sessions import SessionDirectory
 from mcp_gateway.identity.agents import AgentStore
 from mcp_gateway.identity.oauth import OAuthVerifier
-from mcp_gateway.types import AuditEvent, Principal
+from mcp_gateway.types import AuditEvent
 
 logger = logging.getLogger(__name__)
 
@@ -55,52 +49,6 @@ WELL_KNOWN = "/.well-known/oauth-protected-resource"
 
 def _resource_metadata_url(settings: Settings) -> str:
     return f"{settings.resource_url}{WELL_KNOWN}/mcp"
-
-
-def _principal(ctx: ServerRequestContext[Any, Any]) -> Principal:
-    request = ctx.request
-    principal = request.scope.get("state", {}).get(PRINCIPAL_KEY) if request is not None else None
-    if not isinstance(principal, Principal):
-        # Unreachable behind AuthMiddleware; refuse rather than guess.
-        raise MCPError(types.INVALID_REQUEST, "unauthenticated")
-    return principal
-
-
-def build_mcp_server(gateway: Gateway) -> Server[Any]:
-    """The low-level MCP server whose handlers delegate to ``gateway``."""
-
-    async def on_list_tools(
-        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        # The list depends on who asks (2026-07-28 allows it; say so with a private cache scope).
-        return types.ListToolsResult(
-            tools=gateway.list_tools(_principal(ctx)), cache_scope="private", ttl_ms=0
-        )
-
-    async def on_call_tool(
-        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
-        principal = _principal(ctx)
-        # The upstream's progress and log messages about this call go back to this caller only.
-        with relaying(ctx, gateway, principal):
-            return await governed_call(gateway, principal, params.name, params.arguments or {})
-
-    def input_schema(name: str) -> dict[str, Any] | None:
-        # The SDK checks a 2026-07-28 call's Mcp-Param headers against the tool's schema; without this
-        # lookup it runs a whole tools/list per call. Only the caller's granted tools have a schema
-        # here, so the check cannot be used to probe for tools the caller may not see.
-        principal = CALLER.get()
-        return gateway.input_schema(principal, name) if principal is not None else None
-
-    return Server(
-        "mcp-gateway",
-        version=__version__,
-        instructions="A governed gateway: you see only the tools your policy grants; every call is audited.",
-        get_tool_input_schema=input_schema,
-        on_list_tools=on_list_tools,
-        on_call_tool=on_call_tool,
-        **federation_handlers(gateway, _principal),
-    )
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
@@ -173,7 +121,7 @@ def create_app(
     """
     state = AppState(gateway)
     if oauth is None and settings.oauth is not None:
-        oauth = OAuthVerifier.from_settings(settings)
+        oauth = OAuthVerifier.from_settings(settings.oauth, settings.resource_url)
     server = build_mcp_server(gateway)
     security = transport_security(settings)
     manager = StreamableHTTPSessionManager(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from contextvars import ContextVar
+from typing import Final
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -17,12 +18,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.errors import AuditUnavailable, AuthError
-from mcp_gateway.http.lean import PRINCIPAL_KEY
 from mcp_gateway.identity.agents import AgentStore, token_id_of
 from mcp_gateway.identity.oauth import OAuthVerifier, VerifiedToken, is_agent_token, token_fingerprint
 from mcp_gateway.types import AuditEvent, Principal
 
 logger = logging.getLogger(__name__)
+
+PRINCIPAL_KEY: Final = "mcp_gateway.principal"
+"""Where ``AuthMiddleware`` leaves the authenticated ``Principal`` in ``scope["state"]``."""
 
 # The authenticated caller of the request being served (set by AuthMiddleware, read by SDK callbacks
 # that are not given the request).

@@ -47,16 +47,15 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway import wire
-from mcp_gateway.connectors.mcp.upstream import CURRENT_RELAY
+from mcp_gateway.channel import CURRENT_RELAY
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.errors import CallRefused, ToolNotGranted
+from mcp_gateway.http.auth import PRINCIPAL_KEY
 from mcp_gateway.http.sessions import REQUEST_CANCELLED, SessionDirectory, StreamRelay
 from mcp_gateway.types import Principal
 
 logger = logging.getLogger(__name__)
 
-PRINCIPAL_KEY: Final = "mcp_gateway.principal"
-"""Where ``AuthMiddleware`` leaves the authenticated ``Principal`` in ``scope["state"]``."""
 
 MODERN_VERSION: Final = "2026-07-28"
 _METHOD: Final = "tools/call"

@@ -30,7 +30,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway.audit.record import digest
-from mcp_gateway.connectors.mcp.upstream import CURRENT_RELAY, ClientBoundRequest
+from mcp_gateway.channel import CURRENT_RELAY, ClientBoundRequest
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.types import AuditEvent, Principal
 

@@ -48,7 +48,7 @@ from starlette.requests import Request
 from starlette.types import Scope, Send
 
 from mcp_gateway import wire
-from mcp_gateway.connectors.mcp.upstream import ClientBoundRequest
+from mcp_gateway.channel import ClientBoundRequest
 from mcp_gateway.core.gateway import Gateway
 
 SESSION_HEADER: Final = "mcp-session-id"

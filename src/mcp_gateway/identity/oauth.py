@@ -35,8 +35,8 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcp_gateway.config import Settings
 from mcp_gateway.errors import AuthError, ConfigError
+from mcp_gateway.identity.settings import OAuthSettings
 from mcp_gateway.types import Clock, Principal
 
 logger = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ class OAuthVerifier:
         issuer: the exact ``iss`` required.
         audience: the resource identifier ``aud`` must contain.
         jwks: where signing keys come from.
-        algorithms: allowed algorithms (public-key ones only; ``config.OAuthSettings`` enforces it).
+        algorithms: allowed algorithms (public-key ones only; ``OAuthSettings`` enforces it).
         agent_claim: the claim naming the agent; None tries ``client_id``, ``azp``, then ``sub``.
         agents: claim value → agent name; when non-empty, an unlisted value is refused.
         required_scopes: scopes every token must carry (checked by the server, answered with 403).
@@ -299,7 +299,8 @@ class OAuthVerifier:
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        config: OAuthSettings | None,
+        resource_url: str,
         *,
         fetch: JWKSFetcher | None = None,
         clock: Clock = time.monotonic,
@@ -307,14 +308,14 @@ class OAuthVerifier:
         """Build the verifier the ``oauth:`` section describes.
 
         Args:
-            settings: validated settings with an ``oauth`` section.
+            config: the ``oauth:`` section.
+            resource_url: the gateway's public URL (the default audience is ``<resource_url>/mcp``).
             fetch: the JWKS fetcher; default: GET ``oauth.jwks_url`` with a fresh client per fetch.
             clock: a monotonic clock for the JWKS cache.
 
         Raises:
-            ConfigError: the settings have no ``oauth`` section.
+            ConfigError: there is no ``oauth`` section.
         """
-        config = settings.oauth
         if config is None:
             raise ConfigError("oauth is not configured")
         jwks = JWKSCache(
@@ -326,7 +327,7 @@ class OAuthVerifier:
         )
         return cls(
             issuer=config.issuer,
-            audience=config.audience or f"{settings.resource_url}/mcp",
+            audience=config.audience or f"{resource_url}/mcp",
             jwks=jwks,
             algorithms=config.algorithms,
             agent_claim=config.agent_claim,

@@ -19,123 +19,19 @@ validates policy, so what policy accepts is exactly what is enforced.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from mcp_gateway.quotas.model import QuotaCheck, QuotaUnavailable
+from mcp_gateway.quotas.settings import QuotaSettings
 
-from mcp_gateway.errors import CallRefused, GatewayError
-from mcp_gateway.policy.model import parse_rate
-
-__all__ = [
-    "QuotaCheck",
-    "QuotaExceeded",
-    "QuotaSettings",
-    "QuotaStore",
-    "QuotaUnavailable",
-    "RedisQuotaStore",
-    "SQLiteQuotaStore",
-    "open_quota_store",
-    "quota_checks",
-]
-
-ALL_TOOLS = "*"
-"""The ``tool`` of a quota on all of an agent's calls together."""
-Rate = str | tuple[str, int, int]
-"""A quota as written (``"3/hour"``) or as policy compiles it (``("3/hour", 3, 3600)``)."""
-
-
-class QuotaExceeded(CallRefused):
-    """A quota refused the call; nothing was counted.
-
-    Attributes:
-        retry_after_seconds: when the refusing quota next has room (whole seconds, at least 1).
-        limit: the quota's text, e.g. ``3/hour``.
-    """
-
-    kind = "quota_exceeded"
-
-    def __init__(self, message: str, *, retry_after_seconds: int, limit: str) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
-        self.limit = limit
-
-
-class QuotaUnavailable(CallRefused):
-    """The quota store cannot be read or written; the call is refused (a quota must not fail open)."""
-
-    kind = "quota_unavailable"
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaCheck:
-    """One quota that applies to a call.
-
-    Attributes:
-        agent: the caller.
-        tool: the tool, or ``ALL_TOOLS`` for the agent's overall quota.
-        limit: the quota's text (``3/hour``).
-        amount, seconds: at most ``amount`` calls in any ``seconds``.
-    """
-
-    agent: str
-    tool: str
-    limit: str
-    amount: int
-    seconds: int
-
-    @property
-    def key(self) -> str:
-        # JSON keeps the parts apart whatever characters an agent or tool name holds.
-        return json.dumps([self.agent, self.tool, self.limit], ensure_ascii=True, separators=(",", ":"))
-
-    @property
-    def subject(self) -> str:
-        return f"agent `{self.agent}` (all tools)" if self.tool == ALL_TOOLS else f"`{self.tool}`"
-
-    def exceeded(self, retry_after: float) -> QuotaExceeded:
-        seconds = max(1, math.ceil(retry_after))
-        return QuotaExceeded(
-            f"quota `{self.limit}` for {self.subject} exhausted; retry in {seconds:,} s",
-            retry_after_seconds=seconds,
-            limit=self.limit,
-        )
-
-
-def quota_checks(
-    agent: str, tool: str, *, tool_limits: Sequence[Rate] = (), agent_limits: Sequence[Rate] = ()
-) -> list[QuotaCheck]:
-    """The checks for one call: each of ``tool_limits`` on (agent, tool), each of ``agent_limits`` on the
-    agent overall (duplicates dropped).
-
-    Raises:
-        GatewayError: a limit that is not like ``3/hour`` (policy validation normally caught it).
-    """
-    checks: dict[str, QuotaCheck] = {}
-    for scope, limits in ((tool, tool_limits), (ALL_TOOLS, agent_limits)):
-        for rate in limits:
-            text, amount, seconds = rate if isinstance(rate, tuple) else (rate, *_parse(rate))
-            if amount < 1 or seconds < 1:
-                raise GatewayError(f"quota `{text}` must allow at least one call in at least one second")
-            check = QuotaCheck(agent, scope, text.strip(), amount, seconds)
-            checks.setdefault(check.key, check)
-    return list(checks.values())
-
-
-def _parse(text: str) -> tuple[int, int]:
-    try:
-        return parse_rate(text)
-    except ValueError:
-        raise GatewayError(f"quota `{text}` must look like `3/hour`") from None
+__all__ = ["QuotaStore", "RedisQuotaStore", "SQLiteQuotaStore", "open_quota_store"]
 
 
 class QuotaStore(Protocol):
@@ -321,30 +217,6 @@ class RedisQuotaStore:
 
     def close(self) -> None:
         self._client.close()
-
-
-class QuotaSettings(BaseModel):
-    """``quotas:`` in gateway.yaml.
-
-    Attributes:
-        store: ``sqlite`` (a file in the data directory) or ``redis`` (replicas share counts).
-        path: the SQLite file, relative to ``data_dir``.
-        redis_url: the Redis server (``redis://127.0.0.1:6379/0``).
-        key_prefix: the Redis key prefix.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    store: Literal["sqlite", "redis"] = "sqlite"
-    path: Path = Path("quotas.db")
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "mcp-gateway:quota:"
-
-    @model_validator(mode="after")
-    def _redis_scheme(self) -> QuotaSettings:
-        if self.store == "redis" and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("quotas: redis_url must start with redis://, rediss:// or unix://")
-        return self
 
 
 def open_quota_store(settings: QuotaSettings, data_dir: Path) -> QuotaStore:

@@ -33,9 +33,9 @@ from mcp_gateway.connectors.warehouse.config import (
     IcebergSettings,
     PostgresSettings,
     SnowflakeSettings,
-    open_warehouse,
 )
 from mcp_gateway.connectors.warehouse.metrics import judge, resolve_named
+from mcp_gateway.connectors.warehouse.open import open_warehouse
 from mcp_gateway.tools.base import BuiltinTool, NeedsApproval, ToolContext, ToolFailure, ToolInput, Toolset
 from mcp_gateway.types import SecretValue
 

@@ -28,8 +28,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from contextvars import ContextVar
-from typing import Any, Protocol, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import anyio
 import httpx2
@@ -42,13 +41,14 @@ from mcp.client.subscriptions import SubscriptionLost
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from mcp_gateway.config import SECRET_REF, StdioUpstream, Upstream, secret_refs
+from mcp_gateway.channel import CURRENT_RELAY, CallRelay, ClientBoundRequest
+from mcp_gateway.connectors.mcp.config import StdioUpstream, Upstream
 from mcp_gateway.connectors.mcp.forwarder import FastToolCaller
 from mcp_gateway.connectors.mcp.http_client import HttpFailure
 from mcp_gateway.connectors.netguard import check_upstream_url
 from mcp_gateway.errors import GatewayError, UpstreamError, VaultSealed
 from mcp_gateway.redact import Redactor
-from mcp_gateway.types import SecretValue, ToolSpec
+from mcp_gateway.types import SECRET_REF, SecretValue, ToolSpec, secret_refs
 
 logger = logging.getLogger(__name__)
 
@@ -59,30 +59,6 @@ ToolReview = Callable[[str, Mapping[str, ToolSpec]], Awaitable[None]]
 
 _MAX_BACKOFF = 30.0
 _T = TypeVar("_T")
-
-
-class CallRelay(Protocol):
-    """Where an upstream's notifications about one in-flight request go (the calling client)."""
-
-    @property
-    def wants_progress(self) -> bool:
-        """Whether the calling client asked for progress (a progress token in its request)."""
-        ...
-
-    async def progress(self, progress: float, total: float | None, message: str | None) -> None: ...
-
-    async def log(self, level: str, data: Any, logger_name: str | None) -> None: ...
-
-    async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
-        """Put an upstream's request to the calling client (``relay.py``)."""
-        ...
-
-
-ClientBoundRequest = types.CreateMessageRequest | types.ElicitRequest
-"""Requests an upstream may send to the client of the call it is serving (``relay_requests``)."""
-
-CURRENT_RELAY: ContextVar[CallRelay | None] = ContextVar("mcp_gateway_call_relay", default=None)
-"""Set by the server for the request being served; read by ``UpstreamConnection`` calls."""
 
 
 def required_secrets(config: Upstream) -> set[str]:

@@ -18,16 +18,15 @@ resolved through the vault at call time (``secret_name`` gives the vault name).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_SECRET_REF = re.compile(r"secret://([A-Za-z0-9_.-]{1,128})")
+from mcp_gateway.types import SECRET_REF
 
 
 def _secret_ref(value: str) -> str:
-    if not _SECRET_REF.fullmatch(value):
+    if not SECRET_REF.fullmatch(value):
         raise ValueError("credentials must be a `secret://NAME` reference, not an inline value")
     return value
 
@@ -50,7 +49,7 @@ def secret_name(ref: str) -> str:
     Raises:
         ValueError: ``ref`` is not a reference (the message does not echo it: it may be a credential).
     """
-    match = _SECRET_REF.fullmatch(ref)
+    match = SECRET_REF.fullmatch(ref)
     if match is None:
         raise ValueError("not a `secret://NAME` reference")
     return match.group(1)

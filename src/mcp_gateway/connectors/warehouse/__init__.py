@@ -20,8 +20,8 @@ from mcp_gateway.connectors.warehouse.config import (
     PostgresSettings,
     SnowflakeSettings,
     WarehouseSettings,
-    open_warehouse,
 )
+from mcp_gateway.connectors.warehouse.open import open_warehouse
 
 __all__ = [
     "Capabilities",

@@ -1,32 +1,16 @@
-"""The call path's quota and approval gates, backed by the stores (``quotas.py``, ``approvals/``).
-
-The stores block (SQLite, PostgreSQL, Redis), so every store call runs in a worker thread.
-"""
+"""The call path's approval gate over an ``ApprovalStore`` (stores block: each call runs in a worker
+thread), telling approvers through the webhook when one is configured."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 
+from mcp_gateway.approvals.model import PendingApproval
 from mcp_gateway.approvals.notify import ApprovalNotifier
 from mcp_gateway.approvals.store import ApprovalStore
-from mcp_gateway.core.governance import PendingApproval
-from mcp_gateway.quotas.store import QuotaCheck, QuotaStore
-from mcp_gateway.types import Clock, system_clock
-
-
-class StoreQuotaGate:
-    """Counts calls in a ``QuotaStore``."""
-
-    def __init__(self, store: QuotaStore, *, clock: Clock = system_clock) -> None:
-        self.store = store
-        self._clock = clock
-
-    async def hit(self, checks: Sequence[QuotaCheck]) -> None:
-        now = self._clock()
-        await anyio.to_thread.run_sync(lambda: self.store.check_and_hit(checks, now))
 
 
 class StoreApprovalGate:

@@ -1,0 +1,149 @@
+"""The SDK server's handlers: each MCP method the SDK path serves, delegated to the core.
+
+Errors become protocol answers here and in ``lean.py`` (which shares ``governed_call``):
+unknown or ungranted → ``-32602`` naming only what was asked; another refusal of a tool call → a tool
+result with ``isError: true``; of a federated request, or an upstream failure → ``-32603``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.shared.exceptions import MCPError
+
+from mcp_gateway import __version__
+from mcp_gateway.core.federation import Federation
+from mcp_gateway.core.gateway import Gateway
+from mcp_gateway.errors import CallRefused, ToolNotGranted, UpstreamError
+from mcp_gateway.http.auth import CALLER, PRINCIPAL_KEY
+from mcp_gateway.http.lean import governed_call
+from mcp_gateway.http.relay import relaying
+from mcp_gateway.types import Principal
+
+logger = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
+
+
+def _principal(ctx: ServerRequestContext[Any, Any]) -> Principal:
+    request = ctx.request
+    principal = request.scope.get("state", {}).get(PRINCIPAL_KEY) if request is not None else None
+    if not isinstance(principal, Principal):
+        # Unreachable behind AuthMiddleware; refuse rather than guess.
+        raise MCPError(types.INVALID_REQUEST, "unauthenticated")
+    return principal
+
+
+def build_mcp_server(gateway: Gateway) -> Server[Any]:
+    """The low-level MCP server whose handlers delegate to ``gateway``."""
+
+    async def on_list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        # The list depends on who asks (2026-07-28 allows it; say so with a private cache scope).
+        return types.ListToolsResult(
+            tools=gateway.list_tools(_principal(ctx)), cache_scope="private", ttl_ms=0
+        )
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        principal = _principal(ctx)
+        # The upstream's progress and log messages about this call go back to this caller only.
+        with relaying(ctx, gateway, principal):
+            return await governed_call(gateway, principal, params.name, params.arguments or {})
+
+    def input_schema(name: str) -> dict[str, Any] | None:
+        # The SDK checks a 2026-07-28 call's Mcp-Param headers against the tool's schema; without this
+        # lookup it runs a whole tools/list per call. Only the caller's granted tools have a schema
+        # here, so the check cannot be used to probe for tools the caller may not see.
+        principal = CALLER.get()
+        return gateway.input_schema(principal, name) if principal is not None else None
+
+    return Server(
+        "mcp-gateway",
+        version=__version__,
+        instructions="A governed gateway: you see only the tools your policy grants; every call is audited.",
+        get_tool_input_schema=input_schema,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+        **federation_handlers(gateway, _principal),
+    )
+
+
+def federation_handlers(
+    gateway: Gateway, principal_of: Callable[[ServerRequestContext[Any, Any]], Principal]
+) -> dict[str, Any]:
+    """The SDK ``Server(...)`` handlers for resources, templates, prompts and completions.
+
+    Errors become protocol answers here, as ``server.py`` does for tools: unknown or ungranted →
+    ``-32602`` naming only what was asked; another refusal or an upstream failure → ``-32603``.
+    """
+    federation = Federation(gateway)
+
+    async def guarded(ctx: ServerRequestContext[Any, Any], call: Callable[[], Awaitable[_R]]) -> _R:
+        try:
+            with relaying(ctx, gateway, principal_of(ctx)):
+                return await call()
+        except ToolNotGranted as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+        except (CallRefused, UpstreamError) as exc:
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        except MCPError:
+            raise
+        except Exception:
+            # Its text may quote upstream output; the SDK's 2025-11-25 session would send it on.
+            logger.exception("a federated request failed")
+            raise MCPError(types.INTERNAL_ERROR, "Internal server error") from None
+
+    async def on_list_resources(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        resources = await guarded(ctx, lambda: federation.list_resources(principal_of(ctx)))
+        return types.ListResourcesResult(resources=resources, cache_scope="private", ttl_ms=0)
+
+    async def on_list_resource_templates(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        templates = await guarded(ctx, lambda: federation.list_resource_templates(principal_of(ctx)))
+        return types.ListResourceTemplatesResult(
+            resource_templates=templates, cache_scope="private", ttl_ms=0
+        )
+
+    async def on_read_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        principal = principal_of(ctx)
+        return await guarded(ctx, lambda: federation.read_resource(principal, str(params.uri)))
+
+    async def on_list_prompts(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        prompts = await guarded(ctx, lambda: federation.list_prompts(principal_of(ctx)))
+        return types.ListPromptsResult(prompts=prompts, cache_scope="private", ttl_ms=0)
+
+    async def on_get_prompt(
+        ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        principal = principal_of(ctx)
+        return await guarded(ctx, lambda: federation.get_prompt(principal, params.name, params.arguments))
+
+    async def on_completion(
+        ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        principal = principal_of(ctx)
+        return await guarded(ctx, lambda: federation.complete(principal, params))
+
+    return {
+        "on_list_resources": on_list_resources,
+        "on_list_resource_templates": on_list_resource_templates,
+        "on_read_resource": on_read_resource,
+        "on_list_prompts": on_list_prompts,
+        "on_get_prompt": on_get_prompt,
+        "on_completion": on_completion,
+    }
