@@ -234,8 +234,8 @@ def build_runtime(
         limits=settings.limits,
         pins=pins,
         toolsets=all_toolsets,
+        audit_hmac_key=keys.hmac_key if keys is not None else None,
     )
-    gateway.audit_hmac_key = keys.hmac_key if keys is not None else None
     if notifier is not None:
         gateway.services.append(notifier.run)
     return Runtime(

@@ -1,0 +1,75 @@
+"""Step 9 of the governed skeleton: an act's answer checked, scrubbed for the record, held to the size
+rule and validated, then its outcome recorded (durably, before the answer returns)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp_gateway.audit.record import canonical, digest
+from mcp_gateway.core.exchange import Call, M, ResultRule, failed
+from mcp_gateway.core.limits import LimitExceeded, LimitSettings, result_problem
+from mcp_gateway.core.limits import truncate_result as truncate
+from mcp_gateway.core.state import SecretsView
+from mcp_gateway.errors import UpstreamError
+
+
+async def settle(
+    call: Call,
+    payload: dict[str, Any],
+    status: str,
+    facts: dict[str, Any],
+    rule: ResultRule[M],
+    outcome: Callable[..., Awaitable[None]],
+    limits: LimitSettings,
+    secrets: SecretsView,
+) -> M:
+    where = call.exchange.where
+    problem = result_problem(payload, max_depth=limits.max_result_depth)
+    if problem is not None:
+        payload, status = failed(f"{where} answered {problem}"), "upstream_error"
+        if rule.failure == "raise":
+            await outcome(status)
+            raise UpstreamError(f"{where} answered {problem}")
+    # Taken now, not at the start: a secret written meanwhile is known to this redactor.
+    after = secrets.redactor()
+    scrubbed, redactions = after.scrub_json(payload)
+    encoded = canonical(scrubbed)  # its size is the compact JSON's: sorting keys changes no length
+    extra: dict[str, Any] = {}
+    if facts:
+        # Before/after images, snapshot ids, run ids: scrubbed like the result they describe.
+        extra["facts"], more = after.scrub_json(facts)
+        redactions += more
+    limit = limits.max_result_bytes
+    truncated = False
+    if len(encoded) > limit:
+        if rule.oversize == "refuse":
+            # A resource or prompt is one document: refused whole rather than cut somewhere inside.
+            await outcome("too_large", result_bytes=len(encoded), redactions=redactions, **extra)
+            size = len(encoded)
+            raise LimitExceeded(
+                f"the answer is {size} bytes, above the limit of {limit} (limits.max_result_bytes)"
+            )
+        scrubbed, truncated = truncate(scrubbed, limit, size=len(encoded))
+    try:
+        answer = rule.model.model_validate(scrubbed)
+    except ValueError:
+        status = "upstream_error"
+        if rule.failure == "raise":
+            await outcome(status, redactions=redactions, **extra)
+            raise UpstreamError(f"{where} answered garbage") from None
+        answer = rule.model.model_validate(failed(f"{where} answered garbage"))
+    result_digest = digest(scrubbed) if truncated else hashlib.sha256(encoded).hexdigest()
+    await outcome(
+        status,
+        result_digest=result_digest,
+        redactions=redactions,
+        redacted=redactions > 0,
+        truncated=truncated,
+        **extra,
+    )
+    return answer
+
+
+# --- refusals and approvals -----------------------------------------------------------------
