@@ -121,10 +121,11 @@ async def test_a_client_that_did_not_declare_sampling_is_not_asked_and_the_refus
 
 
 @pytest.mark.anyio
-async def test_an_oversized_upstream_request_is_relayed_but_recorded_as_a_digest(
+async def test_an_oversized_upstream_request_is_refused_by_the_argument_limit_and_never_reaches_the_agent(
     make_gateway: GatewayFactory,
 ) -> None:
-    # Tool arguments {"prompt": 350 x} fit a 400-byte limit; the sampling request wrapping them does not.
+    # Tool arguments {"prompt": 350 x} fit a 400-byte limit; the sampling request wrapping them does not:
+    # the one skeleton holds a relayed request to the same limits as a call.
     gw = make_gateway(
         POLICY,
         secrets={"conf-secret": SECRET},
@@ -134,6 +135,8 @@ async def test_an_oversized_upstream_request_is_relayed_but_recorded_as_a_digest
     agent = Agent()
     async with connect_with(gw.url, gw.tokens["agent-a"], "legacy", sampling_callback=agent.sample) as client:
         sampled = await client.call_tool("conf.test_sampling", {"prompt": "x" * 350})
-    assert _text(sampled) == "LLM response: forty-two"
-    intent = next(r for r in gw.audit() if r.kind == "intent" and r.tool == "conf:sampling/createMessage")
-    assert set(intent.args) == {"_omitted", "params_digest"}
+    assert "above the limit of 400" in _text(sampled)
+    assert agent.asked == []
+    relayed = [r for r in gw.audit() if r.tool == "conf:sampling/createMessage"]
+    assert [(r.kind, r.status) for r in relayed] == [("denied", "limit_exceeded")]
+    assert set(relayed[0].args) == {"_omitted"}

@@ -33,6 +33,9 @@ class Exchange:
         builtin: the act is a built-in tool, which evaluates its grant's tool conditions itself
             (for any other act such a condition always asks a human: it cannot be checked).
         where: who answers, as messages name it (``upstream `x```, ``tool `x```).
+        label: what a refusal names (a URI, a prompt name); default the target.
+        grant: the policy key that grants it, when not the target (a completion is granted by its
+            prompt's or template's grant, and recorded as ``completion:...``).
     """
 
     principal: Principal
@@ -43,6 +46,13 @@ class Exchange:
     approval_id: str | None = None
     builtin: bool = False
     where: str = "the upstream"
+    label: str | None = None
+    grant: str | None = None
+
+    @property
+    def policy_key(self) -> str:
+        """What policy decides, quotas count and approvals bind."""
+        return self.target if self.grant is None else self.grant
 
 
 @dataclass(slots=True)

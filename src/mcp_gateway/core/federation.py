@@ -18,24 +18,20 @@ Everything an upstream says passes through the redactor before it reaches the ag
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import mcp_types as types
 from pydantic import BaseModel
 
-from mcp_gateway.audit.record import digest
 from mcp_gateway.connectors.mcp.upstream import UpstreamConnection
+from mcp_gateway.core.exchange import Act, Exchange, Granted, ResultRule
 from mcp_gateway.core.gateway import Gateway
-from mcp_gateway.core.limits import LimitExceeded, check_arguments
-from mcp_gateway.errors import CallRefused, ToolNotGranted, UpstreamError
+from mcp_gateway.errors import ToolNotGranted, UpstreamError
 from mcp_gateway.policy.evaluate import is_granted
-from mcp_gateway.types import AuditEvent, Principal
+from mcp_gateway.types import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -163,187 +159,130 @@ class Federation:
         return owner
 
     async def read_resource(self, principal: Principal, uri: str) -> types.ReadResourceResult:
-        """Read ``uri`` from the upstream that owns it, if granted; audited.
+        """Read ``uri`` from the upstream that owns it (or a runbook), through the governed skeleton.
 
         Raises:
             ToolNotGranted: unknown or ungranted URI (after the denial is audited).
+            CallRefused: a constraint, limit, approval or quota refused it (audited).
             AuditUnavailable: the intent or outcome could not be recorded.
             UpstreamError: the upstream failed (after the outcome is audited).
         """
         if uri.startswith(RUNBOOK_SCHEME):
-            return await self._read_runbook(principal, uri)
+            text = self.gateway.policy.policy.runbooks.get(uri[len(RUNBOOK_SCHEME) :])
+            exchange = Exchange(
+                principal, "resources/read", f"resource:gateway:{uri}", {"uri": uri}, "resource", label=uri
+            )
+
+            async def runbook(_: Granted) -> tuple[dict[str, Any], str]:
+                return {"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}, "ok"
+
+            return await self._run(exchange, runbook, DOCUMENT_RESULT[0], lambda: text is not None, uri)
         owner = await self._owner_of(principal, uri)
-        key = f"resource:{owner or ''}:{uri}"
-        refusal = ToolNotGranted(f"resource `{self._shown(uri)}` is not available")
-        if owner is None or not self._granted(principal, key):
-            raise await self._deny(principal, key, {"uri": uri}, refusal)
-        upstream = self.gateway.upstreams[owner]
-        return await self._governed(
-            principal, key, {"uri": uri}, lambda: upstream.read_resource(uri), types.ReadResourceResult
+        upstream = self.gateway.upstreams.get(owner) if owner is not None else None
+        exchange = Exchange(
+            principal,
+            "resources/read",
+            f"resource:{owner or ''}:{uri}",
+            {"uri": uri},
+            "resource",
+            where=f"upstream `{owner}`",
+            label=uri,
         )
 
-    async def _read_runbook(self, principal: Principal, uri: str) -> types.ReadResourceResult:
-        """A runbook from the running policy, if granted (``resource:gateway:runbook://<job>``); audited."""
-        key = f"resource:gateway:{uri}"
-        text = self.gateway.policy.policy.runbooks.get(uri[len(RUNBOOK_SCHEME) :])
-        if text is None or not self._granted(principal, key):
-            refusal = ToolNotGranted(f"resource `{self._shown(uri)}` is not available")
-            raise await self._deny(principal, key, {"uri": uri}, refusal)
-        result = types.ReadResourceResult.model_validate(
-            {"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}
-        )
+        async def read(_: Granted) -> tuple[dict[str, Any], str]:
+            assert upstream is not None  # noqa: S101 - prepare refused the exchange otherwise
+            return _dump(await upstream.read_resource(uri)), "ok"
 
-        async def read() -> types.ReadResourceResult:
-            return result
-
-        return await self._governed(principal, key, {"uri": uri}, read, types.ReadResourceResult)
+        return await self._run(exchange, read, DOCUMENT_RESULT[0], lambda: upstream is not None, uri)
 
     async def get_prompt(
         self, principal: Principal, name: str, arguments: dict[str, str] | None
     ) -> types.GetPromptResult:
-        """Get prompt ``<upstream>.<prompt>`` if granted; audited.
+        """Get prompt ``<upstream>.<prompt>`` through the governed skeleton.
 
         Raises:
             ToolNotGranted: unknown or ungranted prompt (after the denial is audited).
+            CallRefused: a constraint, limit, approval or quota refused it (audited).
             AuditUnavailable: the intent or outcome could not be recorded.
             UpstreamError: the upstream failed (after the outcome is audited).
         """
         upstream_name, _, prompt = name.partition(".")
         upstream = self.gateway.upstreams.get(upstream_name)
-        key = f"prompt:{name}"
         args = {"name": name, "arguments": dict(arguments or {})}
-        if upstream is None or not prompt or not self._granted(principal, key):
-            raise await self._deny(
-                principal, key, args, ToolNotGranted(f"prompt `{self._shown(name)}` is not available")
-            )
-        return await self._governed(
-            principal, key, args, lambda: upstream.get_prompt(prompt, arguments), types.GetPromptResult
+        exchange = Exchange(
+            principal,
+            "prompts/get",
+            f"prompt:{name}",
+            args,
+            "prompt",
+            where=f"upstream `{upstream_name}`",
+            label=name,
         )
+
+        async def get(_: Granted) -> tuple[dict[str, Any], str]:
+            assert upstream is not None  # noqa: S101 - prepare refused the exchange otherwise
+            return _dump(await upstream.get_prompt(prompt, arguments)), "ok"
+
+        known = upstream is not None and bool(prompt)
+        return await self._run(exchange, get, DOCUMENT_RESULT[1], lambda: known, name)
 
     async def complete(
         self, principal: Principal, params: types.CompleteRequestParams
     ) -> types.CompleteResult:
-        """Forward ``completion/complete`` for a granted prompt or resource template.
+        """Forward ``completion/complete`` for a granted prompt or resource template, governed by the
+        grant of that prompt or template.
 
         Raises:
             ToolNotGranted: the prompt or template is unknown or not granted (after the denial is audited).
+            CallRefused: a constraint, limit, approval or quota refused it (audited).
             AuditUnavailable: the intent or outcome could not be recorded.
             UpstreamError: the upstream failed (after the outcome is audited).
         """
         ref = params.ref
         upstream: UpstreamConnection | None
+        forward: types.PromptReference | types.ResourceTemplateReference
         if isinstance(ref, types.PromptReference):
             upstream_name, _, prompt = ref.name.partition(".")
-            upstream = self.gateway.upstreams.get(upstream_name)
-            shown = f"prompt `{self._shown(ref.name)}`"
-            key = f"completion:prompt:{ref.name}"
-            granted = bool(prompt) and self._granted(principal, f"prompt:{ref.name}")
-            forward: types.PromptReference | types.ResourceTemplateReference = types.PromptReference(
-                name=prompt
-            )
+            upstream = self.gateway.upstreams.get(upstream_name) if prompt else None
+            grant, noun, shown = f"prompt:{ref.name}", "prompt", ref.name
+            forward = types.PromptReference(name=prompt)
         else:
             owner = next((n for n, ts in self._templates.items() if ref.uri in ts), None)
             if owner is None:
                 await self.list_resource_templates(principal)
                 owner = next((n for n, ts in self._templates.items() if ref.uri in ts), None)
             upstream = self.gateway.upstreams.get(owner) if owner is not None else None
-            shown = f"resource template `{self._shown(ref.uri)}`"
-            key = f"completion:resource:{owner or ''}:{ref.uri}"
-            granted = owner is not None and self._granted(principal, f"resource:{owner}:{ref.uri}")
+            grant, noun, shown = f"resource:{owner or ''}:{ref.uri}", "resource template", ref.uri
             forward = ref
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
-        if upstream is None or not granted:
-            raise await self._deny(principal, key, argument, ToolNotGranted(f"{shown} is not available"))
-        target = upstream
-        return await self._governed(
-            principal,
-            key,
-            argument,
-            lambda: target.complete(forward, argument, context),
-            types.CompleteResult,
+        exchange = Exchange(
+            principal, "completion/complete", f"completion:{grant}", argument, noun, label=shown, grant=grant
         )
 
-    def _shown(self, text: str) -> str:
-        return self.gateway.secrets.redactor().scrub_text(text[:_MAX_SHOWN])
+        async def complete(_: Granted) -> tuple[dict[str, Any], str]:
+            assert upstream is not None  # noqa: S101 - prepare refused the exchange otherwise
+            return _dump(await upstream.complete(forward, argument, context)), "ok"
 
-    async def _deny(
-        self, principal: Principal, key: str, args: dict[str, Any], refusal: CallRefused
-    ) -> CallRefused:
-        redactor = self.gateway.secrets.redactor()
-        safe_args, _ = redactor.scrub_json(args)
-        event = AuditEvent(
-            kind="denied",
-            call_id=uuid.uuid4().hex,
-            agent=principal.agent,
-            tool=self._shown(key),
-            decision="deny",
-            status=refusal.kind,
-            args=safe_args,
-            detail={"rule_ids": [], "reasons": [str(refusal)], "token_id": principal.token_id},
-        )
-        try:
-            await self.gateway.audit.append(event)
-        except CallRefused:
-            logger.error("audit unavailable while recording a denial of `%s`", event.tool)
-        return refusal
+        return await self._run(exchange, complete, COMPLETION_RESULT, lambda: upstream is not None, shown)
 
-    async def _governed(
-        self,
-        principal: Principal,
-        key: str,
-        args: dict[str, Any],
-        send: Callable[[], Awaitable[_M]],
-        model: type[_M],
+    async def _run(
+        self, exchange: Exchange, act: Act, rule: ResultRule[_M], known: Callable[[], bool], shown: str
     ) -> _M:
-        try:
-            # The tool path's argument limits (size, depth) hold here too; the arguments are not recorded.
-            check_arguments(args, self.gateway.limits)
-        except LimitExceeded as exc:
-            raise await self._deny(
-                principal, key, {"_omitted": "not recorded: refused by a limit"}, exc
-            ) from None
-        call_id = uuid.uuid4().hex
-        redactor = self.gateway.secrets.redactor()
-        safe_args, _ = redactor.scrub_json(args)
-        shown = redactor.scrub_text(key)
-        common: dict[str, Any] = {
-            "call_id": call_id,
-            "agent": principal.agent,
-            "tool": shown,
-            "decision": "allow",
-        }
-        # Durable before the upstream is touched: no audit, no act (AuditUnavailable propagates).
-        await self.gateway.audit.append(
-            AuditEvent(kind="intent", args=safe_args, detail={"token_id": principal.token_id}, **common)
-        )
-        started = time.perf_counter()
-        try:
-            raw = await send()
-        except UpstreamError as exc:
-            await self.gateway.audit.append(
-                AuditEvent(kind="outcome", status="upstream_error", detail=self._latency(started), **common)
-            )
-            raise UpstreamError(redactor.scrub_text(str(exc))) from None
-        # Taken after the answer: a secret written meanwhile is known to this redactor.
-        scrubbed, redactions = self.gateway.secrets.redactor().scrub_json(
-            raw.model_dump(by_alias=True, mode="json", exclude_none=True)
-        )
-        detail = self._latency(started) | {"result_digest": digest(scrubbed), "redactions": redactions}
-        size = len(json.dumps(scrubbed, separators=(",", ":")).encode())
-        limit = self.gateway.limits.max_result_bytes
-        if size > limit:
-            # A resource or prompt is one document: refused whole rather than cut somewhere inside.
-            detail["result_bytes"] = size
-            await self.gateway.audit.append(
-                AuditEvent(kind="outcome", status="too_large", detail=detail, **common)
-            )
-            raise LimitExceeded(
-                f"the answer is {size} bytes, above the limit of {limit} (limits.max_result_bytes)"
-            )
-        await self.gateway.audit.append(AuditEvent(kind="outcome", status="ok", detail=detail, **common))
-        return model.model_validate(scrubbed)
+        """``exchange`` through the skeleton; ``known`` False: nothing by that name (refused, audited)."""
+        label = self.gateway.secrets.current_redactor().scrub_text(shown[:_MAX_SHOWN])
 
-    @staticmethod
-    def _latency(started: float) -> dict[str, Any]:
-        return {"latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+        def prepare(_: Exchange) -> None:
+            if not known():  # refused as an ungranted one is, naming only what was asked for
+                raise ToolNotGranted(f"{exchange.noun} `{label}` is not available")
+
+        return await self.gateway.governor.run(exchange, act, rule, prepare=prepare)
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+DOCUMENT_RESULT = (ResultRule(types.ReadResourceResult), ResultRule(types.GetPromptResult))
+"""A resource or a prompt is one document: an oversized one is refused whole, a failure is an error."""
+COMPLETION_RESULT = ResultRule(types.CompleteResult)

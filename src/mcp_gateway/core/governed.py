@@ -174,23 +174,19 @@ class Governor:
             decision = authorize(exchange)
             call.record(safe_args, decision)
             if not decision.allowed:
-                raise await self._refuse(
-                    call, ToolNotGranted(f"{exchange.noun} `{call.shown}` is not available")
-                )
+                raise await self._refuse(call, _unavailable(call))
             return GrantGovernance()
         scopes = principal.scopes if principal.source == "oauth" else None
-        decision = evaluate(policy, principal.agent, exchange.target, exchange.arguments, scopes=scopes)
-        sensitive = sensitive_args(policy, principal.agent, exchange.target)
+        decision = evaluate(policy, principal.agent, exchange.policy_key, exchange.arguments, scopes=scopes)
+        sensitive = sensitive_args(policy, principal.agent, exchange.policy_key)
         if sensitive:
             # Values marked sensitive reach the audit store only as keyed HMACs, and no reason quotes them.
             safe_args = mask_sensitive(safe_args, sensitive, self.audit_hmac_key, values=exchange.arguments)
             decision = withhold_reasons(decision, sensitive)
         call.record(safe_args, decision)
         if not decision.allowed:
-            if not is_granted(policy, principal.agent, exchange.target, scopes=scopes):
-                raise await self._refuse(
-                    call, ToolNotGranted(f"{exchange.noun} `{call.shown}` is not available")
-                )
+            if not is_granted(policy, principal.agent, exchange.policy_key, scopes=scopes):
+                raise await self._refuse(call, _unavailable(call))
             reasons = "; ".join(call.redactor.scrub_text(r) for r in decision.reasons) or "denied"
             raise await self._refuse(call, PolicyDenied(f"denied by policy: {reasons}", decision.rule_ids))
         grant = policy.grant(decision.rule_ids[0]) if decision.rule_ids else None
@@ -233,7 +229,7 @@ class Governor:
         if self.quotas is None:
             return
         exchange = call.exchange
-        limits = quota_limits(self.policy.policy, exchange.principal.agent, exchange.target, governance)
+        limits = quota_limits(self.policy.policy, exchange.principal.agent, exchange.policy_key, governance)
         if limits:
             try:
                 await self.quotas.hit(limits)
@@ -348,7 +344,7 @@ class Governor:
         try:
             pending = await self.approvals.request(
                 agent=exchange.principal.agent,
-                tool=exchange.target,
+                tool=exchange.policy_key,
                 args_hash=args_hash(exchange.arguments),
                 args=call.safe_args,
                 reason="; ".join(shown_reasons),
@@ -384,7 +380,7 @@ class Governor:
                 await self.approvals.consume(
                     approval_id,
                     agent=exchange.principal.agent,
-                    tool=exchange.target,
+                    tool=exchange.policy_key,
                     args_hash=args_hash(exchange.arguments),
                     call_id=call.call_id,
                 )
@@ -392,3 +388,10 @@ class Governor:
             except CallRefused as exc:
                 refusal = exc
         raise await self._refuse(call, refusal, safe_args={**call.safe_args, "approval_id": approval_id})
+
+
+def _unavailable(call: Call) -> ToolNotGranted:
+    """Unknown and ungranted alike: naming only what was asked for."""
+    exchange = call.exchange
+    label = call.shown if exchange.label is None else call.redactor.scrub_text(exchange.label[:MAX_SHOWN])
+    return ToolNotGranted(f"{exchange.noun} `{label}` is not available")

@@ -3,21 +3,20 @@
 ``relaying`` puts a ``ClientRelay`` in ``CURRENT_RELAY`` for the request being served; the upstream
 connection hands it what the upstream sends about that request:
 
-- progress and log notifications, scrubbed of vault values, to the calling client's session;
+- progress and log notifications, to the calling client's session (the egress scrubber removes
+  vault values from them on the wire, keys and every field included);
 - requests to the client (``sampling/createMessage``, ``elicitation/create``), only from an upstream
   whose config lists them in ``relay_requests`` (off by default: a sampling request puts upstream text
-  in front of the agent's model, an elicitation puts it in front of its human). Each is audited like a
-  call, as ``<upstream>:<method>``: a durable ``intent`` with the scrubbed request before the agent is
-  asked (no audit, no relay), an ``outcome`` with a digest of the answer after. It goes only to a
-  2025-11-25 session whose client declared the capability, on the stream of the request it belongs
-  to; anything else answers the upstream with an error (audited as ``denied``).
+  in front of the agent's model, an elicitation puts it in front of its human). Each passes the
+  governed skeleton as ``<upstream>:<method>``: limits, an in-flight slot of its own, the agent's
+  quota, a durable ``intent`` with the scrubbed request before the agent is asked (no audit, no
+  relay), an ``outcome`` with a digest of the answer after. It goes only to a 2025-11-25 session whose
+  client declared the capability, on the stream of the request it belongs to; anything else answers
+  the upstream with an error (audited as ``denied``).
 """
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,11 +27,13 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ConfigDict
 
-from mcp_gateway.audit.record import digest
 from mcp_gateway.channel import CURRENT_RELAY, ClientBoundRequest
+from mcp_gateway.core.exchange import Exchange, Granted, ResultRule
 from mcp_gateway.core.gateway import Gateway
-from mcp_gateway.types import AuditEvent, Principal
+from mcp_gateway.errors import AuditUnavailable, CallRefused, UpstreamError
+from mcp_gateway.types import Decision, Principal
 
 _LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _CAPABILITY = {
@@ -75,57 +76,57 @@ class ClientRelay:
             )
 
     async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
-        """Put ``request`` to the calling client; its answer, or an error for the upstream.
+        """Put ``request`` to the calling client through the governed skeleton; its answer, or an
+        error for the upstream.
+
+        Authorized by the upstream's ``relay_requests`` (its connection asks only for those); refused
+        (audited) when the agent's client cannot answer; the request is scrubbed of vault values
+        before the agent sees it, and limited, counted and recorded like any exchange.
 
         Raises:
-            AuditUnavailable: the intent could not be recorded (nothing was asked).
+            AuditUnavailable: the intent or outcome could not be recorded (nothing was asked).
         """
         method = request.method
         session = self._ctx.session
-        common: dict[str, Any] = {
-            "call_id": uuid.uuid4().hex,
-            "agent": self._principal.agent,
-            "tool": f"{upstream}:{method}",
-        }
-        if (
-            session.protocol_version in MODERN_PROTOCOL_VERSIONS
-            or not session.can_send_request
-            or not session.check_client_capability(_CAPABILITY[method])
-        ):
-            await self._gateway.audit.append(
-                AuditEvent(kind="denied", decision="deny", status="client_cannot_answer", **common)
-            )
-            return types.ErrorData(
-                code=types.INVALID_REQUEST,
-                message=f"the agent's client cannot answer {method} through the gateway",
-            )
-        params, redactions = self._gateway.secrets.redactor().scrub_json(
+        params, _ = self._gateway.secrets.redactor().scrub_json(
             request.params.model_dump(by_alias=True, mode="json", exclude_none=True)
         )
-        recorded: dict[str, Any] = params
-        if len(json.dumps(params, separators=(",", ":"))) > self._gateway.limits.max_argument_bytes:
-            # What the upstream asked is evidence, but an upstream must not be able to bloat the log.
-            recorded = {"_omitted": "above limits.max_argument_bytes", "params_digest": digest(params)}
-        # Durable before the agent is asked: no audit, no relay (AuditUnavailable propagates).
-        await self._gateway.audit.append(
-            AuditEvent(
-                kind="intent",
-                decision="allow",
-                args=recorded,
-                detail={"token_id": self._principal.token_id, "redactions": redactions},
-                **common,
+        principal = self._principal
+        exchange = Exchange(
+            principal, method, f"{upstream}:{method}", params, "request", where="the agent's client"
+        )
+        answers: list[types.Result | types.ErrorData] = []
+
+        def prepare(_: Exchange) -> None:
+            if (
+                session.protocol_version in MODERN_PROTOCOL_VERSIONS
+                or not session.can_send_request
+                or not session.check_client_capability(_CAPABILITY[method])
+            ):
+                raise ClientCannotAnswer(f"the agent's client cannot answer {method} through the gateway")
+
+        async def act(_: Granted) -> tuple[dict[str, Any], str]:
+            status, answer = await self._send(request, params)
+            answers.append(answer)
+            return answer.model_dump(by_alias=True, mode="json", exclude_none=True), status
+
+        def allow(_: Exchange) -> Decision:
+            return Decision("allow", (f"upstreams.{upstream}.relay_requests",), ())
+
+        try:
+            await self._gateway.governor.run(
+                exchange,
+                act,
+                _ANSWER,
+                prepare=prepare,
+                authorize=allow,
+                slot=f"{principal.agent} <- {upstream}",
             )
-        )
-        started = time.perf_counter()
-        status, answer = await self._send(request, params)
-        latency = {"latency_ms": round((time.perf_counter() - started) * 1000, 3)}
-        detail = latency | (
-            {"result_digest": digest(answer.model_dump(mode="json"))} if status == "ok" else {}
-        )
-        await self._gateway.audit.append(
-            AuditEvent(kind="outcome", decision="allow", status=status, detail=detail, **common)
-        )
-        return answer
+        except AuditUnavailable:
+            raise
+        except (CallRefused, UpstreamError) as exc:
+            return types.ErrorData(code=types.INVALID_REQUEST, message=str(exc))
+        return answers[0]
 
     async def _send(
         self, request: ClientBoundRequest, params: dict[str, Any]
@@ -150,6 +151,22 @@ class ClientRelay:
             return "relay_failed", types.ErrorData(
                 code=types.INTERNAL_ERROR, message=f"the agent's client did not answer ({type(exc).__name__})"
             )
+
+
+class ClientCannotAnswer(CallRefused):
+    """The agent's client cannot answer a relayed request (another era, no back-channel, or the
+    capability not declared)."""
+
+    kind = "client_cannot_answer"
+
+
+class _Answer(BaseModel):
+    """Whatever the agent's client answered (the SDK validated it as the request's result type)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+_ANSWER = ResultRule(_Answer)
 
 
 @contextmanager
