@@ -22,6 +22,17 @@ class CallRelay(Protocol):
         """Whether the calling client asked for progress (a progress token in its request)."""
         ...
 
+    @property
+    def modern(self) -> bool:
+        """Whether the calling client speaks 2026-07-28: an upstream's input requests go back to it
+        in an ``input_required`` answer, not as requests in the middle of the call."""
+        ...
+
+    @property
+    def client_capabilities(self) -> types.ClientCapabilities | None:
+        """What the calling client declared (per request in 2026-07-28, per session before)."""
+        ...
+
     async def progress(self, progress: float, total: float | None, message: str | None) -> None: ...
 
     async def log(self, level: str, data: Any, logger_name: str | None) -> None: ...
@@ -31,7 +42,7 @@ class CallRelay(Protocol):
         ...
 
 
-ClientBoundRequest = types.CreateMessageRequest | types.ElicitRequest
+ClientBoundRequest = types.CreateMessageRequest | types.ElicitRequest | types.ListRootsRequest
 """Requests an upstream may send to the client of the call it is serving (``relay_requests``)."""
 
 CURRENT_RELAY: ContextVar[CallRelay | None] = ContextVar("mcp_gateway_call_relay", default=None)

@@ -1,6 +1,6 @@
 """The gateway's one exception hierarchy.
 
-Only ``server.py`` turns these into protocol errors. No message may carry a secret value:
+Only ``http/`` turns these into protocol errors. No message may carry a secret value:
 messages name things (a secret's *name*, a file, a rule id), never their contents.
 
     GatewayError
@@ -15,6 +15,7 @@ messages name things (a secret's *name*, a file, a rule id), never their content
     │   ├── ToolDefinitionChanged    the upstream changed a pinned tool's definition; blocked until approved
     │   ├── InvalidArguments         the arguments do not fit a built-in tool's input model
     │   ├── ApprovalRefused          a call needs approval and no approval store is configured
+    │   ├── InvalidRequestState      a requestState the gateway did not mint for this call, or spent
     │   └── AuditUnavailable         the audit record could not be made durable: no audit, no act
     ├── VaultError
     │   ├── SecretNotFound           no secret by that name
@@ -22,7 +23,8 @@ messages name things (a secret's *name*, a file, a rule id), never their content
     ├── AuditError
     │   └── AuditWriteError          a sink failed to append (wrapped into AuditUnavailable on the call path)
     ├── PinError                     no such pinned tool, nothing to approve, or not the definition reviewed
-    └── UpstreamError                an upstream failed, timed out or answered garbage
+    ├── UpstreamError                an upstream failed, timed out or answered garbage
+    └── ProtocolRefusal              an answer the agent must get as this JSON-RPC error (-32021, ...)
 """
 
 from __future__ import annotations
@@ -153,3 +155,28 @@ class ApprovalRefused(CallRefused):
     """
 
     kind = "approval_unavailable"
+
+
+class InvalidRequestState(CallRefused):
+    """A 2026-07-28 ``requestState`` the gateway did not mint for this caller, tool and arguments,
+    or one that expired or was already used (each is good for one retry)."""
+
+    kind = "invalid_request_state"
+
+
+class ProtocolRefusal(GatewayError):
+    """An answer the agent must get as this JSON-RPC error, not as a tool result: e.g. -32021, the
+    upstream needs a client capability the agent did not declare.
+
+    Args:
+        message: the error's message (no secret values: it is scrubbed before it is raised).
+        code: the JSON-RPC error code.
+        data: the error's data, JSON-ready.
+    """
+
+    kind = "protocol_error"
+
+    def __init__(self, message: str, *, code: int, data: object = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data

@@ -76,15 +76,18 @@ def _record(era: str, direct: dict[str, bool], gateway: dict[str, bool]) -> None
 def test_every_scenario_passing_directly_passes_through_the_gateway(
     era: str, node_tools: NodeTools, direct_upstream: str, make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
-    upstream = {
-        "transport": "stdio",
-        "command": sys.executable,
-        "args": [str(FIXTURE), "stdio"],
-        # The suite's sampling and elicitation scenarios need the upstream's requests relayed, and the
-        # fixture sends them mid-call, which only a 2025-11-25 session allows.
-        "relay_requests": ["sampling", "elicitation"],
-        "protocol": "legacy" if era == "2025-11-25" else "auto",
-    }
+    # The suite's sampling, elicitation and roots scenarios need the upstream's requests relayed.
+    relayed = ["sampling", "elicitation", "roots"]
+    upstream: dict[str, object]
+    if era == "2025-11-25":
+        # The fixture sends its requests mid-call, which only a 2025-11-25 session allows.
+        upstream = {"transport": "stdio", "command": sys.executable, "args": [str(FIXTURE), "stdio"]}
+        upstream |= {"relay_requests": relayed, "protocol": "legacy"}
+    else:
+        # Over HTTP the gateway forwards each request's client capabilities (as far as relay_requests
+        # allows), which the capability-check scenario needs; an SDK stdio client declares its own.
+        upstream = {"transport": "http", "url": direct_upstream, "allow_private_network": True}
+        upstream |= {"relay_requests": relayed}
     gw = make_gateway(GRANT_ALL, upstreams={"conf": upstream}, watch_policy=False)
     direct = run_suite(node_tools, era, direct_upstream, tmp_path / "direct")
     with AuthProxy(gw.url, gw.tokens["agent-a"], "conf.").serve() as proxy:

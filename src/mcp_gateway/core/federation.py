@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import mcp_types as types
 from pydantic import BaseModel
 
 from mcp_gateway.connectors.mcp.upstream import UpstreamConnection
-from mcp_gateway.core.exchange import Act, Exchange, Granted, ResultRule
+from mcp_gateway.core.exchange import Exchange, Granted, ResultRule
 from mcp_gateway.core.gateway import Gateway
+from mcp_gateway.core.request_state import Resume
+from mcp_gateway.core.rounds import is_input_required, pass_on
 from mcp_gateway.errors import ToolNotGranted, UpstreamError
 from mcp_gateway.policy.evaluate import is_granted
 from mcp_gateway.types import Principal
@@ -158,8 +161,11 @@ class Federation:
             owner = self._owner(uri)
         return owner
 
-    async def read_resource(self, principal: Principal, uri: str) -> types.ReadResourceResult:
-        """Read ``uri`` from the upstream that owns it (or a runbook), through the governed skeleton.
+    async def read_resource(
+        self, principal: Principal, uri: str, resume: Resume | None = None
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
+        """Read ``uri`` from the upstream that owns it (or a runbook), through the governed skeleton;
+        ``resume`` carries a 2026-07-28 retry (``rounds.py``).
 
         Raises:
             ToolNotGranted: unknown or ungranted URI (after the denial is audited).
@@ -173,32 +179,35 @@ class Federation:
                 principal, "resources/read", f"resource:gateway:{uri}", {"uri": uri}, "resource", label=uri
             )
 
-            async def runbook(_: Granted) -> tuple[dict[str, Any], str]:
-                return {"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}, "ok"
+            async def runbook(_: Forward) -> BaseModel:
+                contents = [{"uri": uri, "mimeType": "text/plain", "text": text}]
+                return types.ReadResourceResult.model_validate({"contents": contents})
 
-            return await self._run(exchange, runbook, DOCUMENT_RESULT[0], lambda: text is not None, uri)
+            return await self._run(exchange, None, runbook, DOCUMENT_RESULT[0], text is not None, None)
         owner = await self._owner_of(principal, uri)
         upstream = self.gateway.upstreams.get(owner) if owner is not None else None
+        target = f"resource:{owner or ''}:{uri}"
         exchange = Exchange(
             principal,
             "resources/read",
-            f"resource:{owner or ''}:{uri}",
+            target,
             {"uri": uri},
             "resource",
             where=f"upstream `{owner}`",
             label=uri,
         )
 
-        async def read(_: Granted) -> tuple[dict[str, Any], str]:
-            assert upstream is not None  # noqa: S101 - prepare refused the exchange otherwise
-            return _dump(await upstream.read_resource(uri)), "ok"
+        async def read(up: Forward) -> BaseModel:
+            return await up.connection.read_resource(
+                uri, input_responses=up.responses, request_state=up.state
+            )
 
-        return await self._run(exchange, read, DOCUMENT_RESULT[0], lambda: upstream is not None, uri)
+        return await self._run(exchange, upstream, read, DOCUMENT_RESULT[0], upstream is not None, resume)
 
     async def get_prompt(
-        self, principal: Principal, name: str, arguments: dict[str, str] | None
-    ) -> types.GetPromptResult:
-        """Get prompt ``<upstream>.<prompt>`` through the governed skeleton.
+        self, principal: Principal, name: str, arguments: dict[str, str] | None, resume: Resume | None = None
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        """Get prompt ``<upstream>.<prompt>`` through the governed skeleton; ``resume`` as for resources.
 
         Raises:
             ToolNotGranted: unknown or ungranted prompt (after the denial is audited).
@@ -207,24 +216,19 @@ class Federation:
             UpstreamError: the upstream failed (after the outcome is audited).
         """
         upstream_name, _, prompt = name.partition(".")
-        upstream = self.gateway.upstreams.get(upstream_name)
+        upstream = self.gateway.upstreams.get(upstream_name) if prompt else None
         args = {"name": name, "arguments": dict(arguments or {})}
+        where = f"upstream `{upstream_name}`"
         exchange = Exchange(
-            principal,
-            "prompts/get",
-            f"prompt:{name}",
-            args,
-            "prompt",
-            where=f"upstream `{upstream_name}`",
-            label=name,
+            principal, "prompts/get", f"prompt:{name}", args, "prompt", where=where, label=name
         )
 
-        async def get(_: Granted) -> tuple[dict[str, Any], str]:
-            assert upstream is not None  # noqa: S101 - prepare refused the exchange otherwise
-            return _dump(await upstream.get_prompt(prompt, arguments)), "ok"
+        async def get(up: Forward) -> BaseModel:
+            return await up.connection.get_prompt(
+                prompt, arguments, input_responses=up.responses, request_state=up.state
+            )
 
-        known = upstream is not None and bool(prompt)
-        return await self._run(exchange, get, DOCUMENT_RESULT[1], lambda: known, name)
+        return await self._run(exchange, upstream, get, DOCUMENT_RESULT[1], upstream is not None, resume)
 
     async def complete(
         self, principal: Principal, params: types.CompleteRequestParams
@@ -260,23 +264,69 @@ class Federation:
             principal, "completion/complete", f"completion:{grant}", argument, noun, label=shown, grant=grant
         )
 
-        async def complete(_: Granted) -> tuple[dict[str, Any], str]:
-            assert upstream is not None  # noqa: S101 - prepare refused the exchange otherwise
-            return _dump(await upstream.complete(forward, argument, context)), "ok"
+        async def complete(up: Forward) -> BaseModel:
+            return await up.connection.complete(forward, argument, context)
 
-        return await self._run(exchange, complete, COMPLETION_RESULT, lambda: upstream is not None, shown)
+        answer = await self._run(exchange, upstream, complete, COMPLETION_RESULT, upstream is not None, None)
+        if isinstance(answer, types.InputRequiredResult):  # not a method that may ask for input
+            raise UpstreamError(
+                f"upstream `{upstream.name if upstream else ''}` asked for input on a completion"
+            )
+        return answer
 
     async def _run(
-        self, exchange: Exchange, act: Act, rule: ResultRule[_M], known: Callable[[], bool], shown: str
-    ) -> _M:
-        """``exchange`` through the skeleton; ``known`` False: nothing by that name (refused, audited)."""
-        label = self.gateway.secrets.current_redactor().scrub_text(shown[:_MAX_SHOWN])
+        self,
+        exchange: Exchange,
+        upstream: UpstreamConnection | None,
+        send: Callable[[Forward], Awaitable[BaseModel]],
+        rule: ResultRule[_M],
+        known: bool,
+        resume: Resume | None,
+    ) -> _M | types.InputRequiredResult:
+        """``exchange`` through the skeleton: ``known`` False is refused as an ungranted one is, naming
+        only what was asked for; an upstream's ``input_required`` round goes back sealed (``rounds.py``)."""
+        gateway = self.gateway
+        shown = exchange.label if exchange.label is not None else exchange.target
+        label = gateway.secrets.current_redactor().scrub_text(shown[:_MAX_SHOWN])
+        opened: list[str | None] = []
 
         def prepare(_: Exchange) -> None:
-            if not known():  # refused as an ungranted one is, naming only what was asked for
+            if not known:
                 raise ToolNotGranted(f"{exchange.noun} `{label}` is not available")
+            if resume is not None and resume.request_state is not None:
+                opened.append(gateway.states.open(resume.request_state, *_bound(exchange)))
 
-        return await self.gateway.governor.run(exchange, act, rule, prepare=prepare)
+        async def act(_: Granted) -> tuple[dict[str, Any], str]:
+            responses = resume.input_responses if resume is not None else None
+            answer = _dump(await send(Forward(upstream, responses, opened[0] if opened else None)))
+            if upstream is not None and is_input_required(answer):
+                allowed = upstream.config.relay_requests
+                return pass_on(
+                    answer, exchange, upstream=upstream.name, relay_requests=allowed, states=gateway.states
+                )
+            return answer, "ok"
+
+        return await gateway.governor.run(exchange, act, rule, prepare=prepare)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """What an act sends its upstream: the connection and, on a retry, the agent's answers and the
+    upstream's own state (unsealed from the gateway's)."""
+
+    upstream: UpstreamConnection | None
+    responses: Mapping[str, Any] | None
+    state: str | None
+
+    @property
+    def connection(self) -> UpstreamConnection:
+        if self.upstream is None:  # prepare refused the exchange before anything acts
+            raise UpstreamError("no upstream serves this")
+        return self.upstream
+
+
+def _bound(exchange: Exchange) -> tuple[Principal, str, str, Mapping[str, Any]]:
+    return exchange.principal, exchange.method, exchange.target, exchange.arguments
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:

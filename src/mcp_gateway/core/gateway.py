@@ -32,6 +32,8 @@ from mcp_gateway.core.governance import (
 )
 from mcp_gateway.core.governed import Governor
 from mcp_gateway.core.limits import LimitSettings
+from mcp_gateway.core.request_state import RequestStates, Resume
+from mcp_gateway.core.rounds import is_input_required, pass_on
 from mcp_gateway.core.state import PolicyHolder, SecretsView
 from mcp_gateway.errors import CallRefused, ToolNotGranted, UpstreamError, VaultSealed
 from mcp_gateway.pins.gate import PinGuard
@@ -66,6 +68,8 @@ class Gateway:
     """Background tasks the server runs for the gateway's lifetime (e.g. the approval notifier)."""
     _tool_cache: dict[str, tuple[ToolSpec, Redactor, types.Tool]] = field(default_factory=dict)
     _binds_cache: dict[str, tuple[ToolSpec, bool]] = field(default_factory=dict)
+    states: RequestStates = field(default_factory=RequestStates)
+    """Seals the ``requestState`` of 2026-07-28 ``input_required`` rounds passed on to agents."""
     governor: Governor = field(init=False)
     """The one governed skeleton every exchange passes (tools here; resources, prompts,
     completions in ``federation.py``; relayed requests in ``http/relay.py``)."""
@@ -172,14 +176,18 @@ class Gateway:
         return upstream is not None and bool(upstream.config.relay_requests)
 
     async def call_tool(
-        self, principal: Principal, name: str, arguments: Mapping[str, Any]
-    ) -> types.CallToolResult:
+        self, principal: Principal, name: str, arguments: Mapping[str, Any], resume: Resume | None = None
+    ) -> types.CallToolResult | types.InputRequiredResult:
         """Run one governed ``tools/call`` (the skeleton in ``governed.py``).
+
+        ``resume`` carries a 2026-07-28 retry: the agent's input responses and the ``requestState``
+        the gateway sealed for it (``rounds.py``); the answer may be another ``input_required`` round.
 
         Raises:
             ToolNotGranted: unknown or ungranted tool (after the denial is audited).
             CallRefused: a constraint, limit, pin, approval or quota refused it; the vault is sealed
-                and the upstream needs its secrets (audited).
+                and the upstream needs its secrets; a ``requestState`` that is not this call's (audited).
+            ProtocolRefusal: an error the agent must get as it is (-32021, ...), after the outcome.
             AuditUnavailable: the intent or outcome could not be recorded.
         """
         # The approval id is the gateway's, not the tool's: it is neither hashed nor forwarded.
@@ -197,8 +205,14 @@ class Gateway:
             where=where,
         )
         parsed: list[BaseModel] = []
+        upstream_state: list[str | None] = []
 
         def prepare(_: Exchange) -> None:
+            if resume is not None and resume.request_state is not None:
+                # Before the upstream sees anything: the state must be the one sealed for this call.
+                upstream_state.append(
+                    self.states.open(resume.request_state, principal, "tools/call", name, arguments)
+                )
             spec = self.tool_spec(name)
             if spec is None:
                 if upstream is not None and upstream.needs_vault:
@@ -227,7 +241,18 @@ class Gateway:
             spec = self.tool_spec(name)
             if spec is None or spec.upstream not in self.upstreams:
                 raise UpstreamError(f"tool `{name[:200]}` is no longer available")
-            payload = await self.upstreams[spec.upstream].call_payload(spec.upstream_tool, dict(arguments))
+            connection = self.upstreams[spec.upstream]
+            payload = await connection.call_payload(
+                spec.upstream_tool,
+                dict(arguments),
+                input_responses=resume.input_responses if resume is not None else None,
+                request_state=upstream_state[0] if upstream_state else None,
+            )
+            if is_input_required(payload):
+                relayed = connection.config.relay_requests
+                return pass_on(
+                    payload, exchange, upstream=connection.name, relay_requests=relayed, states=self.states
+                )
             return payload, "error" if payload.get("isError") is True else "ok"
 
         return await self.governor.run(exchange, act, TOOL_RESULT, prepare=prepare)

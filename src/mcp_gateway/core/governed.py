@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import mcp_types as types
 from opentelemetry import trace
 
 from mcp_gateway.audit.log import AuditLog
@@ -64,6 +65,7 @@ from mcp_gateway.errors import (
     AuditUnavailable,
     CallRefused,
     PolicyDenied,
+    ProtocolRefusal,
     ToolDefinitionChanged,
     ToolNotGranted,
     UpstreamError,
@@ -114,7 +116,7 @@ class Governor:
         prepare: Prepare | None = None,
         authorize: Authorize | None = None,
         slot: str | None = None,
-    ) -> M:
+    ) -> M | types.InputRequiredResult:
         """Govern one exchange (see the module doc) and return its answer.
 
         Args:
@@ -238,7 +240,9 @@ class Governor:
 
     # --- 7.-10. intent, act, result, outcome ----------------------------------------------------
 
-    async def _act(self, call: Call, governance: GrantGovernance, act: Act, rule: ResultRule[M]) -> M:
+    async def _act(
+        self, call: Call, governance: GrantGovernance, act: Act, rule: ResultRule[M]
+    ) -> M | types.InputRequiredResult:
         exchange = call.exchange
         detail: dict[str, Any] = {
             "rule_ids": list(call.decision.rule_ids),
@@ -271,6 +275,11 @@ class Governor:
                     await outcome("upstream_error")
                     raise UpstreamError(message) from None
                 payload, status = failed(message), "upstream_error"
+            except ProtocolRefusal as exc:
+                # An error the agent must get as it is (-32021, ...): recorded, then passed on scrubbed.
+                await outcome("protocol_error", code=exc.code)
+                data, _ = call.redactor.scrub_json(exc.data)
+                raise ProtocolRefusal(call.redactor.scrub_text(str(exc)), code=exc.code, data=data) from None
             except NeedsApproval as exc:
                 await outcome("pending_approval", reasons=[exc.reason])
                 parked = await self._park(call, governance, rule, [exc.reason], exc.detail)

@@ -7,10 +7,13 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import mcp_types as types
+
 from mcp_gateway.audit.record import canonical, digest
 from mcp_gateway.core.exchange import Call, M, ResultRule, failed
 from mcp_gateway.core.limits import LimitExceeded, LimitSettings, result_problem
 from mcp_gateway.core.limits import truncate_result as truncate
+from mcp_gateway.core.rounds import is_input_required
 from mcp_gateway.core.state import SecretsView
 from mcp_gateway.errors import UpstreamError
 
@@ -24,7 +27,7 @@ async def settle(
     outcome: Callable[..., Awaitable[None]],
     limits: LimitSettings,
     secrets: SecretsView,
-) -> M:
+) -> M | types.InputRequiredResult:
     where = call.exchange.where
     problem = result_problem(payload, max_depth=limits.max_result_depth)
     if problem is not None:
@@ -44,7 +47,7 @@ async def settle(
     limit = limits.max_result_bytes
     truncated = False
     if len(encoded) > limit:
-        if rule.oversize == "refuse":
+        if rule.oversize == "refuse" or is_input_required(payload):
             # A resource or prompt is one document: refused whole rather than cut somewhere inside.
             await outcome("too_large", result_bytes=len(encoded), redactions=redactions, **extra)
             size = len(encoded)
@@ -53,7 +56,9 @@ async def settle(
             )
         scrubbed, truncated = truncate(scrubbed, limit, size=len(encoded))
     try:
-        answer = rule.model.model_validate(scrubbed)
+        # An upstream's input_required round (2026-07-28), its state already sealed by the gateway.
+        model = types.InputRequiredResult if is_input_required(scrubbed) else rule.model
+        answer: M | types.InputRequiredResult = model.model_validate(scrubbed)
     except ValueError:
         status = "upstream_error"
         if rule.failure == "raise":

@@ -19,8 +19,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_gateway import __version__
 from mcp_gateway.core.federation import Federation
 from mcp_gateway.core.gateway import Gateway
-from mcp_gateway.errors import CallRefused, ToolNotGranted, UpstreamError
+from mcp_gateway.core.request_state import Resume
+from mcp_gateway.errors import CallRefused, ProtocolRefusal, UpstreamError
 from mcp_gateway.http.auth import CALLER, PRINCIPAL_KEY
+from mcp_gateway.http.errors import protocol_error
 from mcp_gateway.http.lean import governed_call
 from mcp_gateway.http.relay import relaying
 from mcp_gateway.types import Principal
@@ -39,6 +41,21 @@ def _principal(ctx: ServerRequestContext[Any, Any]) -> Principal:
     return principal
 
 
+def _resume(params: types.InputResponseRequestParams) -> Resume | None:
+    """A 2026-07-28 retry's answers and state, if the request carries them."""
+    if params.input_responses is None and params.request_state is None:
+        return None
+    responses = (
+        {
+            key: value.model_dump(by_alias=True, mode="json", exclude_none=True)
+            for key, value in params.input_responses.items()
+        }
+        if params.input_responses is not None
+        else None
+    )
+    return Resume(responses, params.request_state)
+
+
 def build_mcp_server(gateway: Gateway) -> Server[Any]:
     """The low-level MCP server whose handlers delegate to ``gateway``."""
 
@@ -52,11 +69,13 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
 
     async def on_call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         principal = _principal(ctx)
         # The upstream's progress and log messages about this call go back to this caller only.
         with relaying(ctx, gateway, principal):
-            return await governed_call(gateway, principal, params.name, params.arguments or {})
+            return await governed_call(
+                gateway, principal, params.name, params.arguments or {}, _resume(params)
+            )
 
     def input_schema(name: str) -> dict[str, Any] | None:
         # The SDK checks a 2026-07-28 call's Mcp-Param headers against the tool's schema; without this
@@ -90,10 +109,9 @@ def federation_handlers(
         try:
             with relaying(ctx, gateway, principal_of(ctx)):
                 return await call()
-        except ToolNotGranted as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-        except (CallRefused, UpstreamError) as exc:
-            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        except (CallRefused, UpstreamError, ProtocolRefusal) as exc:
+            error = protocol_error(exc)
+            raise (error if error is not None else MCPError(types.INTERNAL_ERROR, str(exc))) from None
         except MCPError:
             raise
         except Exception:
@@ -117,9 +135,11 @@ def federation_handlers(
 
     async def on_read_resource(
         ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
         principal = principal_of(ctx)
-        return await guarded(ctx, lambda: federation.read_resource(principal, str(params.uri)))
+        return await guarded(
+            ctx, lambda: federation.read_resource(principal, str(params.uri), _resume(params))
+        )
 
     async def on_list_prompts(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -129,9 +149,12 @@ def federation_handlers(
 
     async def on_get_prompt(
         ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
+    ) -> types.GetPromptResult | types.InputRequiredResult:
         principal = principal_of(ctx)
-        return await guarded(ctx, lambda: federation.get_prompt(principal, params.name, params.arguments))
+        resume = _resume(params)
+        return await guarded(
+            ctx, lambda: federation.get_prompt(principal, params.name, params.arguments, resume)
+        )
 
     async def on_completion(
         ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams

@@ -47,10 +47,12 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway import wire
-from mcp_gateway.channel import CURRENT_RELAY
+from mcp_gateway.channel import CURRENT_RELAY, ClientBoundRequest
 from mcp_gateway.core.gateway import Gateway
-from mcp_gateway.errors import CallRefused, ToolNotGranted
+from mcp_gateway.core.request_state import Resume
+from mcp_gateway.errors import CallRefused, ProtocolRefusal
 from mcp_gateway.http.auth import PRINCIPAL_KEY
+from mcp_gateway.http.errors import protocol_error
 from mcp_gateway.http.sessions import REQUEST_CANCELLED, SessionDirectory, StreamRelay
 from mcp_gateway.types import Principal
 
@@ -69,26 +71,57 @@ _SESSION_PARAM_KEYS: Final = frozenset({"name", "arguments"})
 
 
 async def governed_call(
-    gateway: Gateway, principal: Principal, name: str, arguments: Mapping[str, Any]
-) -> types.CallToolResult:
+    gateway: Gateway,
+    principal: Principal,
+    name: str,
+    arguments: Mapping[str, Any],
+    resume: Resume | None = None,
+) -> types.CallToolResult | types.InputRequiredResult:
     """One governed ``tools/call`` as the MCP answer: the SDK handler and the lean path share it.
 
     Raises:
-        MCPError: ``INVALID_PARAMS`` for a tool the caller may not see (naming only what was asked for);
-            ``INTERNAL_ERROR`` "Internal server error" for anything unexpected, whose text may quote
-            arguments or upstream output (the SDK's 2025-11-25 session would send it to the agent).
+        MCPError: what ``errors.protocol_error`` says (an ungranted tool, a bad ``requestState``, an
+            upstream's -32021); ``INTERNAL_ERROR`` "Internal server error" for anything unexpected,
+            whose text may quote arguments or upstream output.
     """
     try:
-        return await gateway.call_tool(principal, name, arguments)
-    except ToolNotGranted as exc:
-        raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-    except CallRefused as exc:
+        return await gateway.call_tool(principal, name, arguments, resume)
+    except (CallRefused, ProtocolRefusal) as exc:
+        error = protocol_error(exc)
+        if error is not None:
+            raise error from None
         return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
     except MCPError:
         raise
     except Exception:
         logger.exception("tools/call %s failed", name[:200])
         raise MCPError(types.INTERNAL_ERROR, "Internal server error") from None
+
+
+class ModernCaller:
+    """The relay of a lean 2026-07-28 call: the capabilities its envelope declared, and no stream to
+    put notifications on (a call that asked for progress goes to the SDK)."""
+
+    wants_progress = False
+    modern = True
+
+    def __init__(self, declared: Any) -> None:
+        try:
+            self.client_capabilities: types.ClientCapabilities | None = (
+                types.ClientCapabilities.model_validate(declared or {})
+            )
+        except ValidationError:
+            self.client_capabilities = None
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        return None
+
+    async def log(self, level: str, data: Any, logger_name: str | None) -> None:
+        return None
+
+    async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
+        # 2026-07-28: an upstream's input requests come back in its answer, never mid-call.
+        return types.ErrorData(code=types.INVALID_REQUEST, message=f"{request.method} cannot be relayed")
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -244,7 +277,7 @@ class FastToolCall:
             schema = self.gateway.input_schema(principal, name)
             if schema is not None and validate_mcp_param_headers(schema, arguments, headers) is not None:
                 return None
-        return await self._call(request_id, principal, name, arguments)
+        return await self._call(request_id, principal, name, arguments, params["_meta"])
 
     async def _serve_in_session(self, scope: Scope, session_id: str, body: bytes, send: Send) -> bool:
         """Answer a plain ``tools/call`` in a 2025-era session; False (nothing sent) to let the SDK."""
@@ -296,8 +329,14 @@ class FastToolCall:
         return True
 
     async def _call(
-        self, request_id: int | str, principal: Principal, name: str, arguments: Mapping[str, Any]
+        self,
+        request_id: int | str,
+        principal: Principal,
+        name: str,
+        arguments: Mapping[str, Any],
+        envelope: Mapping[str, Any],
     ) -> tuple[int, bytes]:
+        token = CURRENT_RELAY.set(ModernCaller(envelope.get(types.CLIENT_CAPABILITIES_META_KEY)))
         try:
             result = await governed_call(self.gateway, principal, name, arguments)
             shaped = self._shape(result, MODERN_VERSION)
@@ -306,10 +345,14 @@ class FastToolCall:
         except Exception as exc:
             logger.exception("tools/call %s failed", name)
             return _error(request_id, modern_error_data(exc))
+        finally:
+            CURRENT_RELAY.reset(token)
         message = {"jsonrpc": "2.0", "id": request_id, "result": shaped}
         return 200, wire.dumps(message)
 
-    def _shape(self, result: types.CallToolResult, version: str) -> dict[str, Any]:
+    def _shape(
+        self, result: types.CallToolResult | types.InputRequiredResult, version: str
+    ) -> dict[str, Any]:
         """The result's wire form, as the SDK's runner shapes a ``tools/call`` result for ``version``."""
         dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         try:

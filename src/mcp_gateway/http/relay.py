@@ -39,6 +39,7 @@ _LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert
 _CAPABILITY = {
     "sampling/createMessage": types.ClientCapabilities(sampling=types.SamplingCapability()),
     "elicitation/create": types.ClientCapabilities(elicitation=types.ElicitationCapability()),
+    "roots/list": types.ClientCapabilities(roots=types.RootsCapability()),
 }
 
 
@@ -49,6 +50,14 @@ class ClientRelay:
         self._ctx = ctx
         self._gateway = gateway
         self._principal = principal
+
+    @property
+    def modern(self) -> bool:
+        return self._ctx.session.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    @property
+    def client_capabilities(self) -> types.ClientCapabilities | None:
+        return self._ctx.session.client_capabilities
 
     @property
     def wants_progress(self) -> bool:
@@ -88,9 +97,10 @@ class ClientRelay:
         """
         method = request.method
         session = self._ctx.session
-        params, _ = self._gateway.secrets.redactor().scrub_json(
-            request.params.model_dump(by_alias=True, mode="json", exclude_none=True)
+        dumped = (
+            request.params.model_dump(by_alias=True, mode="json", exclude_none=True) if request.params else {}
         )
+        params, _ = self._gateway.secrets.redactor().scrub_json(dumped)
         principal = self._principal
         exchange = Exchange(
             principal, method, f"{upstream}:{method}", params, "request", where="the agent's client"
@@ -141,6 +151,11 @@ class ClientRelay:
                     types.CreateMessageResultWithTools if wants_tools else types.CreateMessageResult
                 )
                 sent: types.ServerRequest = types.CreateMessageRequest(params=sampling)
+            elif isinstance(request, types.ListRootsRequest):
+                sent = types.ListRootsRequest(
+                    params=types.RequestParams.model_validate(params) if params else None
+                )
+                result_type = types.ListRootsResult
             else:
                 sent = types.ElicitRequest.model_validate({"method": request.method, "params": params})
                 result_type = types.ElicitResult

@@ -135,6 +135,8 @@ class StreamRelay:
     """Relays the upstream's log messages about one call; opens the SSE answer for the first one."""
 
     wants_progress = False  # calls with a progress token go to the SDK
+    modern = False  # a 2025-11-25 session
+    client_capabilities = None  # calls to upstreams that may ask the client anything go to the SDK
 
     def __init__(self, gateway: Gateway, send: Send, session_id: str) -> None:
         self._gateway = gateway

@@ -18,9 +18,10 @@ class _Model(BaseModel):
 
 
 class _UpstreamCommon(_Model):
-    relay_requests: tuple[Literal["sampling", "elicitation"], ...] = ()
-    """Requests this upstream may send to the agent whose call it serves (``relay.py``); none by
-    default: sampling puts upstream text before the agent's model, elicitation before its human."""
+    relay_requests: tuple[Literal["sampling", "elicitation", "roots"], ...] = ()
+    """Requests this upstream may put to the agent whose call it serves, mid-call (2025-11-25) or as
+    a 2026-07-28 ``input_required`` round; none by default: sampling puts upstream text before the
+    agent's model, elicitation before its human, roots shows it the agent's file roots."""
     protocol: Literal["auto", "legacy"] = "auto"
     """``auto``: 2026-07-28 when the upstream serves it, else the 2025-11-25 handshake; ``legacy``:
     always the handshake (an upstream that sends requests mid-call, rather than returning

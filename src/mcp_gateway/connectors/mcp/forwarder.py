@@ -22,12 +22,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp.shared.inbound import encode_header_value
+from mcp_types import MISSING_REQUIRED_CLIENT_CAPABILITY, URL_ELICITATION_REQUIRED
 
 from mcp_gateway import __version__, wire
 from mcp_gateway.connectors.mcp.http_client import HttpFailure, LeanHttpClient
-from mcp_gateway.errors import UpstreamError
+from mcp_gateway.errors import ProtocolRefusal, UpstreamError
 
 _ACCEPT = "application/json, text/event-stream"
+_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+
+PASSED_THROUGH = frozenset({MISSING_REQUIRED_CLIENT_CAPABILITY, URL_ELICITATION_REQUIRED})
+"""Upstream JSON-RPC errors that reach the agent as the same error (code, message, data), not as a
+tool result: they tell the agent's client what it must do (declare a capability, open a URL)."""
 
 
 class FastToolCaller:
@@ -76,20 +82,38 @@ class FastToolCaller:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def call(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        """The upstream's ``CallToolResult`` as JSON-ready data.
+    async def call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any],
+        *,
+        capabilities: Mapping[str, Any] | None = None,
+        input_responses: Mapping[str, Any] | None = None,
+        request_state: str | None = None,
+    ) -> dict[str, Any]:
+        """The upstream's answer (a ``CallToolResult``, or an ``input_required`` one) as JSON-ready data.
+
+        Args:
+            tool, arguments: the call.
+            capabilities: the client capabilities to declare for this call (the agent's, as far as
+                the upstream's ``relay_requests`` allows); default none.
+            input_responses, request_state: resume an ``input_required`` round.
 
         Raises:
             UpstreamError: the network failed, the upstream answered an HTTP or JSON-RPC error, or its
                 answer is not a JSON-RPC response to this request.
+            ProtocolRefusal: a JSON-RPC error the agent must get as it is (``PASSED_THROUGH``).
         """
         request_id = next(self._ids)
-        body = {
-            "jsonrpc": "2.0",
-            "id": request_id,
-            "method": "tools/call",
-            "params": {"name": tool, "arguments": dict(arguments), "_meta": self._envelope},
-        }
+        envelope = (
+            self._envelope if not capabilities else {**self._envelope, _CAPABILITIES: dict(capabilities)}
+        )
+        params: dict[str, Any] = {"name": tool, "arguments": dict(arguments), "_meta": envelope}
+        if input_responses is not None:
+            params["inputResponses"] = dict(input_responses)
+        if request_state is not None:
+            params["requestState"] = request_state
+        body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
         try:
             answer = await self._http.post(wire.dumps(body), {"Mcp-Name": encode_header_value(tool)})
         except HttpFailure as exc:
@@ -99,6 +123,8 @@ class FastToolCaller:
         if "error" in message:
             error = message["error"] if isinstance(message["error"], dict) else {}
             code, text = error.get("code"), str(error.get("message", ""))[:500]
+            if code in PASSED_THROUGH:
+                raise ProtocolRefusal(text, code=code, data=error.get("data"))
             raise UpstreamError(f"upstream `{self.name}` error {code}: {text}")
         result = message.get("result")
         if not isinstance(result, dict):

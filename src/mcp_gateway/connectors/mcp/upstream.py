@@ -40,13 +40,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import SubscriptionLost
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter, ValidationError
 
 from mcp_gateway.channel import CURRENT_RELAY, CallRelay, ClientBoundRequest
 from mcp_gateway.connectors.mcp.config import StdioUpstream, Upstream
-from mcp_gateway.connectors.mcp.forwarder import FastToolCaller
+from mcp_gateway.connectors.mcp.forwarder import PASSED_THROUGH, FastToolCaller
 from mcp_gateway.connectors.mcp.http_client import HttpFailure
 from mcp_gateway.connectors.netguard import check_upstream_url
-from mcp_gateway.errors import GatewayError, UpstreamError, VaultSealed
+from mcp_gateway.errors import GatewayError, ProtocolRefusal, UpstreamError, VaultSealed
 from mcp_gateway.redact import Redactor
 from mcp_gateway.types import SECRET_REF, SecretValue, ToolSpec, secret_refs
 
@@ -196,6 +197,7 @@ class UpstreamConnection:
             # Declaring a callback advertises the capability to the upstream: only when relayed.
             sampling_callback=self._on_sampling if "sampling" in config.relay_requests else None,
             elicitation_callback=self._on_elicitation if "elicitation" in config.relay_requests else None,
+            list_roots_callback=self._on_roots if "roots" in config.relay_requests else None,
         )
 
     async def _open(self, stack: AsyncExitStack) -> Client:
@@ -257,6 +259,12 @@ class UpstreamConnection:
     ) -> types.ElicitResult | types.ErrorData:
         answer = await self._ask(types.ElicitRequest(params=params))
         if isinstance(answer, types.ElicitResult | types.ErrorData):
+            return answer
+        return _unexpected(answer)
+
+    async def _on_roots(self, context: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
+        answer = await self._ask(types.ListRootsRequest())
+        if isinstance(answer, types.ListRootsResult | types.ErrorData):
             return answer
         return _unexpected(answer)
 
@@ -349,27 +357,70 @@ class UpstreamConnection:
             if not cursor:
                 return tools
 
-    async def call_payload(self, upstream_tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Call a tool at the upstream; its ``CallToolResult`` as JSON-ready data (not yet validated).
+    async def call_payload(
+        self,
+        upstream_tool: str,
+        arguments: dict[str, Any],
+        *,
+        input_responses: Mapping[str, Any] | None = None,
+        request_state: str | None = None,
+    ) -> dict[str, Any]:
+        """Call a tool at the upstream; its answer as JSON-ready data (not yet validated).
 
-        A call to a stateless HTTP upstream whose client did not ask for progress takes the lean path
-        (one pooled POST); any other goes through the SDK client.
+        For a 2026-07-28 caller (or none) an upstream's ``input_required`` answer is returned as it
+        is, and ``input_responses`` / ``request_state`` resume one; for a 2025-11-25 caller the SDK
+        client answers the upstream's input requests itself, through the relay, mid-call. A call to a
+        stateless HTTP upstream whose client did not ask for progress takes the lean path (one pooled
+        POST, the caller's declared capabilities that ``relay_requests`` allows in its envelope).
 
         Raises:
             UpstreamError: not connected, timed out, a protocol error, or an unusable answer.
+            ProtocolRefusal: the upstream answered a JSON-RPC error the agent must get as it is.
         """
         fast = self._fast
         relay = CURRENT_RELAY.get()
-        if fast is None or (relay is not None and relay.wants_progress):
+        if not _modern_caller():
+            if input_responses is not None or request_state is not None:
+                raise UpstreamError("a 2025-11-25 caller cannot resume a 2026-07-28 request")
             result = await self.call(upstream_tool, arguments)
             return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if fast is None or (relay is not None and relay.wants_progress):
+            progress = relay.progress if relay is not None else None
+            responses = _input_responses(input_responses)
+            raw = await self._request(
+                lambda c: c.session.call_tool(
+                    upstream_tool,
+                    arguments,
+                    progress_callback=progress,
+                    input_responses=responses,
+                    request_state=request_state,
+                    allow_input_required=True,
+                )
+            )
+            return raw.model_dump(by_alias=True, mode="json", exclude_none=True)
         if self._client is None:
             raise UpstreamError(f"upstream `{self.name}` is not connected")
+        capabilities = self.allowed_capabilities(relay.client_capabilities if relay is not None else None)
         self._in_flight.append(relay)
         try:
-            return await fast.call(upstream_tool, arguments)
+            return await fast.call(
+                upstream_tool,
+                arguments,
+                capabilities=capabilities,
+                input_responses=input_responses,
+                request_state=request_state,
+            )
         finally:
             self._in_flight.remove(relay)
+
+    def allowed_capabilities(self, declared: types.ClientCapabilities | None) -> dict[str, Any]:
+        """What of the caller's declared client capabilities this upstream may use: those its
+        ``relay_requests`` allows (the gateway relays nothing else)."""
+        if declared is None:
+            return {}
+        allowed = set(self.config.relay_requests)
+        dumped = declared.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return {key: value for key, value in dumped.items() if key in allowed}
 
     async def call(self, upstream_tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
         """Call a tool at the upstream; progress and log messages go to ``CURRENT_RELAY``'s relay.
@@ -412,13 +463,42 @@ class UpstreamConnection:
 
         return await self._paged(fetch, "prompts")
 
-    async def read_resource(self, uri: str) -> types.ReadResourceResult:
-        """Read ``uri`` at the upstream. Raises ``UpstreamError``."""
-        return await self._request(lambda c: c.read_resource(uri, cache_mode="bypass"))
+    async def read_resource(
+        self, uri: str, *, input_responses: Mapping[str, Any] | None = None, request_state: str | None = None
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
+        """Read ``uri`` at the upstream; for a 2026-07-28 caller an ``input_required`` answer is
+        returned as it is (see ``call_payload``). Raises ``UpstreamError``, ``ProtocolRefusal``."""
+        if not _modern_caller():
+            return await self._request(lambda c: c.read_resource(uri, cache_mode="bypass"))
+        responses = _input_responses(input_responses)
+        return await self._request(
+            lambda c: c.session.read_resource(
+                uri, input_responses=responses, request_state=request_state, allow_input_required=True
+            )
+        )
 
-    async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
-        """Get the upstream's prompt ``name``. Raises ``UpstreamError``."""
-        return await self._request(lambda c: c.get_prompt(name, arguments))
+    async def get_prompt(
+        self,
+        name: str,
+        arguments: dict[str, str] | None,
+        *,
+        input_responses: Mapping[str, Any] | None = None,
+        request_state: str | None = None,
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        """Get the upstream's prompt ``name``; for a 2026-07-28 caller an ``input_required`` answer is
+        returned as it is (see ``call_payload``). Raises ``UpstreamError``, ``ProtocolRefusal``."""
+        if not _modern_caller():
+            return await self._request(lambda c: c.get_prompt(name, arguments))
+        responses = _input_responses(input_responses)
+        return await self._request(
+            lambda c: c.session.get_prompt(
+                name,
+                arguments,
+                input_responses=responses,
+                request_state=request_state,
+                allow_input_required=True,
+            )
+        )
 
     async def complete(
         self,
@@ -464,6 +544,8 @@ class UpstreamConnection:
         except TimeoutError:
             raise UpstreamError(f"upstream `{self.name}` timed out") from None
         except MCPError as exc:
+            if exc.code in PASSED_THROUGH:
+                raise ProtocolRefusal(exc.message, code=exc.code, data=exc.data) from None
             raise UpstreamError(f"upstream `{self.name}` error {exc.code}: {exc.message}") from None
         except GatewayError:
             raise
@@ -473,6 +555,23 @@ class UpstreamConnection:
             raise UpstreamError(f"upstream `{self.name}` failed: {_describe(exc)}") from None
         finally:
             self._in_flight.remove(marker)
+
+
+def _modern_caller() -> bool:
+    """Whether the request being served comes from a 2026-07-28 client (or from none)."""
+    relay = CURRENT_RELAY.get()
+    return relay is None or relay.modern
+
+
+def _input_responses(raw: Mapping[str, Any] | None) -> types.InputResponses | None:
+    """The agent's answers to an upstream's input requests, as the SDK client sends them."""
+    if raw is None:
+        return None
+    adapter: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
+    try:
+        return adapter.validate_python(dict(raw))
+    except ValidationError:
+        raise UpstreamError("the agent's inputResponses are not valid responses to input requests") from None
 
 
 def _unexpected(answer: types.Result) -> types.ErrorData:
