@@ -28,6 +28,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
+import anyio
 import mcp_types as types
 from mcp.server.lowlevel.server import Server
 from mcp.server.runner import modern_error_data
@@ -68,6 +69,8 @@ _REQUEST_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
 _PARAM_KEYS: Final = frozenset({"name", "arguments", "_meta"})
 _MODERN: Final = MODERN_VERSION.encode("latin-1")
 _SESSION_PARAM_KEYS: Final = frozenset({"name", "arguments"})
+GONE: Final = (499, b"")
+"""What a lean call answers when its client disconnected first: nothing is sent."""
 
 
 async def governed_call(
@@ -96,6 +99,13 @@ async def governed_call(
     except Exception:
         logger.exception("tools/call %s failed", name[:200])
         raise MCPError(types.INTERNAL_ERROR, "Internal server error") from None
+
+
+async def _cancel_on_disconnect(receive: Receive, call: anyio.CancelScope) -> None:
+    """Cancel ``call`` if the client disconnects (the body is read: nothing else can arrive)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    call.cancel()
 
 
 class ModernCaller:
@@ -185,12 +195,14 @@ class FastToolCall:
             else:
                 await self.app(scope, _replay(body, receive), send)
             return
-        answer = await self._answer(scope, body)
+        answer = await self._answer(scope, body, receive)
         if answer is None:
             await self.app(scope, _replay(body, receive), send)
             return
         status, payload = answer
         self.served += 1
+        if answer is GONE:
+            return
         await send(
             {
                 "type": "http.response.start",
@@ -253,7 +265,7 @@ class FastToolCall:
             return None
         return principal, request
 
-    async def _answer(self, scope: Scope, body: bytes) -> tuple[int, bytes] | None:
+    async def _answer(self, scope: Scope, body: bytes, receive: Receive) -> tuple[int, bytes] | None:
         """``(status, JSON)`` for a request this path serves, None to hand it to the SDK."""
         admitted = await self._admitted(scope)
         if admitted is None:
@@ -277,7 +289,7 @@ class FastToolCall:
             schema = self.gateway.input_schema(principal, name)
             if schema is not None and validate_mcp_param_headers(schema, arguments, headers) is not None:
                 return None
-        return await self._call(request_id, principal, name, arguments, params["_meta"])
+        return await self._call(request_id, principal, name, arguments, params["_meta"], receive)
 
     async def _serve_in_session(self, scope: Scope, session_id: str, body: bytes, send: Send) -> bool:
         """Answer a plain ``tools/call`` in a 2025-era session; False (nothing sent) to let the SDK."""
@@ -335,8 +347,27 @@ class FastToolCall:
         name: str,
         arguments: Mapping[str, Any],
         envelope: Mapping[str, Any],
+        receive: Receive,
     ) -> tuple[int, bytes]:
+        """Run the call; ``GONE`` when the client went away first (the call was cancelled: the skeleton
+        records ``cancelled``, the upstream request is abandoned, nobody is left to answer)."""
         token = CURRENT_RELAY.set(ModernCaller(envelope.get(types.CLIENT_CAPABILITIES_META_KEY)))
+        call = anyio.CancelScope()
+        answer = GONE
+        try:
+            async with anyio.create_task_group() as watch:
+                # A 2026-07-28 request is its own connection's only business: a disconnect is its end.
+                watch.start_soon(_cancel_on_disconnect, receive, call)
+                with call:
+                    answer = await self._answered(request_id, principal, name, arguments)
+                watch.cancel_scope.cancel()
+        finally:
+            CURRENT_RELAY.reset(token)
+        return answer
+
+    async def _answered(
+        self, request_id: int | str, principal: Principal, name: str, arguments: Mapping[str, Any]
+    ) -> tuple[int, bytes]:
         try:
             result = await governed_call(self.gateway, principal, name, arguments)
             shaped = self._shape(result, MODERN_VERSION)
@@ -345,8 +376,6 @@ class FastToolCall:
         except Exception as exc:
             logger.exception("tools/call %s failed", name)
             return _error(request_id, modern_error_data(exc))
-        finally:
-            CURRENT_RELAY.reset(token)
         message = {"jsonrpc": "2.0", "id": request_id, "result": shaped}
         return 200, wire.dumps(message)
 

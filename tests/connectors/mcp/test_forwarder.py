@@ -29,7 +29,9 @@ class Upstream:
     """A stand-in upstream whose next answer each test chooses; it records what it received."""
 
     def __init__(self) -> None:
-        self.answer: Answer = lambda body: JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": {}})
+        self.answer: Answer = lambda body: JSONResponse(
+            {"jsonrpc": "2.0", "id": body["id"], "result": {"resultType": "complete", "content": []}}
+        )
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
 
     async def handle(self, request: Request) -> Response:
@@ -56,9 +58,11 @@ async def test_a_call_is_one_self_contained_post_with_the_eras_headers_and_envel
     upstream: tuple[Upstream, str],
 ) -> None:
     state, url = upstream
-    state.answer = lambda body: JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}})
+    state.answer = lambda body: JSONResponse(
+        {"jsonrpc": "2.0", "id": body["id"], "result": {"resultType": "complete", "content": []}}
+    )
     caller = _caller(url)
-    assert await caller.call("echo", {"text": "hi"}) == {"content": []}
+    assert await caller.call("echo", {"text": "hi"}) == {"resultType": "complete", "content": []}
     await caller.aclose()
     headers, body = state.requests[-1]
     assert headers["mcp-protocol-version"] == "2026-07-28"
@@ -75,7 +79,8 @@ async def test_an_sse_answer_is_read_past_notifications_to_the_response(
 
     def sse(body: dict[str, Any]) -> Response:
         note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
-        answer = {"jsonrpc": "2.0", "id": body["id"], "result": {"content": [{"type": "text", "text": "ok"}]}}
+        result = {"resultType": "complete", "content": [{"type": "text", "text": "ok"}]}
+        answer = {"jsonrpc": "2.0", "id": body["id"], "result": result}
         text = f"event: message\ndata: {json.dumps(note)}\n\nevent: message\ndata: {json.dumps(answer)}\n\n"
         return Response(text, media_type="text/event-stream")
 
@@ -91,6 +96,10 @@ BAD_ANSWERS: list[tuple[Answer, str]] = [
     (lambda body: JSONResponse([1, 2]), "answered garbage"),
     (lambda body: JSONResponse({"jsonrpc": "2.0", "id": 999, "result": {}}), "answered garbage"),
     (lambda body: JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": "text"}), "answered garbage"),
+    (
+        lambda body: JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}}),
+        "answered garbage",
+    ),
     (
         lambda body: JSONResponse(
             {"jsonrpc": "2.0", "id": body["id"], "error": {"code": -32602, "message": "no tool"}},

@@ -127,7 +127,8 @@ class FastToolCaller:
                 raise ProtocolRefusal(text, code=code, data=error.get("data"))
             raise UpstreamError(f"upstream `{self.name}` error {code}: {text}")
         result = message.get("result")
-        if not isinstance(result, dict):
+        if not isinstance(result, dict) or not isinstance(result.get("resultType"), str):
+            # As the SDK client refuses it: a 2026-07-28 result must say what it is.
             raise UpstreamError(f"upstream `{self.name}` answered garbage")
         return result
 
