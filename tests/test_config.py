@@ -35,6 +35,17 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
         ("upstreams:\n  u:\n    transport: http\n    url: ftp://x\n", "url must start with http"),
         ("- a list\n", "top level must be a mapping"),
         ("server:\n  trusted_proxies: [proxy.local]\n", "`proxy.local` is not an IP address or network"),
+        (
+            "upstreams:\n  a:\n    transport: stdio\n    command: x\n    prefix: ''\n"
+            "  b:\n    transport: stdio\n    command: y\n    prefix: ''\n",
+            "gateway.yaml:9: upstreams `a` and `b` both offer their tools under prefix ``",
+        ),
+        (
+            "upstreams:\n  a:\n    transport: stdio\n    command: x\n"
+            "  b:\n    transport: stdio\n    command: y\n    prefix: a.\n",
+            "gateway.yaml:8: upstreams `a` and `b` both offer their tools under prefix `a.`",
+        ),
+        ("upstreams:\n  a:\n    transport: stdio\n    command: x\n    prefix: 'a b'\n", "prefix"),
     ],
 )
 def test_an_invalid_config_is_a_clear_error(tmp_path: Path, text: str, expected: str) -> None:

@@ -212,6 +212,7 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
         ConfigError: unreadable file, YAML error or invalid settings, with the location.
     """
     raw: dict[str, Any] = {}
+    text = ""
     if path is not None:
         try:
             text = path.read_text(encoding="utf-8")
@@ -228,9 +229,44 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
         raw = _resolve_relative(dict(loaded or {}), path.parent.resolve())
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
         )
         raise ConfigError(f"{path or 'settings'}: {problems}") from None
+    _check_prefixes(settings, path, text if path is not None else "")
+    return settings
+
+
+def _check_prefixes(settings: Settings, path: Path | None, text: str) -> None:
+    """Two upstreams offering tools under one prefix would make every such name ambiguous.
+
+    Raises:
+        ConfigError: ``file:line`` of the second upstream's ``prefix`` (or its entry).
+    """
+    seen: dict[str, str] = {}
+    for name, upstream in settings.upstreams.items():
+        prefix = upstream.prefix if upstream.prefix is not None else f"{name}."
+        if prefix in seen:
+            where = f"{path}:{_line(text, ('upstreams', name, 'prefix'))}" if path is not None else "settings"
+            both = f"upstreams `{seen[prefix]}` and `{name}`"
+            raise ConfigError(f"{where}: {both} both offer their tools under prefix `{prefix}`")
+        seen[prefix] = name
+
+
+def _line(text: str, keys: tuple[str, ...]) -> int:
+    """The 1-based line of the deepest of ``keys`` found in the YAML ``text`` (1 if none)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return 1
+    line = 1
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line

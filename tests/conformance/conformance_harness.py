@@ -4,10 +4,9 @@
   into a cache dir (``~/.cache/mcp-gateway-tests``, or ``$MCP_GATEWAY_TEST_CACHE``) with ``npm install
   --prefix``; a stamp file records the pins so a changed pin reinstalls.
 - ``AuthProxy``: the suite sends no credentials, so a reverse proxy on a free port adds
-  ``Authorization: Bearer <agent token>`` and streams every answer (SSE included) through. The suite
-  calls tools and prompts by their bare names (``test_simple_text``); the gateway namespaces them by
-  upstream (``conf.test_simple_text``), so the proxy adds the prefix to names the client sends and strips
-  it from listings, and does nothing else. It is not part of the product (which has no anonymous mode).
+  ``Authorization: Bearer <agent token>`` and streams every answer (SSE included) through, and does
+  nothing else (the gateway offers the fixture's names unprefixed). It is not part of the product
+  (which has no anonymous mode).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -109,55 +107,21 @@ def run_suite(tools: NodeTools, era: str, url: str, out: Path) -> dict[str, bool
     return results
 
 
-# --- the test-only authenticating, name-mapping reverse proxy ---------------------------------------
+# --- the test-only authenticating reverse proxy --------------------------------------------------
 
 _HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive", "authorization"}
-_NAMED = {"tools/call", "prompts/get"}
 
 
 class AuthProxy:
-    """Forwards ``/mcp`` to ``target`` with a bearer token; maps bare tool/prompt names to ``prefix.``."""
+    """Forwards ``/mcp`` to ``target`` with a bearer token added, and does nothing else: the gateway
+    offers the fixture's tools and prompts unprefixed (``prefix: ""``), under the names the suite uses."""
 
-    def __init__(self, target: str, token: str, prefix: str) -> None:
+    def __init__(self, target: str, token: str) -> None:
         self.target = target
         self.token = token
-        self.prefix = prefix
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self._target_host = httpx.URL(target).netloc.decode()
-
-    def _to_gateway(self, message: Any) -> Any:
-        if isinstance(message, list):
-            return [self._to_gateway(m) for m in message]
-        if not isinstance(message, dict):
-            return message
-        params = message.get("params")
-        if message.get("method") in _NAMED and isinstance(params, dict) and "name" in params:
-            params["name"] = f"{self.prefix}{params['name']}"
-        if message.get("method") == "completion/complete" and isinstance(params, dict):
-            ref = params.get("ref")
-            if isinstance(ref, dict) and ref.get("type") == "ref/prompt":
-                ref["name"] = f"{self.prefix}{ref['name']}"
-        return message
-
-    def _to_client(self, message: Any) -> Any:
-        if isinstance(message, list):
-            return [self._to_client(m) for m in message]
-        result = message.get("result") if isinstance(message, dict) else None
-        if isinstance(result, dict):
-            for key in ("tools", "prompts"):
-                for item in result.get(key) or []:
-                    if isinstance(item, dict) and str(item.get("name", "")).startswith(self.prefix):
-                        item["name"] = item["name"][len(self.prefix) :]
-        return message
-
-    def _rewrite_line(self, line: str) -> str:
-        if not line.startswith("data:"):
-            return line
-        try:
-            return "data: " + json.dumps(self._to_client(json.loads(line[5:])))
-        except ValueError:
-            return line
 
     def app(self) -> Starlette:
         client = httpx.AsyncClient(timeout=httpx.Timeout(30, read=None))
@@ -173,36 +137,19 @@ class AuthProxy:
                 headers["origin"] = f"http://{self._target_host}"
             headers["authorization"] = f"Bearer {self.token}"
             body = await request.body()
-            if body:
-                try:
-                    message = self._to_gateway(json.loads(body))
-                    body = json.dumps(message).encode()
-                    if (
-                        isinstance(message, dict)
-                        and "mcp-name" in headers
-                        and message.get("method") in _NAMED
-                    ):
-                        # Prefixed as sent, not copied from the body: a mismatch the suite sends stays one.
-                        headers["mcp-name"] = f"{self.prefix}{headers['mcp-name']}"
-                except ValueError:
-                    pass
             upstream = await client.send(
                 client.build_request(request.method, self.target, headers=headers, content=body), stream=True
             )
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
             if upstream.headers.get("content-type", "").startswith("text/event-stream"):
-
-                async def events() -> AsyncIterator[bytes]:
-                    async for line in upstream.aiter_lines():
-                        yield (self._rewrite_line(line) + "\n").encode()
-
                 return StreamingResponse(
-                    events(), upstream.status_code, out_headers, background=BackgroundTask(upstream.aclose)
+                    upstream.aiter_raw(),
+                    upstream.status_code,
+                    out_headers,
+                    background=BackgroundTask(upstream.aclose),
                 )
             raw = await upstream.aread()
             await upstream.aclose()
-            if upstream.headers.get("content-type", "").startswith("application/json") and raw:
-                raw = json.dumps(self._to_client(json.loads(raw))).encode()
             return Response(raw, upstream.status_code, out_headers)
 
         @contextlib.asynccontextmanager

@@ -88,9 +88,11 @@ def test_every_scenario_passing_directly_passes_through_the_gateway(
         # allows), which the capability-check scenario needs; an SDK stdio client declares its own.
         upstream = {"transport": "http", "url": direct_upstream, "allow_private_network": True}
         upstream |= {"relay_requests": relayed}
+    # The suite calls tools and prompts by the fixture's own names: offer them unprefixed.
+    upstream["prefix"] = ""
     gw = make_gateway(GRANT_ALL, upstreams={"conf": upstream}, watch_policy=False)
     direct = run_suite(node_tools, era, direct_upstream, tmp_path / "direct")
-    with AuthProxy(gw.url, gw.tokens["agent-a"], "conf.").serve() as proxy:
+    with AuthProxy(gw.url, gw.tokens["agent-a"]).serve() as proxy:
         through = run_suite(node_tools, era, proxy.url, tmp_path / "gateway")
     for label, results in (("direct", direct), ("gateway", through)):
         passed = sorted(s for s, ok in results.items() if ok)

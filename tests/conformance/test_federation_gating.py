@@ -155,9 +155,9 @@ async def test_a_stateless_http_upstream_relays_progress_when_asked_and_takes_th
         lean: list[str] = []
         original = fast.call
 
-        async def counting(tool: str, arguments: Any) -> Any:
+        async def counting(tool: str, arguments: Any, **round_trip: Any) -> Any:
             lean.append(tool)
-            return await original(tool, arguments)
+            return await original(tool, arguments, **round_trip)
 
         fast.call = counting  # type: ignore[method-assign]
         seen: list[float] = []

@@ -207,8 +207,9 @@ def build_runtime(
         toolset.name: toolset for toolset in (*build_toolsets(settings, secrets.resolve), *toolsets)
     }
     clash = set(all_toolsets) & set(upstreams)
+    clash |= {up.name for up in upstreams.values() if up.prefix in {f"{name}." for name in all_toolsets}}
     if clash:
-        raise ConfigError(f"upstream name(s) {sorted(clash)} collide with built-in toolsets")
+        raise ConfigError(f"upstream(s) {sorted(clash)} collide with built-in toolsets (name or prefix)")
     approval_store = open_approval_store(settings.approvals, settings.data_dir)
     webhook = settings.approvals.webhook_url
     notifier = (

@@ -11,6 +11,8 @@ URIs are not renamed; the gateway keeps, per upstream, the URIs and templates it
 so it knows which upstream owns a URI (a URI no upstream listed and no template matches is unknown).
 An unknown and an ungranted name or URI are refused alike, naming only what was asked for.
 
+Subscriptions to resources (``subscriptions.py``) need the grant a read needs.
+
 Every ``resources/read`` and ``prompts/get`` is audited like a tool call: a durable intent before the
 upstream is touched (none, no act), a durable outcome after; denials are audited before the refusal.
 Everything an upstream says passes through the redactor before it reaches the agent.
@@ -32,6 +34,7 @@ from mcp_gateway.core.exchange import Exchange, Granted, ResultRule
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.request_state import Resume
 from mcp_gateway.core.rounds import is_input_required, pass_on
+from mcp_gateway.core.subscriptions import ResourceSubscriptions
 from mcp_gateway.errors import ToolNotGranted, UpstreamError
 from mcp_gateway.policy.evaluate import is_granted
 from mcp_gateway.types import Principal
@@ -64,6 +67,8 @@ class Federation:
         self.gateway = gateway
         self._uris: dict[str, set[str]] = {}
         self._templates: dict[str, dict[str, re.Pattern[str]]] = {}
+        self.subscriptions = ResourceSubscriptions(gateway, self.owner_of)
+        """``resources/subscribe`` and ``resources/unsubscribe``, under the same grants as reads."""
 
     def _granted(self, principal: Principal, key: str) -> bool:
         scopes = principal.scopes if principal.source == "oauth" else None
@@ -138,9 +143,9 @@ class Federation:
         """The prompts ``principal`` is granted, named ``<upstream>.<prompt>``."""
         listed = await self._each("prompts", lambda up: up.list_prompts())
         return [
-            self._scrub(prompt.model_copy(update={"name": f"{up.name}.{prompt.name}"}))
+            self._scrub(prompt.model_copy(update={"name": f"{up.prefix}{prompt.name}"}))
             for up, prompt in listed
-            if self._granted(principal, f"prompt:{up.name}.{prompt.name}")
+            if self._granted(principal, f"prompt:{up.prefix}{prompt.name}")
         ]
 
     def _owner(self, uri: str) -> str | None:
@@ -152,7 +157,8 @@ class Federation:
                 return name
         return None
 
-    async def _owner_of(self, principal: Principal, uri: str) -> str | None:
+    async def owner_of(self, principal: Principal, uri: str) -> str | None:
+        """The upstream serving ``uri`` (listed by it, or matching one of its templates), else None."""
         owner = self._owner(uri)
         if owner is None:
             # Not seen yet (the agent read without listing, or the upstream added it): list once more.
@@ -184,7 +190,7 @@ class Federation:
                 return types.ReadResourceResult.model_validate({"contents": contents})
 
             return await self._run(exchange, None, runbook, DOCUMENT_RESULT[0], text is not None, None)
-        owner = await self._owner_of(principal, uri)
+        owner = await self.owner_of(principal, uri)
         upstream = self.gateway.upstreams.get(owner) if owner is not None else None
         target = f"resource:{owner or ''}:{uri}"
         exchange = Exchange(
@@ -215,10 +221,9 @@ class Federation:
             AuditUnavailable: the intent or outcome could not be recorded.
             UpstreamError: the upstream failed (after the outcome is audited).
         """
-        upstream_name, _, prompt = name.partition(".")
-        upstream = self.gateway.upstreams.get(upstream_name) if prompt else None
+        upstream, prompt = self._prompt_owner(name)
         args = {"name": name, "arguments": dict(arguments or {})}
-        where = f"upstream `{upstream_name}`"
+        where = f"upstream `{upstream.name if upstream is not None else ''}`"
         exchange = Exchange(
             principal, "prompts/get", f"prompt:{name}", args, "prompt", where=where, label=name
         )
@@ -246,8 +251,7 @@ class Federation:
         upstream: UpstreamConnection | None
         forward: types.PromptReference | types.ResourceTemplateReference
         if isinstance(ref, types.PromptReference):
-            upstream_name, _, prompt = ref.name.partition(".")
-            upstream = self.gateway.upstreams.get(upstream_name) if prompt else None
+            upstream, prompt = self._prompt_owner(ref.name)
             grant, noun, shown = f"prompt:{ref.name}", "prompt", ref.name
             forward = types.PromptReference(name=prompt)
         else:
@@ -273,6 +277,12 @@ class Federation:
                 f"upstream `{upstream.name if upstream else ''}` asked for input on a completion"
             )
         return answer
+
+    def _prompt_owner(self, name: str) -> tuple[UpstreamConnection | None, str]:
+        """The upstream offering prompt ``name`` (by its prefix) and the prompt's own name there."""
+        upstream = self.gateway.upstream_of(name)
+        prompt = name[len(upstream.prefix) :] if upstream is not None else ""
+        return (upstream, prompt) if prompt else (None, "")
 
     async def _run(
         self,

@@ -106,25 +106,33 @@ class Gateway:
     def catalog(self) -> dict[str, ToolSpec]:
         """Every tool the gateway can offer right now, by public name."""
         tools: dict[str, ToolSpec] = {name: spec for name, (spec, _) in self._builtins.items()}
+        clashes: set[str] = set()
         for upstream in self.upstreams.values():
+            clashes.update(tools.keys() & upstream.tools.keys())
             tools.update(upstream.tools)
-        if self.pins is not None and self.pins.blocked:
+        blocked = set(self.pins.blocked) if self.pins is not None else set()
+        if clashes:
+            logger.warning("tools offered by two sources are offered by neither: %s", sorted(clashes)[:20])
+        if blocked or clashes:
             # A tool whose definition changed since it was pinned is offered to no agent.
-            tools = {name: spec for name, spec in tools.items() if name not in self.pins.blocked}
+            tools = {name: spec for name, spec in tools.items() if name not in blocked | clashes}
         return tools
 
     def tool_spec(self, name: str) -> ToolSpec | None:
         """``catalog().get(name)`` without building the whole catalog (once or twice per call)."""
         if self.pins is not None and name in self.pins.blocked:
             return None
-        upstream = self.upstreams.get(name.split(".", 1)[0])
-        if upstream is not None and (spec := upstream.tools.get(name)) is not None:
-            return spec
+        found = [spec for up in self.upstreams.values() if (spec := up.tools.get(name)) is not None]
         builtin = self._builtins.get(name)
         if builtin is not None:
-            return builtin[0]
-        # An upstream whose own name holds a dot is not found by the prefix above.
-        return self.catalog().get(name) if any("." in key for key in self.upstreams) else None
+            found.append(builtin[0])
+        # A name two sources offer is offered by neither: which one acts must never be a guess.
+        return found[0] if len(found) == 1 else None
+
+    def upstream_of(self, name: str) -> UpstreamConnection | None:
+        """The upstream whose prefix ``name`` carries (the longest, when prefixes nest)."""
+        matches = [up for up in self.upstreams.values() if name.startswith(up.prefix)]
+        return max(matches, key=lambda up: len(up.prefix), default=None)
 
     def _tool(self, spec: ToolSpec, redactor: Redactor) -> types.Tool:
         # Upstream definitions are untrusted text: a malicious upstream can put secrets in a
@@ -172,7 +180,8 @@ class Gateway:
 
     def relays_requests(self, name: str) -> bool:
         """Whether the upstream behind tool ``name`` may send requests to the calling client."""
-        upstream = self.upstreams.get(name.split(".", 1)[0]) if "." in name else None
+        spec = self.tool_spec(name)
+        upstream = self.upstreams.get(spec.upstream) if spec is not None else None
         return upstream is not None and bool(upstream.config.relay_requests)
 
     async def call_tool(
@@ -193,7 +202,7 @@ class Gateway:
         # The approval id is the gateway's, not the tool's: it is neither hashed nor forwarded.
         arguments, approval_id = split_approval(arguments)
         builtin = self._builtins.get(name)
-        upstream = self.upstreams.get(name.split(".", 1)[0]) if "." in name else None
+        upstream = self.upstream_of(name) if builtin is None else None
         where = f"upstream `{upstream.name}`" if upstream is not None else "the upstream"
         exchange = Exchange(
             principal,

@@ -4,7 +4,8 @@
 connection hands it what the upstream sends about that request:
 
 - progress and log notifications, to the calling client's session (the egress scrubber removes
-  vault values from them on the wire, keys and every field included);
+  vault values from them on the wire, keys and every field included); log messages below the level
+  the session asked for with ``logging/setLevel`` are dropped (``core/log_levels.py``);
 - requests to the client (``sampling/createMessage``, ``elicitation/create``), only from an upstream
   whose config lists them in ``relay_requests`` (off by default: a sampling request puts upstream text
   in front of the agent's model, an elicitation puts it in front of its human). Each passes the
@@ -32,10 +33,11 @@ from pydantic import BaseModel, ConfigDict
 from mcp_gateway.channel import CURRENT_RELAY, ClientBoundRequest
 from mcp_gateway.core.exchange import Exchange, Granted, ResultRule
 from mcp_gateway.core.gateway import Gateway
+from mcp_gateway.core.log_levels import SESSION_LEVELS, LogLevels
 from mcp_gateway.errors import AuditUnavailable, CallRefused, UpstreamError
+from mcp_gateway.http.session_state import session_id
 from mcp_gateway.types import Decision, Principal
 
-_LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _CAPABILITY = {
     "sampling/createMessage": types.ClientCapabilities(sampling=types.SamplingCapability()),
     "elicitation/create": types.ClientCapabilities(elicitation=types.ElicitationCapability()),
@@ -46,10 +48,17 @@ _CAPABILITY = {
 class ClientRelay:
     """Relays an upstream's messages about one request to the client that made it."""
 
-    def __init__(self, ctx: ServerRequestContext[Any, Any], gateway: Gateway, principal: Principal) -> None:
+    def __init__(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        gateway: Gateway,
+        principal: Principal,
+        levels: LogLevels = SESSION_LEVELS,
+    ) -> None:
         self._ctx = ctx
         self._gateway = gateway
         self._principal = principal
+        self._levels = levels
 
     @property
     def modern(self) -> bool:
@@ -71,7 +80,7 @@ class ClientRelay:
         await self._ctx.session.report_progress(progress, total, message)
 
     async def log(self, level: str, data: Any, logger_name: str | None) -> None:
-        if level not in _LOG_LEVELS:
+        if not self._levels.wants(session_id(self._ctx), level):
             return
         with warnings.catch_warnings():
             # The logging capability is deprecated in 2026-07-28 but live in 2025-11-25; the SDK gates

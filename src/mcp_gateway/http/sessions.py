@@ -15,8 +15,9 @@ when the SDK would answer it in the same way. This module holds what that needs 
   the SDK has not yet seen is served by the SDK.
 - ``StreamRelay`` is the call's relay: upstream log messages about the call go to the client as they
   arrive, on an SSE answer opened for them (a call that produced none is answered with JSON, which
-  the 2025-11-25 transport allows). Calls that need more (a progress token, an upstream that may
-  send requests to the client) go to the SDK.
+  the 2025-11-25 transport allows), except those below the level the session asked for
+  (``logging/setLevel``, ``core/log_levels.py``). Calls that need more (a progress token, an
+  upstream that may send requests to the client) go to the SDK.
 - ``cancel`` applies a client's ``notifications/cancelled`` to a call this path is serving (the SDK,
   which also gets the notification, does not know the call); the call ends as the SDK ends one:
   outcome ``cancelled`` in the audit log, error -32800 to the client.
@@ -50,12 +51,10 @@ from starlette.types import Scope, Send
 from mcp_gateway import wire
 from mcp_gateway.channel import ClientBoundRequest
 from mcp_gateway.core.gateway import Gateway
+from mcp_gateway.core.log_levels import SESSION_LEVELS, LogLevels
 
 SESSION_HEADER: Final = "mcp-session-id"
 REQUEST_CANCELLED: Final = -32800
-_LOG_LEVELS: Final = frozenset(
-    ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
-)
 
 
 class SessionDirectory:
@@ -138,10 +137,13 @@ class StreamRelay:
     modern = False  # a 2025-11-25 session
     client_capabilities = None  # calls to upstreams that may ask the client anything go to the SDK
 
-    def __init__(self, gateway: Gateway, send: Send, session_id: str) -> None:
+    def __init__(
+        self, gateway: Gateway, send: Send, session_id: str, levels: LogLevels = SESSION_LEVELS
+    ) -> None:
         self._gateway = gateway
         self._send = send
         self._session_id = session_id
+        self._levels = levels  # what the session asked for with logging/setLevel
         self._lock = anyio.Lock()
         self._streaming = False  # the SSE answer has started: the result must follow on it
         self._finished = False
@@ -150,7 +152,7 @@ class StreamRelay:
         return None
 
     async def log(self, level: str, data: Any, logger_name: str | None) -> None:
-        if level not in _LOG_LEVELS:
+        if not self._levels.wants(self._session_id, level):
             return
         # Not scrubbed here: every message toward the agent passes the egress scrubber (egress.py).
         params: dict[str, Any] = {"level": level, "data": data}

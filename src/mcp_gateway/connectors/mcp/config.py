@@ -22,6 +22,10 @@ class _UpstreamCommon(_Model):
     """Requests this upstream may put to the agent whose call it serves, mid-call (2025-11-25) or as
     a 2026-07-28 ``input_required`` round; none by default: sampling puts upstream text before the
     agent's model, elicitation before its human, roots shows it the agent's file roots."""
+    prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{0,64}$")
+    """What the upstream's tool and prompt names are offered under: ``<prefix><name>``. Default
+    ``<upstream>.``; ``""`` offers them as the upstream names them (two upstreams may not share a
+    prefix; a name two sources offer is offered by neither)."""
     protocol: Literal["auto", "legacy"] = "auto"
     """``auto``: 2026-07-28 when the upstream serves it, else the 2025-11-25 handshake; ``legacy``:
     always the handshake (an upstream that sends requests mid-call, rather than returning

@@ -19,6 +19,10 @@ call is in flight, the upstream's progress notifications go to the ``CallRelay``
 ``CURRENT_RELAY`` for that request (the SDK maps progress tokens per request); its log messages go to
 the relay of the one call in flight, and are dropped when several are (a log message names no
 request, so it could otherwise reach another agent's session).
+
+Resource subscriptions (2025-11-25 connections) are made on behalf of ``core/subscriptions.py``, which
+counts the sessions behind each URI; the upstream's ``notifications/resources/updated`` go to
+``on_resource_updated``, and the URIs subscribed are subscribed again after a reconnect.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ SecretResolver = Callable[[str], SecretValue]
 RedactorSource = Callable[[], Redactor]
 ToolReview = Callable[[str, Mapping[str, ToolSpec]], Awaitable[None]]
 """Checks a fresh listing (upstream, tools by public name) before it is published: ``PinGuard.review``."""
+ResourceListener = Callable[[str, str], Awaitable[None]]
+"""Told of an upstream's ``notifications/resources/updated``: (upstream name, URI)."""
 
 _MAX_BACKOFF = 30.0
 _T = TypeVar("_T")
@@ -110,6 +116,8 @@ class UpstreamConnection:
     ) -> None:
         self.name = name
         self.config = config
+        self.prefix = config.prefix if config.prefix is not None else f"{name}."
+        """Public names of this upstream's tools and prompts: ``<prefix><its own name>``."""
         self._resolve = resolve
         self._redactor = redactor
         self._review = review
@@ -124,6 +132,8 @@ class UpstreamConnection:
         self._in_flight: list[CallRelay | None] = []
         self.last_error: str | None = None
         self.needs_vault = False
+        self.on_resource_updated: ResourceListener | None = None
+        self._subscribed: set[str] = set()
 
     @property
     def tools(self) -> dict[str, ToolSpec]:
@@ -166,6 +176,7 @@ class UpstreamConnection:
                     logger.info("upstream %s connected: %d tools", self.name, len(self._tools))
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._watch_tools, client)
+                        tg.start_soon(self._resubscribe, client)
                         await self._reconnect.wait()
                         tg.cancel_scope.cancel()
             except VaultSealed:
@@ -243,6 +254,8 @@ class UpstreamConnection:
         # 2025-11-25 connections deliver change notifications here (2026-07-28 ones via `_listen`).
         if isinstance(message, types.ToolListChangedNotification):
             self._relist.set()
+        elif isinstance(message, types.ResourceUpdatedNotification):
+            await self._resource_updated(message.params.uri)
 
     async def _on_sampling(
         self, context: ClientRequestContext, params: types.CreateMessageRequestParams
@@ -349,7 +362,7 @@ class UpstreamConnection:
         while True:
             page = await client.list_tools(cursor=cursor, cache_mode="bypass")
             for tool in page.tools:
-                public = f"{self.name}.{tool.name}"
+                public = f"{self.prefix}{tool.name}"
                 definition = tool.model_dump(by_alias=True, mode="json", exclude_none=True)
                 definition["name"] = public
                 tools[public] = ToolSpec(public, self.name, tool.name, definition)
@@ -379,9 +392,13 @@ class UpstreamConnection:
         """
         fast = self._fast
         relay = CURRENT_RELAY.get()
-        if not _modern_caller():
-            if input_responses is not None or request_state is not None:
-                raise UpstreamError("a 2025-11-25 caller cannot resume a 2026-07-28 request")
+        legacy = not _modern_caller()
+        if legacy and (input_responses is not None or request_state is not None):
+            raise UpstreamError("a 2025-11-25 caller cannot resume a 2026-07-28 request")
+        if legacy and (
+            fast is None or self.config.relay_requests or (relay is not None and relay.wants_progress)
+        ):
+            # The SDK client answers the upstream's input requests mid-call, through the relay.
             result = await self.call(upstream_tool, arguments)
             return result.model_dump(by_alias=True, mode="json", exclude_none=True)
         if fast is None or (relay is not None and relay.wants_progress):
@@ -509,6 +526,44 @@ class UpstreamConnection:
         """Forward ``completion/complete`` (``ref`` in the upstream's own names). Raises ``UpstreamError``."""
         return await self._request(lambda c: c.complete(ref, argument, context_arguments))
 
+    @property
+    def subscribable(self) -> bool:
+        """Whether the upstream takes ``resources/subscribe``: a 2025-11-25 connection that declares it
+        (a 2026-07-28 one offers ``subscriptions/listen`` streams instead)."""
+        client = self._client
+        if client is None or client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return False
+        resources = client.server_capabilities.resources
+        return resources is not None and bool(resources.subscribe)
+
+    async def subscribe_resource(self, uri: str) -> None:
+        """Subscribe to ``uri`` (again after each reconnect, until unsubscribed). Raises ``UpstreamError``."""
+        await self._request(lambda c: _subscription(c, uri, subscribe=True))
+        self._subscribed.add(uri)
+
+    async def unsubscribe_resource(self, uri: str) -> None:
+        """Unsubscribe from ``uri``; it is not subscribed again on reconnect. Raises ``UpstreamError``."""
+        self._subscribed.discard(uri)
+        await self._request(lambda c: _subscription(c, uri, subscribe=False))
+
+    async def _resubscribe(self, client: Client) -> None:
+        """Renew this connection's subscriptions on a new connection (the old one's ended with it)."""
+        for uri in sorted(self._subscribed):
+            try:
+                with anyio.fail_after(self.config.timeout_seconds):
+                    await _subscription(client, uri, subscribe=True)
+            except (MCPError, TimeoutError) as exc:
+                logger.warning("upstream %s: renewing a resource subscription failed: %s", self.name, exc)
+
+    async def _resource_updated(self, uri: str) -> None:
+        listener = self.on_resource_updated
+        if listener is None or uri not in self._subscribed:
+            return  # nobody here asked about it
+        try:
+            await listener(self.name, uri)
+        except Exception:
+            logger.exception("upstream %s: delivering a resource update failed", self.name)
+
     def supports(self, capability: str) -> bool:
         """Whether the connected upstream declares ``capability`` (``resources``, ``prompts``, ...)."""
         client = self._client
@@ -544,11 +599,17 @@ class UpstreamConnection:
         except TimeoutError:
             raise UpstreamError(f"upstream `{self.name}` timed out") from None
         except MCPError as exc:
+            if exc.code == types.CONNECTION_CLOSED and exc.message == "Connection closed":
+                # The upstream is gone (a stdio process exited): reconnect in the background.
+                self.request_reconnect()
             if exc.code in PASSED_THROUGH:
                 raise ProtocolRefusal(exc.message, code=exc.code, data=exc.data) from None
             raise UpstreamError(f"upstream `{self.name}` error {exc.code}: {exc.message}") from None
         except GatewayError:
             raise
+        except ValidationError:
+            # An answer that is not what the protocol says: pydantic's text would quote it.
+            raise UpstreamError(f"upstream `{self.name}` answered garbage") from None
         except Exception as exc:
             # A broken connection: reconnect in the background and report this call as failed.
             self.request_reconnect()
@@ -578,3 +639,14 @@ def _unexpected(answer: types.Result) -> types.ErrorData:
     return types.ErrorData(
         code=types.INTERNAL_ERROR, message=f"the agent answered with {type(answer).__name__}"
     )
+
+
+def _subscription(client: Client, uri: str, *, subscribe: bool) -> Awaitable[types.EmptyResult]:
+    # Sent as a plain request: the SDK's helpers for these warn (removed in 2026-07-28, SEP-2575),
+    # and they are live on the 2025-11-25 connections this is used on.
+    request: types.SubscribeRequest | types.UnsubscribeRequest = (
+        types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+        if subscribe
+        else types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri))
+    )
+    return client.session.send_request(request, types.EmptyResult)
