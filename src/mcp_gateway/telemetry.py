@@ -6,12 +6,14 @@ Spans carry the agent, the tool, the decision and the status of a call, never ar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sys
 import threading
 import traceback
 import weakref
+from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol
 
 from opentelemetry import trace
@@ -200,3 +202,14 @@ def configure_tracing(
     provider.add_span_processor(OwnSpansOnly(processor))
     trace.set_tracer_provider(provider)
     return provider
+
+
+_tracer = trace.get_tracer(GATEWAY_SCOPE)
+
+
+def exchange_span(method: str) -> AbstractContextManager[trace.Span]:
+    """The span of one governed exchange (``mcp_gateway.<method>``). With no tracer provider a span
+    is a no-op that still switches the context twice: then the exchange gets the invalid span."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return contextlib.nullcontext(trace.INVALID_SPAN)
+    return _tracer.start_as_current_span(f"mcp_gateway.{method}", record_exception=False)

@@ -28,13 +28,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import mcp_types as types
-from opentelemetry import trace
 
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.sensitive import mask_sensitive
@@ -74,18 +72,11 @@ from mcp_gateway.pins.gate import PinGuard, approval_hint
 from mcp_gateway.policy.evaluate import evaluate, is_granted
 from mcp_gateway.policy.model import GrantGovernance
 from mcp_gateway.policy.sensitive import sensitive_args, withhold_reasons
+from mcp_gateway.telemetry import exchange_span
 from mcp_gateway.tools.base import NeedsApproval
 from mcp_gateway.types import Decision
 
 logger = logging.getLogger(__name__)
-_tracer = trace.get_tracer("mcp_gateway")
-
-
-def _span(method: str) -> AbstractContextManager[trace.Span]:
-    # With no tracer provider a span is a no-op that still switches the context twice: skip it.
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        return contextlib.nullcontext(trace.INVALID_SPAN)
-    return _tracer.start_as_current_span(f"mcp_gateway.{method}", record_exception=False)
 
 
 @dataclass
@@ -100,8 +91,6 @@ class Governor:
     quotas: QuotaGate | None = None
     approvals: ApprovalGate | None = None
     audit_hmac_key: bytes | None = field(default=None, repr=False)
-    lookup: Mapping[str, Any] = field(default_factory=dict)
-    """Extra values for ``policy_extra`` of built-in tools (e.g. ``audit_lookup``)."""
     _in_flight: InFlight = field(init=False)
 
     def __post_init__(self) -> None:
@@ -136,7 +125,7 @@ class Governor:
         call_id = uuid.uuid4().hex
         redactor = self.secrets.redactor()  # one per exchange: each refresh is a store query
         shown = redactor.scrub_text(exchange.target[:MAX_SHOWN])
-        with _span(exchange.method) as span:
+        with exchange_span(exchange.method) as span:
             span.set_attribute("mcp_gateway.agent", exchange.principal.agent)
             span.set_attribute("mcp_gateway.tool", shown)
             started = time.perf_counter()

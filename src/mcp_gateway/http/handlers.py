@@ -30,8 +30,8 @@ from mcp_gateway.core.log_levels import SESSION_LEVELS, set_level
 from mcp_gateway.core.request_state import Resume
 from mcp_gateway.errors import CallRefused, ProtocolRefusal, UpstreamError
 from mcp_gateway.http.auth import CALLER, PRINCIPAL_KEY
+from mcp_gateway.http.calls import governed_call
 from mcp_gateway.http.errors import protocol_error
-from mcp_gateway.http.lean import governed_call
 from mcp_gateway.http.relay import relaying
 from mcp_gateway.http.session_state import session_id, when_session_ends
 from mcp_gateway.policy.evaluate import is_granted

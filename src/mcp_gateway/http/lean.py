@@ -48,12 +48,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway import wire
-from mcp_gateway.channel import CURRENT_RELAY, ClientBoundRequest
+from mcp_gateway.channel import CURRENT_RELAY
 from mcp_gateway.core.gateway import Gateway
-from mcp_gateway.core.request_state import Resume
-from mcp_gateway.errors import CallRefused, ProtocolRefusal
 from mcp_gateway.http.auth import PRINCIPAL_KEY
-from mcp_gateway.http.errors import protocol_error
+from mcp_gateway.http.calls import ModernCaller, governed_call
+from mcp_gateway.http.lean_wire import METHOD, loads, parse, parse_in_session
 from mcp_gateway.http.sessions import REQUEST_CANCELLED, SessionDirectory, StreamRelay
 from mcp_gateway.types import Principal
 
@@ -61,44 +60,9 @@ logger = logging.getLogger(__name__)
 
 
 MODERN_VERSION: Final = "2026-07-28"
-_METHOD: Final = "tools/call"
-_ENVELOPE_KEYS: Final = frozenset(
-    {types.PROTOCOL_VERSION_META_KEY, types.CLIENT_INFO_META_KEY, types.CLIENT_CAPABILITIES_META_KEY}
-)
-_REQUEST_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
-_PARAM_KEYS: Final = frozenset({"name", "arguments", "_meta"})
 _MODERN: Final = MODERN_VERSION.encode("latin-1")
-_SESSION_PARAM_KEYS: Final = frozenset({"name", "arguments"})
 GONE: Final = (499, b"")
 """What a lean call answers when its client disconnected first: nothing is sent."""
-
-
-async def governed_call(
-    gateway: Gateway,
-    principal: Principal,
-    name: str,
-    arguments: Mapping[str, Any],
-    resume: Resume | None = None,
-) -> types.CallToolResult | types.InputRequiredResult:
-    """One governed ``tools/call`` as the MCP answer: the SDK handler and the lean path share it.
-
-    Raises:
-        MCPError: what ``errors.protocol_error`` says (an ungranted tool, a bad ``requestState``, an
-            upstream's -32021); ``INTERNAL_ERROR`` "Internal server error" for anything unexpected,
-            whose text may quote arguments or upstream output.
-    """
-    try:
-        return await gateway.call_tool(principal, name, arguments, resume)
-    except (CallRefused, ProtocolRefusal) as exc:
-        error = protocol_error(exc)
-        if error is not None:
-            raise error from None
-        return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
-    except MCPError:
-        raise
-    except Exception:
-        logger.exception("tools/call %s failed", name[:200])
-        raise MCPError(types.INTERNAL_ERROR, "Internal server error") from None
 
 
 async def _cancel_on_disconnect(receive: Receive, call: anyio.CancelScope) -> None:
@@ -106,32 +70,6 @@ async def _cancel_on_disconnect(receive: Receive, call: anyio.CancelScope) -> No
     while (await receive())["type"] != "http.disconnect":
         pass
     call.cancel()
-
-
-class ModernCaller:
-    """The relay of a lean 2026-07-28 call: the capabilities its envelope declared, and no stream to
-    put notifications on (a call that asked for progress goes to the SDK)."""
-
-    wants_progress = False
-    modern = True
-
-    def __init__(self, declared: Any) -> None:
-        try:
-            self.client_capabilities: types.ClientCapabilities | None = (
-                types.ClientCapabilities.model_validate(declared or {})
-            )
-        except ValidationError:
-            self.client_capabilities = None
-
-    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
-        return None
-
-    async def log(self, level: str, data: Any, logger_name: str | None) -> None:
-        return None
-
-    async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
-        # 2026-07-28: an upstream's input requests come back in its answer, never mid-call.
-        return types.ErrorData(code=types.INVALID_REQUEST, message=f"{request.method} cannot be relayed")
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -178,7 +116,7 @@ class FastToolCall:
         self._json_response = json_response
         self._stamp = server.server_info_stamp
         # A cache hint for tools/call would be applied by the SDK's serializer; this path does not.
-        self._enabled = server.cache_hints.get(_METHOD) is None
+        self._enabled = server.cache_hints.get(METHOD) is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self._eligible(scope) if self._enabled else None
@@ -271,7 +209,7 @@ class FastToolCall:
         if admitted is None:
             return None
         principal, request = admitted
-        parsed = _parse(body)
+        parsed = parse(body)
         if parsed is None:
             return None
         decoded, request_id, params, name, arguments = parsed
@@ -282,7 +220,7 @@ class FastToolCall:
         if isinstance(verdict, InboundLadderRejection) or verdict.protocol_version != MODERN_VERSION:
             return None
         try:
-            methods.validate_client_request(_METHOD, MODERN_VERSION, params)
+            methods.validate_client_request(METHOD, MODERN_VERSION, params)
         except (ValidationError, KeyError):
             return None
         if self.gateway.binds_param_headers(name):
@@ -302,16 +240,16 @@ class FastToolCall:
         if found is None:
             return False
         transport, version = found
-        decoded = _loads(body)
+        decoded = loads(body)
         if decoded is not None and decoded.get("method") == "notifications/cancelled":
             sessions.cancel(session_id, decoded.get("params"))
             return False  # the SDK also gets it (and answers 202)
-        parsed = _parse_in_session(decoded)
+        parsed = parse_in_session(decoded)
         if parsed is None or request.headers.get("mcp-protocol-version") != version:
             return False
         request_id, params, name, arguments = parsed
         try:
-            methods.validate_client_request(_METHOD, version, params)
+            methods.validate_client_request(METHOD, version, params)
         except (ValidationError, KeyError):
             return False
         if self.gateway.relays_requests(name):
@@ -385,7 +323,7 @@ class FastToolCall:
         """The result's wire form, as the SDK's runner shapes a ``tools/call`` result for ``version``."""
         dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         try:
-            dumped = methods.serialize_server_result(_METHOD, version, dumped)
+            dumped = methods.serialize_server_result(METHOD, version, dumped)
         except ValidationError:
             logger.exception("tools/call returned an invalid result")
             raise MCPError(code=types.INTERNAL_ERROR, message="Handler returned an invalid result") from None
@@ -400,58 +338,6 @@ class FastToolCall:
         elif isinstance(meta, dict) and meta.get(key) is None:
             dumped["_meta"] = {**meta, key: self._stamp}
         return dumped
-
-
-_Parsed = tuple[dict[str, Any], int | str, dict[str, Any], str, dict[str, Any]]
-
-
-def _loads(body: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object, else None."""
-    try:
-        decoded = wire.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return decoded if isinstance(decoded, dict) else None
-
-
-_Call = tuple[int | str, dict[str, Any], str, dict[str, Any]]
-
-
-def _plain_call(decoded: dict[str, Any] | None, param_keys: frozenset[str]) -> _Call | None:
-    """``(id, params, name, arguments)`` of a ``tools/call`` request whose params hold only
-    ``param_keys``, else None."""
-    if decoded is None or decoded.keys() - _REQUEST_KEYS:
-        return None
-    request_id = decoded.get("id")
-    if decoded.get("jsonrpc") != "2.0" or decoded.get("method") != _METHOD:
-        return None
-    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
-        return None
-    params = decoded.get("params")
-    if not isinstance(params, dict) or params.keys() - param_keys:
-        return None
-    name, arguments = params.get("name"), params.get("arguments", {})
-    if not isinstance(name, str) or not isinstance(arguments, dict):
-        return None
-    return request_id, params, name, arguments
-
-
-def _parse_in_session(decoded: dict[str, Any] | None) -> _Call | None:
-    """A plain 2025-era ``tools/call`` (no ``_meta``: a progress token needs the SDK), else None."""
-    return _plain_call(decoded, _SESSION_PARAM_KEYS)
-
-
-def _parse(body: bytes) -> _Parsed | None:
-    """``(request, id, params, name, arguments)`` of a plain 2026-07-28 ``tools/call`` (its ``_meta``
-    only the envelope), else None."""
-    decoded = _loads(body)
-    call = _plain_call(decoded, _PARAM_KEYS)
-    if decoded is None or call is None:
-        return None
-    meta = call[1].get("_meta")
-    if not isinstance(meta, dict) or meta.keys() - _ENVELOPE_KEYS:
-        return None
-    return decoded, *call
 
 
 def _error(request_id: int | str, error: types.ErrorData) -> tuple[int, bytes]:

@@ -22,8 +22,8 @@ from mcp_gateway.connectors.warehouse.config import (
     SnowflakeSettings,
     WarehouseSettings,
 )
-from mcp_gateway.connectors.warehouse.open import expand_secrets
 from mcp_gateway.connectors.warehouse.metrics import age_seconds, judge, metric_sql
+from mcp_gateway.connectors.warehouse.open import expand_secrets
 from mcp_gateway.connectors.warehouse.postgres import where_sql
 from mcp_gateway.tools.data import UpdateInput, build_data_toolset, table_rule
 from mcp_gateway.types import SecretValue

@@ -6,10 +6,13 @@ references that the connection resolves from the vault when it connects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mcp_gateway.types import SECRET_REF, SecretValue, secret_refs
 
 
 class _Model(BaseModel):
@@ -61,3 +64,14 @@ class HttpUpstream(_UpstreamCommon):
 
 
 Upstream = Annotated[StdioUpstream | HttpUpstream, Field(discriminator="transport")]
+
+
+def required_secrets(config: Upstream) -> set[str]:
+    """Every secret name an upstream's config refers to."""
+    values = config.env.values() if isinstance(config, StdioUpstream) else config.headers.values()
+    return {name for value in values for name in secret_refs(value)}
+
+
+def substitute(value: str, resolve: Callable[[str], SecretValue]) -> str:
+    """``value`` with each ``secret://NAME`` replaced by the secret's value (at connect time only)."""
+    return SECRET_REF.sub(lambda m: resolve(m.group(1)).reveal_text(), value)

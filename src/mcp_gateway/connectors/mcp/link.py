@@ -1,0 +1,380 @@
+"""One supervised MCP client connection per upstream server (stdio or Streamable HTTP).
+
+Each connection lives in a task of its own (anyio cancel scopes must be entered and left by one task),
+started in the gateway's lifespan. It connects, lists the upstream's tools, then waits until it is
+asked to reconnect (a failure, a closed connection, a change in the vault) or to stop. Secrets are
+resolved from the vault at connect time and passed only to the upstream: as environment variables of
+the stdio process, or as HTTP headers of the gateway's own client. The agent's token is never among
+them. An upstream's stderr may echo its secrets, so it is read through the redactor before it is logged.
+
+Every listing of the upstream's tools passes through a ``ToolReview`` (the ``PinGuard``) before it is
+published, so a tool whose definition changed is blocked before an agent can see or call it; it
+re-lists on the upstream's change notifications, every ``relist_seconds``, and when asked.
+
+While a request is in flight, the upstream's progress goes to the ``CallRelay`` the face put in
+``CURRENT_RELAY`` for it; its log messages go to the relay of the one request in flight, and are
+dropped when several are (a log message names no request, so it could reach another agent's session).
+Resource subscriptions are made on behalf of ``core/subscriptions.py`` (which counts the sessions
+behind each URI) and renewed after a reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any, TypeVar
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp import Client, StdioServerParameters
+from mcp.client.session import ClientRequestContext, IncomingMessage
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
+
+from mcp_gateway.channel import CURRENT_RELAY, CallRelay, ClientBoundRequest
+from mcp_gateway.connectors.mcp.config import StdioUpstream, Upstream, substitute
+from mcp_gateway.connectors.mcp.forwarder import PASSED_THROUGH, FastToolCaller
+from mcp_gateway.connectors.mcp.http_client import HttpFailure
+from mcp_gateway.connectors.mcp.listing import follow_tool_changes, list_tools
+from mcp_gateway.connectors.mcp.stdio import describe, stderr_pipe
+from mcp_gateway.connectors.netguard import check_upstream_url
+from mcp_gateway.errors import GatewayError, ProtocolRefusal, UpstreamError, VaultSealed
+from mcp_gateway.redact import Redactor
+from mcp_gateway.types import SecretValue, ToolSpec
+
+logger = logging.getLogger(__name__)
+
+SecretResolver = Callable[[str], SecretValue]
+RedactorSource = Callable[[], Redactor]
+ToolReview = Callable[[str, Mapping[str, ToolSpec]], Awaitable[None]]
+"""Checks a fresh listing (upstream, tools by public name) before it is published: ``PinGuard.review``."""
+ResourceListener = Callable[[str, str], Awaitable[None]]
+"""Told of an upstream's ``notifications/resources/updated``: (upstream name, URI)."""
+
+_MAX_BACKOFF = 30.0
+_T = TypeVar("_T")
+
+
+class UpstreamLink:
+    """A supervised client connection to one upstream MCP server: its lifecycle, the listing of its
+    tools, subscriptions, and the one way requests are sent (``_request``)."""
+
+    def __init__(
+        self,
+        name: str,
+        config: Upstream,
+        resolve: SecretResolver,
+        redactor: RedactorSource,
+        *,
+        review: ToolReview | None = None,
+        relist_seconds: float | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.prefix = config.prefix if config.prefix is not None else f"{name}."
+        """Public names of this upstream's tools and prompts: ``<prefix><its own name>``."""
+        self._resolve = resolve
+        self._redactor = redactor
+        self._review = review
+        self._relist_seconds = relist_seconds
+        self._client: Client | None = None
+        self._fast: FastToolCaller | None = None
+        self._tools: dict[str, ToolSpec] = {}
+        self._reconnect = anyio.Event()
+        self._relist = anyio.Event()
+        self._ready = anyio.Event()
+        self._stopping = False
+        self._in_flight: list[CallRelay | None] = []
+        self.last_error: str | None = None
+        self.needs_vault = False
+        self.on_resource_updated: ResourceListener | None = None
+        self._subscribed: set[str] = set()
+
+    @property
+    def tools(self) -> dict[str, ToolSpec]:
+        return self._tools
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    async def wait_ready(self) -> None:
+        """Wait until the first connection attempt has finished (successfully or not)."""
+        await self._ready.wait()
+
+    def request_reconnect(self) -> None:
+        self._reconnect.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._reconnect.set()
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with bounded backoff until ``stop``."""
+        backoff = 0.5
+        while not self._stopping:
+            self._reconnect = anyio.Event()
+            try:
+                async with AsyncExitStack() as stack:
+                    client = await self._open(stack)
+                    self._relist = anyio.Event()
+                    await self._publish_tools(client)
+                    self._client = client
+                    self.last_error = None
+                    self.needs_vault = False
+                    backoff = 0.5
+                    self._ready.set()
+                    logger.info("upstream %s connected: %d tools", self.name, len(self._tools))
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._watch_tools, client)
+                        tg.start_soon(self._resubscribe, client)
+                        await self._reconnect.wait()
+                        tg.cancel_scope.cancel()
+            except VaultSealed:
+                self.needs_vault = True
+                self.last_error = "vault is sealed"
+            except Exception as exc:
+                self.last_error = self._redactor().scrub_text(describe(exc))
+                logger.warning("upstream %s unavailable: %s", self.name, self.last_error)
+            finally:
+                self._client = None
+                self._fast = None
+            self._ready.set()
+            if self._stopping:
+                break
+            with anyio.move_on_after(backoff):
+                await self._reconnect.wait()
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _client_over(self, transport: Any) -> Client:
+        config = self.config
+        return Client(
+            transport,
+            mode=config.protocol,
+            cache=None,
+            read_timeout_seconds=config.timeout_seconds,
+            message_handler=self._on_message,
+            logging_callback=self._on_log,
+            log_level="debug",
+            # Declaring a callback advertises the capability to the upstream: only when relayed.
+            sampling_callback=self._on_sampling if "sampling" in config.relay_requests else None,
+            elicitation_callback=self._on_elicitation if "elicitation" in config.relay_requests else None,
+            list_roots_callback=self._on_roots if "roots" in config.relay_requests else None,
+        )
+
+    async def _open(self, stack: AsyncExitStack) -> Client:
+        config = self.config
+        if isinstance(config, StdioUpstream):
+            env = {key: substitute(value, self._resolve) for key, value in config.env.items()}
+            errlog, _ = stderr_pipe(self.name, self._redactor)
+            stack.callback(errlog.close)
+            params = StdioServerParameters(
+                command=config.command, args=list(config.args), env=env, cwd=config.cwd
+            )
+            client = self._client_over(stdio_client(params, errlog=errlog))
+        else:
+            await check_upstream_url(config.url, allow_private_network=config.allow_private_network)
+            headers = {key: substitute(value, self._resolve) for key, value in config.headers.items()}
+            http = httpx2.AsyncClient(
+                headers=headers,
+                timeout=httpx2.Timeout(config.timeout_seconds, read=config.timeout_seconds),
+                follow_redirects=False,
+            )
+            await stack.enter_async_context(http)
+            client = self._client_over(streamable_http_client(config.url, http_client=http))
+            opened = await stack.enter_async_context(client)
+            if config.lean_calls and opened.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                try:
+                    fast = FastToolCaller(
+                        self.name,
+                        config.url,
+                        headers,
+                        opened.protocol_version,
+                        config.timeout_seconds,
+                        allow_private_network=config.allow_private_network,
+                    )
+                except HttpFailure as exc:  # names no header value
+                    logger.warning("upstream %s: calls take the SDK client: %s", self.name, exc)
+                else:
+                    stack.push_async_callback(fast.aclose)
+                    self._fast = fast
+            return opened
+        return await stack.enter_async_context(client)
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        # 2025-11-25 connections deliver change notifications here (2026-07-28 ones via `_listen`).
+        if isinstance(message, types.ToolListChangedNotification):
+            self._relist.set()
+        elif isinstance(message, types.ResourceUpdatedNotification):
+            await self._resource_updated(message.params.uri)
+
+    async def _on_sampling(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
+        answer = await self._ask(types.CreateMessageRequest(params=params))
+        if isinstance(
+            answer, types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData
+        ):
+            return answer
+        return _unexpected(answer)
+
+    async def _on_elicitation(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        answer = await self._ask(types.ElicitRequest(params=params))
+        if isinstance(answer, types.ElicitResult | types.ErrorData):
+            return answer
+        return _unexpected(answer)
+
+    async def _on_roots(self, context: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
+        answer = await self._ask(types.ListRootsRequest())
+        if isinstance(answer, types.ListRootsResult | types.ErrorData):
+            return answer
+        return _unexpected(answer)
+
+    async def _ask(self, request: ClientBoundRequest) -> types.Result | types.ErrorData:
+        # The relay of the calling task when the SDK runs the callback there (a 2026-07-28 upstream's
+        # input requests); else, as for log messages, the one call in flight: a request that could
+        # belong to several agents' calls goes to none of them.
+        relay = CURRENT_RELAY.get()
+        if relay is None and len(self._in_flight) == 1:
+            relay = self._in_flight[0]
+        if relay is None:
+            logger.info(
+                "upstream %s: %s not relayed (%d calls in flight)",
+                self.name,
+                request.method,
+                len(self._in_flight),
+            )
+            return types.ErrorData(
+                code=types.INVALID_REQUEST,
+                message=f"{request.method} cannot be relayed: it belongs to no single call in flight",
+            )
+        return await relay.ask(self.name, request)
+
+    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        # A log message names no request: deliver it only when exactly one call can have caused it.
+        if len(self._in_flight) == 1 and (relay := self._in_flight[0]) is not None:
+            await relay.log(str(params.level), params.data, params.logger)
+        else:
+            logger.debug(
+                "upstream %s: log message not relayed (%d calls in flight)", self.name, len(self._in_flight)
+            )
+
+    async def _publish_tools(self, client: Client) -> None:
+        tools = await list_tools(client, self.name, self.prefix)
+        if self._review is not None:
+            # Before publishing: a changed tool is blocked before any agent can see or call it.
+            await self._review(self.name, tools)
+        self._tools = tools
+
+    async def _watch_tools(self, client: Client) -> None:
+        """Re-list on change notifications, on request and periodically, until cancelled.
+
+        Raises:
+            Exception: a re-list failed; the caller's task group ends and the connection reconnects.
+        """
+        async with anyio.create_task_group() as tg:
+            capability = client.server_capabilities.tools
+            if client.protocol_version in MODERN_PROTOCOL_VERSIONS and capability and capability.list_changed:
+                tg.start_soon(follow_tool_changes, client, self.name, lambda: self._relist.set())
+            while True:
+                with anyio.move_on_after(self._relist_seconds):
+                    await self._relist.wait()
+                self._relist = anyio.Event()
+                await self._publish_tools(client)
+
+    @property
+    def subscribable(self) -> bool:
+        """Whether the upstream takes ``resources/subscribe``: a 2025-11-25 connection that declares it
+        (a 2026-07-28 one offers ``subscriptions/listen`` streams instead)."""
+        client = self._client
+        if client is None or client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return False
+        resources = client.server_capabilities.resources
+        return resources is not None and bool(resources.subscribe)
+
+    async def subscribe_resource(self, uri: str) -> None:
+        """Subscribe to ``uri`` (again after each reconnect, until unsubscribed). Raises ``UpstreamError``."""
+        await self._request(lambda c: _subscription(c, uri, subscribe=True))
+        self._subscribed.add(uri)
+
+    async def unsubscribe_resource(self, uri: str) -> None:
+        """Unsubscribe from ``uri``; it is not subscribed again on reconnect. Raises ``UpstreamError``."""
+        self._subscribed.discard(uri)
+        await self._request(lambda c: _subscription(c, uri, subscribe=False))
+
+    async def _resubscribe(self, client: Client) -> None:
+        """Renew this connection's subscriptions on a new connection (the old one's ended with it)."""
+        for uri in sorted(self._subscribed):
+            try:
+                with anyio.fail_after(self.config.timeout_seconds):
+                    await _subscription(client, uri, subscribe=True)
+            except (MCPError, TimeoutError) as exc:
+                logger.warning("upstream %s: renewing a resource subscription failed: %s", self.name, exc)
+
+    async def _resource_updated(self, uri: str) -> None:
+        listener = self.on_resource_updated
+        if listener is None or uri not in self._subscribed:
+            return  # nobody here asked about it
+        try:
+            await listener(self.name, uri)
+        except Exception:
+            logger.exception("upstream %s: delivering a resource update failed", self.name)
+
+    async def _request(self, send: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Send one request with this upstream's timeout; the calling request's relay gets its logs.
+
+        Raises:
+            UpstreamError: not connected, timed out, a protocol error, or an unusable answer.
+        """
+        client = self._client
+        if client is None:
+            raise UpstreamError(f"upstream `{self.name}` is not connected")
+        marker = CURRENT_RELAY.get()
+        self._in_flight.append(marker)
+        try:
+            with anyio.fail_after(self.config.timeout_seconds):
+                return await send(client)
+        except TimeoutError:
+            raise UpstreamError(f"upstream `{self.name}` timed out") from None
+        except MCPError as exc:
+            if exc.code == types.CONNECTION_CLOSED and exc.message == "Connection closed":
+                # The upstream is gone (a stdio process exited): reconnect in the background.
+                self.request_reconnect()
+            if exc.code in PASSED_THROUGH:
+                raise ProtocolRefusal(exc.message, code=exc.code, data=exc.data) from None
+            raise UpstreamError(f"upstream `{self.name}` error {exc.code}: {exc.message}") from None
+        except GatewayError:
+            raise
+        except ValidationError:
+            # An answer that is not what the protocol says: pydantic's text would quote it.
+            raise UpstreamError(f"upstream `{self.name}` answered garbage") from None
+        except Exception as exc:
+            # A broken connection: reconnect in the background and report this call as failed.
+            self.request_reconnect()
+            raise UpstreamError(f"upstream `{self.name}` failed: {describe(exc)}") from None
+        finally:
+            self._in_flight.remove(marker)
+
+
+def _unexpected(answer: types.Result) -> types.ErrorData:
+    return types.ErrorData(
+        code=types.INTERNAL_ERROR, message=f"the agent answered with {type(answer).__name__}"
+    )
+
+
+def _subscription(client: Client, uri: str, *, subscribe: bool) -> Awaitable[types.EmptyResult]:
+    # Sent as a plain request: the SDK's helpers for these warn (removed in 2026-07-28, SEP-2575),
+    # and they are live on the 2025-11-25 connections this is used on.
+    request: types.SubscribeRequest | types.UnsubscribeRequest = (
+        types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+        if subscribe
+        else types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri))
+    )
+    return client.session.send_request(request, types.EmptyResult)
