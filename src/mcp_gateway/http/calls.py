@@ -57,12 +57,20 @@ class ModernCaller:
     modern = True
 
     def __init__(self, declared: Any) -> None:
-        try:
-            self.client_capabilities: types.ClientCapabilities | None = (
-                types.ClientCapabilities.model_validate(declared or {})
-            )
-        except ValidationError:
-            self.client_capabilities = None
+        self._declared = declared
+        self._parsed = False
+        self._capabilities: types.ClientCapabilities | None = None
+
+    @property
+    def client_capabilities(self) -> types.ClientCapabilities | None:
+        # Parsed on first use: most calls never ask (only an upstream that may put input requests).
+        if not self._parsed:
+            self._parsed = True
+            try:
+                self._capabilities = types.ClientCapabilities.model_validate(self._declared or {})
+            except ValidationError:
+                self._capabilities = None
+        return self._capabilities
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         return None

@@ -76,7 +76,9 @@ class UpstreamConnection(UpstreamLink):
             return raw.model_dump(by_alias=True, mode="json", exclude_none=True)
         if self._client is None:
             raise UpstreamError(f"upstream `{self.name}` is not connected")
-        capabilities = self.allowed_capabilities(relay.client_capabilities if relay is not None else None)
+        # Only what relay_requests allows is ever declared: without it, nothing to read.
+        declared = relay.client_capabilities if relay is not None and self.config.relay_requests else None
+        capabilities = self.allowed_capabilities(declared)
         self._in_flight.append(relay)
         try:
             return await fast.call(
