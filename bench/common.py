@@ -274,7 +274,7 @@ def prepare_gateway_dir(
     from mcp_gateway.app.wiring import key_file_path, open_agents, open_vault
     from mcp_gateway.config import load_settings
     from mcp_gateway.connectors.mcp.config import HttpUpstream
-    from mcp_gateway.vault.store import init_key_file
+    from mcp_gateway.vault.keys import init_key_file
 
     (workdir / "policies").mkdir(parents=True, exist_ok=True)
     (workdir / "policies" / "bench.yaml").write_text(POLICY, encoding="utf-8")

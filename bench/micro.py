@@ -285,7 +285,9 @@ def bench_audit(count: int, budget_s: float) -> tuple[Row, list[list[str]]]:
 
 def bench_vault(count: int) -> tuple[Row, list[list[str]]]:
     from mcp_gateway.core.state import SecretsView
-    from mcp_gateway.vault.store import SQLiteSecretStore, Vault, init_key_file, load_keyring
+    from mcp_gateway.vault.keys import init_key_file, load_keyring
+    from mcp_gateway.vault.service import Vault
+    from mcp_gateway.vault.store import SQLiteSecretStore
 
     results: Row = {}
     rows: list[list[str]] = []

@@ -29,7 +29,7 @@ from mcp_gateway.http.app import create_app
 from mcp_gateway.telemetry import TelemetrySettings, configure_tracing
 from mcp_gateway.tools.base import Toolset
 from mcp_gateway.types import AuditSink
-from mcp_gateway.vault.store import init_key_file
+from mcp_gateway.vault.keys import init_key_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LEAKY = FIXTURES / "leaky_upstream.py"

@@ -27,12 +27,8 @@ from mcp_gateway.approvals.model import (
     args_hash,
 )
 from mcp_gateway.approvals.settings import ApprovalSettings
-from mcp_gateway.approvals.store import (
-    ApprovalStore,
-    PostgresApprovalStore,
-    SQLiteApprovalStore,
-    open_approval_store,
-)
+from mcp_gateway.approvals.sql import PostgresApprovalStore, SQLiteApprovalStore, open_approval_store
+from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.errors import CallRefused, GatewayError
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import GatewayFactory, connect
 from mcp_gateway.approvals.model import Approval, args_hash
-from mcp_gateway.approvals.store import SQLiteApprovalStore
+from mcp_gateway.approvals.sql import SQLiteApprovalStore
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.cli import app
 from mcp_gateway.identity.admin_tokens import SQLiteAdminStore

@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from mcp_gateway.audit.postgres import CHAIN_LOCK_CLASS, PostgresAuditSink
-from mcp_gateway.audit.record import verify
+from mcp_gateway.audit.verify import verify
 from mcp_gateway.errors import AuditWriteError
 from mcp_gateway.types import AuditEvent, AuditRecord
 

@@ -20,8 +20,8 @@ from mcp_gateway.audit.record import (
     content_hash,
     digest,
     normalize_event,
-    verify,
 )
+from mcp_gateway.audit.verify import verify
 from mcp_gateway.errors import AuditError, AuditWriteError
 from mcp_gateway.types import AuditEvent, AuditRecord
 

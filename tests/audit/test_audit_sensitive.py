@@ -23,7 +23,8 @@ from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.errors import AuditError, SecretNotFound, VaultSealed
 from mcp_gateway.types import AuditEvent
 from mcp_gateway.vault.crypto import Keyring, MasterKey
-from mcp_gateway.vault.store import SQLiteSecretStore, Vault
+from mcp_gateway.vault.service import Vault
+from mcp_gateway.vault.store import SQLiteSecretStore
 
 KEY = b"k" * 32
 

@@ -17,8 +17,8 @@ import anyio
 import pytest
 
 from mcp_gateway.audit.log import AuditLog
-from mcp_gateway.audit.record import verify
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.audit.verify import verify
 from mcp_gateway.errors import AuditUnavailable, AuditWriteError
 from mcp_gateway.types import AuditEvent, AuditRecord
 

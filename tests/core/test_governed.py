@@ -27,7 +27,8 @@ from mcp_gateway.quotas.model import QuotaExceeded
 from mcp_gateway.quotas.store import SQLiteQuotaStore
 from mcp_gateway.types import Decision, Principal
 from mcp_gateway.vault.crypto import Keyring, MasterKey
-from mcp_gateway.vault.store import SQLiteSecretStore, Vault
+from mcp_gateway.vault.service import Vault
+from mcp_gateway.vault.store import SQLiteSecretStore
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from conftest import GatewayFactory
 from mcp_gateway.approvals.model import Approval, args_hash
-from mcp_gateway.approvals.store import SQLiteApprovalStore
+from mcp_gateway.approvals.sql import SQLiteApprovalStore
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.errors import AuditWriteError

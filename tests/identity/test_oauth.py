@@ -32,13 +32,8 @@ from mcp.shared.exceptions import MCPError
 from conftest import ERAS, GatewayFactory, connect
 from mcp_gateway.config import Settings, load_settings
 from mcp_gateway.errors import AuthError, ConfigError
-from mcp_gateway.identity.oauth import (
-    JWKSCache,
-    OAuthVerifier,
-    http_jwks_fetcher,
-    parse_jwks,
-    token_fingerprint,
-)
+from mcp_gateway.identity.jwks import JWKSCache, http_jwks_fetcher, parse_jwks
+from mcp_gateway.identity.oauth import OAuthVerifier, token_fingerprint
 
 ISSUER = "https://idp.test/realms/data"
 AUDIENCE = "http://127.0.0.1:8080/mcp"

@@ -31,10 +31,10 @@ import yaml
 
 from conftest import LEAKY, free_port, wait_until
 from mcp_gateway.app.wiring import key_file_path, open_agents
-from mcp_gateway.audit.record import verify
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.audit.verify import verify
 from mcp_gateway.config import load_settings
-from mcp_gateway.vault.store import init_key_file
+from mcp_gateway.vault.keys import init_key_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ERAS, FIXTURES, GatewayFactory, connect
-from mcp_gateway.audit.record import verify
+from mcp_gateway.audit.verify import verify
 from mcp_gateway.http.lean import FastToolCall
 
 pytestmark = pytest.mark.e2e

@@ -18,14 +18,9 @@ from psycopg import sql
 
 from mcp_gateway.errors import IntegrityError, SecretNotFound, VaultError, VaultSealed
 from mcp_gateway.vault.crypto import Keyring, MasterKey, encode_key, envelope_key_id
-from mcp_gateway.vault.store import (
-    PostgresSecretStore,
-    SQLiteSecretStore,
-    Vault,
-    init_key_file,
-    load_keyring,
-    write_key_file,
-)
+from mcp_gateway.vault.keys import init_key_file, load_keyring, write_key_file
+from mcp_gateway.vault.service import Vault
+from mcp_gateway.vault.store import PostgresSecretStore, SQLiteSecretStore
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 Store = SQLiteSecretStore | PostgresSecretStore

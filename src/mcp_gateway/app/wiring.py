@@ -13,7 +13,8 @@ from pathlib import Path
 from mcp_gateway.app.toolsets import build_toolsets
 from mcp_gateway.approvals.gate import StoreApprovalGate
 from mcp_gateway.approvals.notify import ApprovalNotifier
-from mcp_gateway.approvals.store import ApprovalStore, open_approval_store
+from mcp_gateway.approvals.sql import open_approval_store
+from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.keys import PUBLIC_KEY_FILE, AuditKeys, ensure_audit_keys, export_public_key
 from mcp_gateway.audit.log import AuditLog
@@ -34,7 +35,8 @@ from mcp_gateway.tools.base import Toolset
 from mcp_gateway.types import AuditSink, SecretStore
 from mcp_gateway.vault.crypto import Keyring
 from mcp_gateway.vault.keys import load_keyring
-from mcp_gateway.vault.store import SQLiteSecretStore, Vault
+from mcp_gateway.vault.service import Vault
+from mcp_gateway.vault.store import SQLiteSecretStore
 
 logger = logging.getLogger(__name__)
 

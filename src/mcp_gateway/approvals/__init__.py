@@ -4,7 +4,8 @@ denies it (``mcp-gateway approvals`` or the admin API); the agent repeats the ex
 
     model.py     the approval, the argument hash that binds it to one call, the errors (pure)
     settings.py  ``approvals:`` in gateway.yaml
-    store.py     SQLite (default, in the data directory) and PostgreSQL stores
+    store.py     the ``ApprovalStore`` Protocol and its error
+    sql.py       SQLite (default, in the data directory) and PostgreSQL stores
     notify.py    the Slack-compatible webhook that tells approvers a request is waiting
     gate.py      the call path's gate over the store and the notifier
 """

@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from mcp_gateway.audit.record import Problem, canonical, verify
+from mcp_gateway.audit.record import canonical
+from mcp_gateway.audit.verify import Problem, verify
 from mcp_gateway.errors import AuditError
 from mcp_gateway.types import AuditCheckpoint, AuditRecord
 
@@ -174,7 +175,7 @@ def verify_with_checkpoints(
         mirrored: the checkpoints of the append-only mirror file; one missing from the store means
             the store's checkpoint table was edited.
 
-    Reports, besides what ``record.verify`` finds: a checkpoint signed by an unknown key or with a
+    Reports, besides what ``verify`` finds: a checkpoint signed by an unknown key or with a
     bad signature (``forged_checkpoint``); a correctly signed one absent from the store
     (``missing_checkpoint``); records the newest checkpoint covers that are gone (``truncated``);
     a record that differs from what its checkpoint signed (``modified``) or is gone (``deleted``).

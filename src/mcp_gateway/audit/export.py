@@ -1,7 +1,7 @@
 """Audit records to and from JSON: one object per record, one record per line (JSON Lines).
 
 The dict form has exactly the fields of ``AuditRecord`` and is what ``hash`` covers, so an exported
-log can be checked with ``record.verify`` anywhere, without the gateway's stores.
+log can be checked with ``verify.verify`` anywhere, without the gateway's stores.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ _KEY_BYTES = 32
 
 
 class KeyVault(Protocol):
-    """The part of ``vault.store.Vault`` the audit keys need."""
+    """The part of ``vault.service.Vault`` the audit keys need."""
 
     @property
     def sealed(self) -> bool: ...

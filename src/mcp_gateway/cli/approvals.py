@@ -26,7 +26,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 def _open(settings: Settings) -> ApprovalStore:
     from mcp_gateway.approvals.settings import ApprovalSettings
-    from mcp_gateway.approvals.store import open_approval_store
+    from mcp_gateway.approvals.sql import open_approval_store
 
     # `approvals:` in gateway.yaml once the settings carry it; the defaults until then.
     section = getattr(settings, "approvals", None) or ApprovalSettings()

@@ -16,7 +16,7 @@ from mcp_gateway.policy.model import Policy
 from mcp_gateway.redact import EMPTY, Redactor
 from mcp_gateway.types import SecretValue
 from mcp_gateway.vault.crypto import Keyring
-from mcp_gateway.vault.store import Vault
+from mcp_gateway.vault.service import Vault
 
 logger = logging.getLogger(__name__)
 

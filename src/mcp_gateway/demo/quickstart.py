@@ -269,7 +269,8 @@ def start_emulators(settings: Settings) -> list[object]:
     """Serve the dbt Cloud and Salesforce emulators the demo config points at (daemon threads)."""
     from mcp_gateway.demo.emulators import serve_in_thread
     from mcp_gateway.demo.emulators.dbt_cloud import DbtCloudEmulator, DbtJob
-    from mcp_gateway.demo.emulators.salesforce import EmulatedOrg, create_app
+    from mcp_gateway.demo.emulators.salesforce import create_app
+    from mcp_gateway.demo.emulators.salesforce_state import EmulatedOrg
 
     vault = open_vault(settings, master_key_env=None)
     dbt_token = vault.resolve("dbt-token").reveal_text()

@@ -1,4 +1,5 @@
-"""Where sealed envelopes live, and the ``Vault`` service over them (master keys: ``keys.py``).
+"""Where sealed envelopes live: the SQLite and PostgreSQL secret stores (the ``Vault`` over them:
+``service.py``; master keys: ``keys.py``).
 
 Backends store only envelopes (see ``crypto``) plus public metadata, so a stolen database yields
 ciphertext, secret names and key ids. SQLite is the embedded default; PostgreSQL lets replicas share
@@ -9,9 +10,7 @@ to refresh what they have cached.
 from __future__ import annotations
 
 import builtins
-import logging
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,51 +18,22 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from mcp_gateway.errors import IntegrityError, SecretNotFound, VaultError, VaultSealed
-from mcp_gateway.types import Clock, SecretStore, SecretValue, system_clock
-from mcp_gateway.vault.crypto import (
-    Keyring,
-    MasterKey,
-    envelope_key_id,
-    rewrap,
-    seal,
-    unseal,
-)
-from mcp_gateway.vault.keys import init_key_file, load_keyring, write_key_file
+from mcp_gateway.errors import VaultError
+from mcp_gateway.types import Clock, system_clock
+from mcp_gateway.vault.crypto import envelope_key_id
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
-    "Keyring",
-    "MasterKey",
+    "METADATA_FIELDS",
     "PostgresSecretStore",
     "SQLiteSecretStore",
     "SwappableStore",
-    "Vault",
-    "init_key_file",
-    "load_keyring",
-    "validate_name",
-    "write_key_file",
 ]
 
-logger = logging.getLogger(__name__)
-
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-_METADATA_FIELDS = ("name", "key_id", "created_at", "updated_at")
-_SWAP_ATTEMPTS = 5
-
-
-def validate_name(name: str) -> str:
-    """Return ``name`` if it is a valid secret name (``[A-Za-z0-9_.-]{1,128}``).
-
-    Raises:
-        VaultError: the name is invalid. The rejected text is not echoed: a value pasted where a
-            name belongs must not end up in a log.
-    """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise VaultError("invalid secret name: use 1-128 characters from A-Z a-z 0-9 _ . -")
-    return name
+METADATA_FIELDS = ("name", "key_id", "created_at", "updated_at")
+"""What ``metadata()`` reports of each secret; never its envelope."""
 
 
 @runtime_checkable
@@ -155,7 +125,7 @@ class _SQLSecretStore:
         """Name, key id and timestamps of every secret, sorted by name; never envelopes or values."""
         with self._tx(write=False) as cur:
             rows = cur.execute(self._q["metadata"]).fetchall()
-        return [dict(zip(_METADATA_FIELDS, row, strict=True)) for row in rows]
+        return [dict(zip(METADATA_FIELDS, row, strict=True)) for row in rows]
 
     def generation(self) -> int:
         """A counter bumped by every put, swap and successful delete."""
@@ -300,135 +270,3 @@ class PostgresSecretStore(_SQLSecretStore):
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
-
-
-class Vault:
-    """Seals, stores and resolves secrets.
-
-    Args:
-        store: where envelopes live.
-        keyring: the master keys, or ``None`` for a sealed vault (metadata and deletes still work).
-    """
-
-    def __init__(self, store: SecretStore, keyring: Keyring | None) -> None:
-        self._store = store
-        self._keyring = keyring
-        self._rotate_lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        keys = self._keyring.key_ids if self._keyring else ()
-        return f"Vault(store={self._store!r}, sealed={self.sealed}, key_ids={keys!r})"
-
-    @property
-    def sealed(self) -> bool:
-        """``True`` when no master key is loaded."""
-        return self._keyring is None
-
-    @property
-    def keyring(self) -> Keyring | None:
-        """The keyring in use (after ``rotate_master``, the new key is current)."""
-        return self._keyring
-
-    def _keys(self) -> Keyring:
-        keyring = self._keyring
-        if keyring is None:
-            raise VaultSealed("the vault is sealed: no master key is configured")
-        return keyring
-
-    def put(self, name: str, value: bytes) -> None:
-        """Seal ``value`` under the current master key and store it as ``name``.
-
-        Raises:
-            VaultError: the name is invalid, or the store failed.
-            VaultSealed: no master key is loaded.
-        """
-        validate_name(name)
-        self._store.put(name, seal(self._keys(), name, value))
-
-    def resolve(self, name: str) -> SecretValue:
-        """The plaintext of secret ``name``.
-
-        Raises:
-            VaultError: the name is invalid, or the store failed.
-            VaultSealed: no master key is loaded.
-            SecretNotFound: nothing is stored under ``name``.
-            IntegrityError: the envelope failed authentication.
-        """
-        validate_name(name)
-        keyring = self._keys()
-        envelope = self._store.get(name)
-        if envelope is None:
-            raise SecretNotFound(f"no secret named `{name}`")
-        return SecretValue(name, unseal(keyring, name, envelope))
-
-    def delete(self, name: str) -> bool:
-        """Remove secret ``name``; ``True`` if it existed. Raises ``VaultError`` for an invalid name."""
-        return self._store.delete(validate_name(name))
-
-    def resolve_all(self) -> dict[str, SecretValue]:
-        """Every secret's plaintext by name (for the redactor).
-
-        Raises:
-            VaultSealed: no master key is loaded.
-            IntegrityError: any envelope fails authentication; none is skipped.
-        """
-        keyring = self._keys()
-        out: dict[str, SecretValue] = {}
-        for name in self._store.names():
-            envelope = self._store.get(name)
-            if envelope is not None:  # deleted since names() was read: gone, not bad
-                out[name] = SecretValue(name, unseal(keyring, name, envelope))
-        return out
-
-    def rotate_master(self, new_key: MasterKey) -> int:
-        """Make ``new_key`` current and re-wrap every envelope under it; return how many were re-wrapped.
-
-        Old keys stay in the keyring, so readers keep working whichever envelope they meet mid-rotation.
-        Save the new keyring (``write_key_file(path, keyring.with_current(new_key))``) *before*
-        calling this, so a crash cannot leave envelopes under a key that exists nowhere else.
-        Envelopes already under ``new_key`` are left alone, so an interrupted rotation can be re-run.
-
-        Raises:
-            VaultSealed: no master key is loaded.
-            IntegrityError: an envelope failed authentication (the rotation stops; run it again after
-                fixing or deleting that secret).
-        """
-        with self._rotate_lock:
-            keyring = self._keys().with_current(new_key)
-            # New writes use the new key from now on.
-            self._keyring = keyring
-            count = sum(self._rewrap_one(keyring, new_key, name) for name in self._store.names())
-        logger.info("re-wrapped %d secrets under master key %s", count, new_key.key_id)
-        return count
-
-    def _rewrap_one(self, keyring: Keyring, new_key: MasterKey, name: str) -> bool:
-        for _ in range(_SWAP_ATTEMPTS):
-            envelope = self._store.get(name)
-            if envelope is None:
-                return False
-            try:
-                kid: str | None = envelope_key_id(envelope)
-            except IntegrityError:
-                kid = None  # rewrap below raises the error that names the secret
-            if kid == new_key.key_id:
-                return False
-            fresh = rewrap(keyring, new_key, name, envelope)
-            if not isinstance(self._store, SwappableStore):
-                self._store.put(name, fresh)
-                return True
-            # Compare-and-swap: a put racing the rotation must not be overwritten by the older value.
-            if self._store.swap(name, envelope, fresh):
-                return True
-        raise VaultError(f"secret `{name}` kept changing during rotation; run the rotation again")
-
-    def generation(self) -> int:
-        """The store's change counter: when it is unchanged, ``resolve_all`` would return the same."""
-        return self._store.generation()
-
-    def reload_keyring(self, keyring: Keyring | None) -> None:
-        """Swap in a new keyring (``None`` seals the vault)."""
-        self._keyring = keyring
-
-    def list(self) -> builtins.list[dict[str, Any]]:
-        """Name, key id and timestamps of every secret; never values or envelopes."""
-        return [{k: m[k] for k in _METADATA_FIELDS if k in m} for m in self._store.metadata()]

@@ -25,7 +25,8 @@ from mcp_gateway.connectors.orchestrators.base import (
 from mcp_gateway.connectors.orchestrators.config import DagsterSettings, JobSettings
 from mcp_gateway.connectors.orchestrators.dagster import IDEMPOTENCY_TAG, DagsterJobRef, DagsterOrchestrator
 from mcp_gateway.demo.emulators import RunningServer, serve_in_thread
-from mcp_gateway.demo.emulators.dagster import DagsterEmulator, DagsterJob
+from mcp_gateway.demo.emulators.dagster import DagsterEmulator
+from mcp_gateway.demo.emulators.dagster_runs import DagsterJob
 from mcp_gateway.tools.ops import build_ops_toolset
 from mcp_gateway.types import SecretValue
 

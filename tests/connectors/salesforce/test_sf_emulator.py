@@ -21,8 +21,9 @@ from mcp_gateway.connectors.salesforce import (
     SalesforceOrgSettings,
     SalesforceRequestError,
 )
-from mcp_gateway.demo.emulators.salesforce import EmulatedOrg, EmulatorServer, create_app
+from mcp_gateway.demo.emulators.salesforce import EmulatorServer, create_app
 from mcp_gateway.demo.emulators.salesforce_data import ACME_ID, ACME_OPPORTUNITY_ID
+from mcp_gateway.demo.emulators.salesforce_state import EmulatedOrg
 from mcp_gateway.types import SecretValue
 
 SECRET = "emulator-client-SECRET-42"

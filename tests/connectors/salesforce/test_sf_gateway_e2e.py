@@ -10,8 +10,9 @@ import pytest
 
 from conftest import GatewayFactory, RunningGateway, connect, free_port
 from mcp_gateway.connectors.salesforce import SalesforceOrgSettings
-from mcp_gateway.demo.emulators.salesforce import EmulatedOrg, EmulatorServer, create_app
+from mcp_gateway.demo.emulators.salesforce import EmulatorServer, create_app
 from mcp_gateway.demo.emulators.salesforce_data import ACME_OPPORTUNITY_ID
+from mcp_gateway.demo.emulators.salesforce_state import EmulatedOrg
 from mcp_gateway.tools.salesforce import build_salesforce_toolset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]

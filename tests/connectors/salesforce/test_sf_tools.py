@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import free_port
 from mcp_gateway.connectors.salesforce import SalesforceOrgSettings
-from mcp_gateway.demo.emulators.salesforce import EmulatedOrg, EmulatorServer, create_app
+from mcp_gateway.demo.emulators.salesforce import EmulatorServer, create_app
 from mcp_gateway.demo.emulators.salesforce_data import ACME_OPPORTUNITY_ID, GLOBEX_OPPORTUNITY_ID
+from mcp_gateway.demo.emulators.salesforce_state import EmulatedOrg
 from mcp_gateway.tools.base import NeedsApproval, ToolContext, ToolFailure, Toolset
 from mcp_gateway.tools.salesforce import build_salesforce_toolset, change_factor_exceeded
 from mcp_gateway.types import Principal, SecretValue

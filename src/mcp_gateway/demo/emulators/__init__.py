@@ -7,7 +7,8 @@ of anything real. Run one with uvicorn (``uvicorn.run(emulator.app, ...)``) or i
 ``serve_in_thread``.
 
     dbt_cloud   dbt Cloud Administrative API v2 (jobs, runs, rerun from failure)
-    dagster     Dagster webserver GraphQL (launchRun, launchRunReexecution, runOrError, runsOrError)
+    dagster     Dagster webserver GraphQL (launchRun, launchRunReexecution, runOrError, runsOrError);
+                its run model in ``dagster_runs``, its schema in ``dagster_schema``
 """
 
 from __future__ import annotations
