@@ -138,6 +138,8 @@ def test_an_upstreams_input_required_round_reaches_a_2026_agent_sealed_and_compl
     retry = {"inputResponses": {key: ANSWER}, "requestState": state}
     done = _message(_post(gw, "agent-a", tool, retry, capabilities=SAMPLING))["result"]
     assert done.get("resultType", "complete") == "complete" and not done.get("isError")
+    # The gateway is the server toward the agent: the upstream's own stamp does not pass through.
+    assert done["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-gateway"
     rounds = [(r.kind, r.status) for r in gw.audit() if r.tool == tool and r.kind != "tool_pinned"]
     assert rounds == [("intent", ""), ("outcome", "input_required"), ("intent", ""), ("outcome", "ok")]
     # Single use: the same state a second time is refused, and the upstream is not asked again.
@@ -246,3 +248,24 @@ def test_a_2026_client_that_disconnects_cancels_its_call_and_the_outcome_says_ca
     outcomes = lambda: [r.status for r in gw.audit() if r.tool == "leaky.sleep" and r.kind == "outcome"]  # noqa: E731
     wait_until(lambda: outcomes() != [], 20, "the call's outcome")
     assert outcomes() == ["cancelled"]
+
+
+@pytest.mark.parametrize("fast", PATHS, ids=PATH_IDS)
+def test_an_upstream_asking_a_2026_agent_mid_call_is_refused_and_the_refusal_audited(
+    make_gateway: GatewayFactory, fast: bool, tmp_path: Path
+) -> None:
+    # A 2025-11-25 upstream samples in the middle of a call; a 2026-07-28 agent cannot be asked then.
+    legacy = {
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": [str(FIXTURES / "conformance_server.py"), "stdio"],
+        "relay_requests": ["sampling"],
+        "protocol": "legacy",
+    }
+    gw = make_gateway(POLICY, upstreams={"conf": legacy}, server_options={"fast_path": fast})
+    answer = _message(
+        _post(gw, "agent-a", "conf.test_sampling", {"arguments": {"prompt": "hi"}}, capabilities=SAMPLING)
+    )
+    assert answer["result"]["isError"] is True
+    relayed = [(r.kind, r.status) for r in gw.audit() if r.tool == "conf:sampling/createMessage"]
+    assert relayed == [("denied", "client_cannot_answer")]

@@ -29,6 +29,10 @@ async def settle(
     secrets: SecretsView,
 ) -> M | types.InputRequiredResult:
     where = call.exchange.where
+    meta = payload.get("_meta")
+    if isinstance(meta, dict) and types.SERVER_INFO_META_KEY in meta:
+        # The upstream's name for itself: toward the agent the gateway is the server (and says so).
+        payload = {**payload, "_meta": {k: v for k, v in meta.items() if k != types.SERVER_INFO_META_KEY}}
     problem = result_problem(payload, max_depth=limits.max_result_depth)
     if problem is not None:
         payload, status = failed(f"{where} answered {problem}"), "upstream_error"

@@ -12,6 +12,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from mcp_gateway.channel import ClientBoundRequest
+from mcp_gateway.core.asked import ask_agent
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.request_state import Resume
 from mcp_gateway.errors import CallRefused, ProtocolRefusal
@@ -56,7 +57,9 @@ class ModernCaller:
     wants_progress = False
     modern = True
 
-    def __init__(self, declared: Any) -> None:
+    def __init__(self, gateway: Gateway, principal: Principal, declared: Any) -> None:
+        self._gateway = gateway
+        self._principal = principal
         self._declared = declared
         self._parsed = False
         self._capabilities: types.ClientCapabilities | None = None
@@ -79,5 +82,14 @@ class ModernCaller:
         return None
 
     async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
-        # 2026-07-28: an upstream's input requests come back in its answer, never mid-call.
-        return types.ErrorData(code=types.INVALID_REQUEST, message=f"{request.method} cannot be relayed")
+        # 2026-07-28: an upstream's input requests come back in its answer, never mid-call; one that
+        # asks mid-call (a 2025-11-25 upstream) is refused, and the refusal audited like any exchange.
+        gateway = self._gateway
+        redactor = gateway.secrets.redactor()
+        return await ask_agent(
+            gateway.governor, redactor, self._principal, upstream, request, can_answer=False, send=_unasked
+        )
+
+
+async def _unasked(params: dict[str, Any]) -> tuple[str, types.Result | types.ErrorData]:
+    raise AssertionError("a request the client cannot answer is never sent")  # pragma: no cover

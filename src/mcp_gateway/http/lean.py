@@ -289,7 +289,9 @@ class FastToolCall:
     ) -> tuple[int, bytes]:
         """Run the call; ``GONE`` when the client went away first (the call was cancelled: the skeleton
         records ``cancelled``, the upstream request is abandoned, nobody is left to answer)."""
-        token = CURRENT_RELAY.set(ModernCaller(envelope.get(types.CLIENT_CAPABILITIES_META_KEY)))
+        token = CURRENT_RELAY.set(
+            ModernCaller(self.gateway, principal, envelope.get(types.CLIENT_CAPABILITIES_META_KEY))
+        )
         call = anyio.CancelScope()
         answer = GONE
         try:

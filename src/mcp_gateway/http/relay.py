@@ -28,15 +28,13 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel, ConfigDict
 
 from mcp_gateway.channel import CURRENT_RELAY, ClientBoundRequest
-from mcp_gateway.core.exchange import Exchange, Granted, ResultRule
+from mcp_gateway.core.asked import ask_agent
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.log_levels import SESSION_LEVELS, LogLevels
-from mcp_gateway.errors import AuditUnavailable, CallRefused, UpstreamError
 from mcp_gateway.http.session_state import session_id
-from mcp_gateway.types import Decision, Principal
+from mcp_gateway.types import Principal
 
 _CAPABILITY = {
     "sampling/createMessage": types.ClientCapabilities(sampling=types.SamplingCapability()),
@@ -94,58 +92,26 @@ class ClientRelay:
             )
 
     async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
-        """Put ``request`` to the calling client through the governed skeleton; its answer, or an
-        error for the upstream.
-
-        Authorized by the upstream's ``relay_requests`` (its connection asks only for those); refused
-        (audited) when the agent's client cannot answer; the request is scrubbed of vault values
-        before the agent sees it, and limited, counted and recorded like any exchange.
+        """Put ``request`` to the calling client: one governed exchange (``core/asked.py``).
 
         Raises:
             AuditUnavailable: the intent or outcome could not be recorded (nothing was asked).
         """
-        method = request.method
         session = self._ctx.session
-        dumped = (
-            request.params.model_dump(by_alias=True, mode="json", exclude_none=True) if request.params else {}
+        can_answer = (
+            session.protocol_version not in MODERN_PROTOCOL_VERSIONS
+            and session.can_send_request
+            and session.check_client_capability(_CAPABILITY[request.method])
         )
-        params, _ = self._gateway.secrets.redactor().scrub_json(dumped)
-        principal = self._principal
-        exchange = Exchange(
-            principal, method, f"{upstream}:{method}", params, "request", where="the agent's client"
+        return await ask_agent(
+            self._gateway.governor,
+            self._gateway.secrets.redactor(),
+            self._principal,
+            upstream,
+            request,
+            can_answer=can_answer,
+            send=lambda params: self._send(request, params),
         )
-        answers: list[types.Result | types.ErrorData] = []
-
-        def prepare(_: Exchange) -> None:
-            if (
-                session.protocol_version in MODERN_PROTOCOL_VERSIONS
-                or not session.can_send_request
-                or not session.check_client_capability(_CAPABILITY[method])
-            ):
-                raise ClientCannotAnswer(f"the agent's client cannot answer {method} through the gateway")
-
-        async def act(_: Granted) -> tuple[dict[str, Any], str]:
-            status, answer = await self._send(request, params)
-            answers.append(answer)
-            return answer.model_dump(by_alias=True, mode="json", exclude_none=True), status
-
-        def allow(_: Exchange) -> Decision:
-            return Decision("allow", (f"upstreams.{upstream}.relay_requests",), ())
-
-        try:
-            await self._gateway.governor.run(
-                exchange,
-                act,
-                _ANSWER,
-                prepare=prepare,
-                authorize=allow,
-                slot=f"{principal.agent} <- {upstream}",
-            )
-        except AuditUnavailable:
-            raise
-        except (CallRefused, UpstreamError) as exc:
-            return types.ErrorData(code=types.INVALID_REQUEST, message=str(exc))
-        return answers[0]
 
     async def _send(
         self, request: ClientBoundRequest, params: dict[str, Any]
@@ -175,22 +141,6 @@ class ClientRelay:
             return "relay_failed", types.ErrorData(
                 code=types.INTERNAL_ERROR, message=f"the agent's client did not answer ({type(exc).__name__})"
             )
-
-
-class ClientCannotAnswer(CallRefused):
-    """The agent's client cannot answer a relayed request (another era, no back-channel, or the
-    capability not declared)."""
-
-    kind = "client_cannot_answer"
-
-
-class _Answer(BaseModel):
-    """Whatever the agent's client answered (the SDK validated it as the request's result type)."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-_ANSWER = ResultRule(_Answer)
 
 
 @contextmanager
