@@ -13,7 +13,7 @@ messages name things (a secret's *name*, a file, a rule id), never their content
     │   ├── PolicyDenied             a grant matched but a constraint or deny rule refused the arguments
     │   ├── VaultSealed              the call needs a secret and the vault has no master key
     │   ├── ToolDefinitionChanged    the upstream changed a pinned tool's definition; blocked until approved
-    │   ├── InvalidArguments         the arguments do not fit a built-in tool's input model
+    │   ├── InvalidArguments         arguments a built-in's input model refuses, or not valid Unicode
     │   ├── ApprovalRefused          a call needs approval and no approval store is configured
     │   ├── InvalidRequestState      a requestState the gateway did not mint for this call, or spent
     │   └── AuditUnavailable         the audit record could not be made durable: no audit, no act
@@ -143,7 +143,8 @@ class UpstreamError(GatewayError):
 
 
 class InvalidArguments(CallRefused):
-    """The arguments do not fit the tool's input model (a built-in tool validates before it runs)."""
+    """Arguments no tool could take: not what a built-in tool's input model accepts, or text that is
+    not valid Unicode (a lone surrogate no upstream could be sent)."""
 
     kind = "invalid_arguments"
 

@@ -307,3 +307,15 @@ async def test_a_relayed_request_authorized_by_its_upstream_config_needs_no_gran
     )
     assert answer.tools == []
     assert _records(governor)[0].detail["rule_ids"] == ["upstreams.other.relay_requests"]
+
+
+@pytest.mark.parametrize("key", ["up.echo", "nope.ungranted"])
+async def test_arguments_nested_past_any_parser_are_refused_by_the_limit_before_policy_walks_them(
+    governor: Governor, key: str
+) -> None:
+    deep: Any = "x"
+    for _ in range(5_000):  # far past Python's recursion limit: walking it recursively would crash
+        deep = [deep]
+    with pytest.raises(LimitExceeded, match="deep"):
+        await _run(governor, "tools/call", key, {"text": deep}, types.CallToolResult, {"content": []})
+    assert [(r.kind, r.status) for r in _records(governor)] == [("denied", "limit_exceeded")]

@@ -10,6 +10,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel
 
 from mcp_gateway.core.governance import PendingApproval
+from mcp_gateway.errors import ToolNotGranted
 from mcp_gateway.policy.model import GrantGovernance
 from mcp_gateway.redact import Redactor
 from mcp_gateway.types import AuditEvent, Decision, Principal
@@ -118,3 +119,9 @@ class Call:
         return AuditEvent(
             kind=kind, call_id=self.call_id, agent=self.exchange.principal.agent, tool=self.shown, **fields
         )
+
+    def unavailable(self) -> ToolNotGranted:
+        """Unknown and ungranted alike, naming only what was asked for."""
+        exchange = self.exchange
+        label = self.shown if exchange.label is None else self.redactor.scrub_text(exchange.label[:MAX_SHOWN])
+        return ToolNotGranted(f"{exchange.noun} `{label}` is not available")

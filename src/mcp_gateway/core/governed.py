@@ -4,8 +4,9 @@
 requests an upstream relays to the agent (sampling, elicitation), take the same steps in the same
 order, each a short named method below:
 
-    1. authorize   policy.evaluate(agent, target, arguments): deny by default, a deny rule wins
-    2. limits      argument size and depth; an in-flight slot for the agent
+    1. limits      argument size and depth, before anything walks them
+    2. authorize   policy.evaluate(agent, target, arguments): deny by default, a deny rule wins;
+                   then an in-flight slot for the agent
     3. pins        a target whose definition changed since it was pinned is refused
     4. prepare     the caller's own admission check (a tool that is not there, arguments a built-in
                    tool's input model refuses), audited like any refusal
@@ -62,10 +63,10 @@ from mcp_gateway.errors import (
     ApprovalRefused,
     AuditUnavailable,
     CallRefused,
+    InvalidArguments,
     PolicyDenied,
     ProtocolRefusal,
     ToolDefinitionChanged,
-    ToolNotGranted,
     UpstreamError,
 )
 from mcp_gateway.pins.gate import PinGuard, approval_hint
@@ -131,9 +132,10 @@ class Governor:
             started = time.perf_counter()
             call = Call(exchange, call_id, shown, redactor)
             try:
-                governance = await self._authorize(call, authorize)
                 agent_slot = slot or exchange.principal.agent
-                await self._limits(call, agent_slot)
+                await self._limits(call)  # before anything walks the arguments (policy, redaction)
+                governance = await self._authorize(call, authorize)
+                await self._slot(call, agent_slot)
                 try:
                     await self._pinned(call)
                     if prepare is not None:
@@ -165,7 +167,7 @@ class Governor:
             decision = authorize(exchange)
             call.record(safe_args, decision)
             if not decision.allowed:
-                raise await self._refuse(call, _unavailable(call))
+                raise await self._refuse(call, call.unavailable())
             return GrantGovernance()
         scopes = principal.scopes if principal.source == "oauth" else None
         decision = evaluate(policy, principal.agent, exchange.policy_key, exchange.arguments, scopes=scopes)
@@ -177,7 +179,7 @@ class Governor:
         call.record(safe_args, decision)
         if not decision.allowed:
             if not is_granted(policy, principal.agent, exchange.policy_key, scopes=scopes):
-                raise await self._refuse(call, _unavailable(call))
+                raise await self._refuse(call, call.unavailable())
             reasons = "; ".join(call.redactor.scrub_text(r) for r in decision.reasons) or "denied"
             raise await self._refuse(call, PolicyDenied(f"denied by policy: {reasons}", decision.rule_ids))
         grant = policy.grant(decision.rule_ids[0]) if decision.rule_ids else None
@@ -185,14 +187,22 @@ class Governor:
 
     # --- 2.-6. admission ------------------------------------------------------------------------
 
-    async def _limits(self, call: Call, slot: str) -> None:
+    async def _limits(self, call: Call) -> None:
         try:
             # Before anything walks the arguments: a deep or huge value is refused, not parsed.
             check_arguments(call.exchange.arguments, self.limits)
+        except (LimitExceeded, InvalidArguments) as exc:
+            raise await self._refused_by_limit(call, exc) from None
+
+    async def _slot(self, call: Call, slot: str) -> None:
+        try:
             self._in_flight.acquire(slot)
         except LimitExceeded as exc:
-            omitted = {"_omitted": "not recorded: the call was refused by a limit"}
-            raise await self._refuse(call, exc, Decision("deny", (), (str(exc),)), omitted) from None
+            raise await self._refused_by_limit(call, exc) from None
+
+    async def _refused_by_limit(self, call: Call, exc: CallRefused) -> CallRefused:
+        omitted = {"_omitted": "not recorded: the call was refused by a limit"}
+        return await self._refuse(call, exc, Decision("deny", (), (str(exc),)), omitted)
 
     async def _guard(self, call: Call, check: Callable[[], None]) -> None:
         try:
@@ -386,10 +396,3 @@ class Governor:
             except CallRefused as exc:
                 refusal = exc
         raise await self._refuse(call, refusal, safe_args={**call.safe_args, "approval_id": approval_id})
-
-
-def _unavailable(call: Call) -> ToolNotGranted:
-    """Unknown and ungranted alike: naming only what was asked for."""
-    exchange = call.exchange
-    label = call.shown if exchange.label is None else call.redactor.scrub_text(exchange.label[:MAX_SHOWN])
-    return ToolNotGranted(f"{exchange.noun} `{label}` is not available")

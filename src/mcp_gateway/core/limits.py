@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_gateway.errors import CallRefused
+from mcp_gateway.errors import CallRefused, InvalidArguments
 
 
 class LimitSettings(BaseModel):
@@ -168,12 +168,6 @@ def truncate_result(
 def _json_size(value: Any) -> int:
     # surrogatepass: a builtin's own text is not checked by ``result_problem``; sizing must not crash.
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
-
-
-class InvalidArguments(LimitExceeded):
-    """Arguments that no upstream could be sent (not valid Unicode)."""
-
-    kind = "invalid_arguments"
 
 
 class InFlight:

@@ -152,10 +152,6 @@ class GrantGovernance:
     approval_ttl: int | None = None
     rates: tuple[tuple[str, int, int], ...] = ()
 
-    @property
-    def has_approval(self) -> bool:
-        return self.approval_required or bool(self.approval_rules) or bool(self.tool_conditions)
-
 
 def is_glob(tool: str) -> bool:
     """Whether a grant's ``tool`` is an fnmatch pattern rather than an exact name."""

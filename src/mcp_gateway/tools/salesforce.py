@@ -14,7 +14,7 @@ arguments); this module enforces what only the tool can know: the record's curre
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import Field
@@ -26,7 +26,6 @@ from mcp_gateway.tools.base import BuiltinTool, NeedsApproval, ToolContext, Tool
 from mcp_gateway.types import SecretValue
 
 PATCH_TOOL = "salesforce.patch_record"
-AuditLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 ClientFactory = Callable[[str, SalesforceOrgSettings, Callable[[str], SecretValue]], SalesforceApi]
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_]{0,79}$"

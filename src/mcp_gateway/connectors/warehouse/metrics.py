@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import sqlglot
 from sqlglot import exp
 
 from mcp_gateway.connectors.warehouse.base import Check, NamedMetric, UnknownTable, WarehouseError
@@ -193,12 +192,3 @@ def resolve_named(checks: Sequence[Check], defined: Mapping[str, NamedMetric]) -
                 raise WarehouseError(f"no named metric `{name}` is defined in policy")
             out[name] = defined[name]
     return out
-
-
-def parses(sql: str, dialect: str) -> bool:
-    """True when sqlglot can parse ``sql`` in ``dialect`` (used to self-check generated SQL)."""
-    try:
-        sqlglot.parse(sql, read=dialect)
-    except sqlglot.errors.ParseError:
-        return False
-    return True
