@@ -235,22 +235,22 @@ async def test_resource_and_prompt_limits_refuse_oversize_answers_and_arguments(
     make_gateway: GatewayFactory,
 ) -> None:
     upstream = {"transport": "stdio", "command": sys.executable, "args": [str(FIXTURE), "stdio"]}
-    # The static text resource answers 273 bytes of JSON; the prompt echoes its arguments, so with a
-    # 60-byte argument it answers over 300: a 300-byte answer limit passes the one and refuses the
-    # other. 150 bytes of arguments (the prompt's name counts) refuse a 200-byte argument before the
-    # upstream is asked.
+    # The static text resource answers under 300 bytes of JSON; the prompt echoes its arguments, so
+    # with a 140-byte argument it answers over 300: a 300-byte answer limit passes the one and refuses
+    # the other. 240 bytes of arguments (the prompt's name counts) refuse a 300-byte argument before
+    # the upstream is asked.
     gw = make_gateway(
         POLICY,
         upstreams={"conf": upstream},
         watch_policy=False,
-        config={"limits": {"max_result_bytes": 300, "max_argument_bytes": 150}},
+        config={"limits": {"max_result_bytes": 300, "max_argument_bytes": 240}},
     )
     async with connect(gw.url, gw.tokens["agent-a"]) as client:
         text = await client.read_resource("test://static-text")
         with pytest.raises(MCPError, match="above the limit of 300"):
-            await client.get_prompt("conf.test_prompt_with_arguments", {"arg1": "a" * 60, "arg2": "b"})
-        with pytest.raises(MCPError, match="above the limit of 150"):
-            await client.get_prompt("conf.test_prompt_with_arguments", {"arg1": "a" * 200, "arg2": "b"})
+            await client.get_prompt("conf.test_prompt_with_arguments", {"arg1": "a" * 140, "arg2": "b"})
+        with pytest.raises(MCPError, match="above the limit of 240"):
+            await client.get_prompt("conf.test_prompt_with_arguments", {"arg1": "a" * 300, "arg2": "b"})
     assert text.contents
     trail = [(r.kind, r.status) for r in gw.audit() if r.tool.startswith(("resource:", "prompt:"))]
     assert trail == [
@@ -261,4 +261,4 @@ async def test_resource_and_prompt_limits_refuse_oversize_answers_and_arguments(
         ("denied", "limit_exceeded"),
     ]
     refused = [r for r in gw.audit() if r.kind == "denied" and r.tool.startswith("prompt:")]
-    assert "a" * 200 not in str(refused[0].args)
+    assert "a" * 300 not in str(refused[0].args)
