@@ -234,8 +234,10 @@ def create_app(
     if approvals is not None and verify_admin is not None:
         routes.extend(create_admin_routes(approvals, gateway.audit, verify_admin))
     # The one egress scrubber: every answer of every route and protocol path, whole, on its way out.
+    # The redactor as last refreshed (no store query per response): the view refreshes before any
+    # upstream can hold a new value (resolving it refreshes), so every value an upstream holds is known.
     return EgressScrubber(
-        _McpFirst(Starlette(routes=routes, lifespan=lifespan), mcp_app), gateway.secrets.redactor
+        _McpFirst(Starlette(routes=routes, lifespan=lifespan), mcp_app), gateway.secrets.current_redactor
     )
 
 
