@@ -19,7 +19,6 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from conftest import GatewayFactory, RunningGateway, connect_with
-from mcp_gateway.core.log_levels import SESSION_LEVELS
 from mcp_gateway.http.lean import FastToolCall
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "watched_upstream.py"
@@ -163,11 +162,11 @@ async def test_logging_and_subscriptions_are_not_advertised_without_an_upstream_
 @pytest.mark.anyio
 async def test_an_ended_sessions_level_is_forgotten(make_gateway: GatewayFactory) -> None:
     gw = _gateway(make_gateway)
-    before = len(SESSION_LEVELS)
+    levels = gw.runtime.gateway.log_levels
     async with session(gw, "agent-a") as client:
         await set_level(client, "error")
-        assert len(SESSION_LEVELS) == before + 1
+        assert len(levels) == 1
     # The client's DELETE ends the session; the SDK then closes its connection, and its state goes.
     with anyio.fail_after(10):
-        while len(SESSION_LEVELS) != before:
+        while len(levels) != 0:
             await anyio.sleep(0.02)

@@ -32,6 +32,7 @@ from mcp_gateway.core.governance import (
 )
 from mcp_gateway.core.governed import Governor
 from mcp_gateway.core.limits import LimitSettings
+from mcp_gateway.core.log_levels import LogLevels
 from mcp_gateway.core.request_state import RequestStates, Resume
 from mcp_gateway.core.rounds import is_input_required, pass_on
 from mcp_gateway.core.state import PolicyHolder, SecretsView
@@ -68,6 +69,8 @@ class Gateway:
     """Background tasks the server runs for the gateway's lifetime (e.g. the approval notifier)."""
     _tool_cache: dict[str, tuple[ToolSpec, Redactor, types.Tool]] = field(default_factory=dict)
     _binds_cache: dict[str, tuple[ToolSpec, bool]] = field(default_factory=dict)
+    log_levels: LogLevels = field(default_factory=LogLevels)
+    """What each 2025-11-25 session asked for with ``logging/setLevel`` (the relays consult it)."""
     states: RequestStates = field(default_factory=RequestStates)
     """Seals the ``requestState`` of 2026-07-28 ``input_required`` rounds passed on to agents."""
     governor: Governor = field(init=False)

@@ -53,11 +53,6 @@ class LogLevels:
         return len(self._floors)
 
 
-SESSION_LEVELS = LogLevels()
-"""The process's levels. One map serves every gateway app in the process: session ids are random
-(the SDK's UUIDs), and the lean path's relay (``http/sessions.py``) is handed no per-app state."""
-
-
 class NoSession(CallRefused):
     """The request belongs to no session, so there is nothing to apply it to."""
 
@@ -69,7 +64,7 @@ async def set_level(
     principal: Principal,
     session: str | None,
     level: types.LoggingLevel,
-    levels: LogLevels = SESSION_LEVELS,
+    levels: LogLevels,
 ) -> None:
     """Set ``session``'s floor to ``level`` through the governed skeleton.
 

@@ -26,7 +26,7 @@ from mcp_gateway import __version__
 from mcp_gateway.core.federation import Federation
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.log_levels import POLICY_KEY as SET_LEVEL_KEY
-from mcp_gateway.core.log_levels import SESSION_LEVELS, set_level
+from mcp_gateway.core.log_levels import set_level
 from mcp_gateway.core.request_state import Resume
 from mcp_gateway.errors import CallRefused, ProtocolRefusal, UpstreamError
 from mcp_gateway.http.auth import CALLER, PRINCIPAL_KEY
@@ -158,8 +158,10 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
         # Applied to what the gateway relays to this session; the shared upstreams keep sending debug.
         principal, session = _principal(ctx), session_id(ctx)
         if session is not None:
-            when_session_ends(ctx, "log_level", lambda: _forget_level(session))
-        await _answered(lambda: set_level(gateway.governor, principal, session, params.level))
+            when_session_ends(ctx, "log_level", lambda: _forget_level(gateway, session))
+        await _answered(
+            lambda: set_level(gateway.governor, principal, session, params.level, gateway.log_levels)
+        )
         return types.EmptyResult()
 
     server = GatewayServer(
@@ -178,8 +180,8 @@ def build_mcp_server(gateway: Gateway) -> Server[Any]:
     return server
 
 
-async def _forget_level(session: str) -> None:
-    SESSION_LEVELS.forget(session)
+async def _forget_level(gateway: Gateway, session: str) -> None:
+    gateway.log_levels.forget(session)
 
 
 def federation_handlers(

@@ -32,7 +32,6 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp_gateway.channel import CURRENT_RELAY, ClientBoundRequest
 from mcp_gateway.core.asked import ask_agent
 from mcp_gateway.core.gateway import Gateway
-from mcp_gateway.core.log_levels import SESSION_LEVELS, LogLevels
 from mcp_gateway.http.session_state import session_id
 from mcp_gateway.types import Principal
 
@@ -51,12 +50,11 @@ class ClientRelay:
         ctx: ServerRequestContext[Any, Any],
         gateway: Gateway,
         principal: Principal,
-        levels: LogLevels = SESSION_LEVELS,
     ) -> None:
         self._ctx = ctx
         self._gateway = gateway
         self._principal = principal
-        self._levels = levels
+        self._levels = gateway.log_levels
 
     @property
     def modern(self) -> bool:

@@ -51,7 +51,6 @@ from starlette.types import Scope, Send
 from mcp_gateway import wire
 from mcp_gateway.channel import ClientBoundRequest
 from mcp_gateway.core.gateway import Gateway
-from mcp_gateway.core.log_levels import SESSION_LEVELS, LogLevels
 
 SESSION_HEADER: Final = "mcp-session-id"
 REQUEST_CANCELLED: Final = -32800
@@ -137,13 +136,11 @@ class StreamRelay:
     modern = False  # a 2025-11-25 session
     client_capabilities = None  # calls to upstreams that may ask the client anything go to the SDK
 
-    def __init__(
-        self, gateway: Gateway, send: Send, session_id: str, levels: LogLevels = SESSION_LEVELS
-    ) -> None:
+    def __init__(self, gateway: Gateway, send: Send, session_id: str) -> None:
         self._gateway = gateway
         self._send = send
         self._session_id = session_id
-        self._levels = levels  # what the session asked for with logging/setLevel
+        self._levels = gateway.log_levels  # what the session asked for with logging/setLevel
         self._lock = anyio.Lock()
         self._streaming = False  # the SSE answer has started: the result must follow on it
         self._finished = False
