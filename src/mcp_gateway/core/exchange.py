@@ -125,3 +125,11 @@ class Call:
         exchange = self.exchange
         label = self.shown if exchange.label is None else self.redactor.scrub_text(exchange.label[:MAX_SHOWN])
         return ToolNotGranted(f"{exchange.noun} `{label}` is not available")
+
+
+class UnknownTarget(ToolNotGranted):
+    """Raised by a ``prepare`` step when nothing answers to the exchange's target; the skeleton refuses
+    it as it refuses an ungranted one (``Call.unavailable``), naming only what was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__("unknown target")

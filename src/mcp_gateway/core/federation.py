@@ -30,12 +30,12 @@ import mcp_types as types
 from pydantic import BaseModel
 
 from mcp_gateway.connectors.mcp.upstream import UpstreamConnection
-from mcp_gateway.core.exchange import Exchange, Granted, ResultRule
+from mcp_gateway.core.exchange import Exchange, Granted, ResultRule, UnknownTarget
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.request_state import Resume
 from mcp_gateway.core.rounds import is_input_required, pass_on
 from mcp_gateway.core.subscriptions import ResourceSubscriptions
-from mcp_gateway.errors import ToolNotGranted, UpstreamError
+from mcp_gateway.errors import UpstreamError
 from mcp_gateway.policy.evaluate import is_granted
 from mcp_gateway.types import Principal
 
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 _M = TypeVar("_M", bound=BaseModel)
 _R = TypeVar("_R")
-_MAX_SHOWN = 300  # what we record of an untrusted name or URI that matched nothing
 
 
 RUNBOOK_SCHEME = "runbook://"
@@ -296,13 +295,11 @@ class Federation:
         """``exchange`` through the skeleton: ``known`` False is refused as an ungranted one is, naming
         only what was asked for; an upstream's ``input_required`` round goes back sealed (``rounds.py``)."""
         gateway = self.gateway
-        shown = exchange.label if exchange.label is not None else exchange.target
-        label = gateway.secrets.current_redactor().scrub_text(shown[:_MAX_SHOWN])
         opened: list[str | None] = []
 
         def prepare(_: Exchange) -> None:
             if not known:
-                raise ToolNotGranted(f"{exchange.noun} `{label}` is not available")
+                raise UnknownTarget()
             if resume is not None and resume.request_state is not None:
                 opened.append(gateway.states.open(resume.request_state, *_bound(exchange)))
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.connectors.mcp.upstream import UpstreamConnection
 from mcp_gateway.core.builtin import builtin_specs, parse_arguments, result_payload, run_builtin
-from mcp_gateway.core.exchange import Exchange, Granted, ResultRule
+from mcp_gateway.core.exchange import Exchange, Granted, ResultRule, UnknownTarget
 from mcp_gateway.core.governance import (
     ApprovalGate,
     PendingApproval,
@@ -36,7 +36,7 @@ from mcp_gateway.core.log_levels import LogLevels
 from mcp_gateway.core.request_state import RequestStates, Resume
 from mcp_gateway.core.rounds import is_input_required, pass_on
 from mcp_gateway.core.state import PolicyHolder, SecretsView
-from mcp_gateway.errors import CallRefused, ToolNotGranted, UpstreamError, VaultSealed
+from mcp_gateway.errors import CallRefused, UpstreamError, VaultSealed
 from mcp_gateway.pins.gate import PinGuard
 from mcp_gateway.policy.evaluate import granted_tools, is_granted
 from mcp_gateway.redact import Redactor
@@ -231,8 +231,7 @@ class Gateway:
                     raise VaultSealed(f"vault is sealed: upstream `{upstream.name}` needs its secrets")
                 if upstream is not None and not upstream.connected:
                     raise CallRefused(f"upstream `{upstream.name}` is unavailable")
-                shown = self.secrets.current_redactor().scrub_text(name[:200])
-                raise ToolNotGranted(f"tool `{shown}` is not available")
+                raise UnknownTarget()
             if builtin is not None:
                 parsed.append(parse_arguments(builtin[1], arguments))
 

@@ -47,6 +47,7 @@ from mcp_gateway.core.exchange import (
     M,
     Prepare,
     ResultRule,
+    UnknownTarget,
     failed,
 )
 from mcp_gateway.core.governance import (
@@ -207,6 +208,8 @@ class Governor:
     async def _guard(self, call: Call, check: Callable[[], None]) -> None:
         try:
             check()
+        except UnknownTarget:
+            raise await self._refuse(call, call.unavailable()) from None
         except CallRefused as exc:
             raise await self._refuse(call, exc) from None
 

@@ -20,16 +20,14 @@ from typing import Any, Protocol
 
 import anyio
 
-from mcp_gateway.core.exchange import Exchange, Granted
+from mcp_gateway.core.exchange import Exchange, Granted, UnknownTarget
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.log_levels import EMPTY_RESULT, NoSession
-from mcp_gateway.errors import CallRefused, ToolNotGranted, UpstreamError
+from mcp_gateway.errors import CallRefused, UpstreamError
 from mcp_gateway.policy.evaluate import evaluate
 from mcp_gateway.types import Principal
 
 logger = logging.getLogger(__name__)
-
-_MAX_SHOWN = 300  # what a refusal quotes of an untrusted URI
 
 OwnerOf = Callable[[Principal, str], Awaitable[str | None]]
 """Which upstream serves a URI (``Federation.owner_of``)."""
@@ -174,11 +172,10 @@ class ResourceSubscriptions:
             where=f"upstream `{owner}`",
             label=uri,
         )
-        label = gateway.secrets.current_redactor().scrub_text(uri[:_MAX_SHOWN])
 
         def prepare(_: Exchange) -> None:
             if owner is None or owner not in gateway.upstreams:
-                raise ToolNotGranted(f"resource `{label}` is not available")
+                raise UnknownTarget()
             if admit is not None:
                 admit()
             if session is None:
