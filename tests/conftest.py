@@ -95,6 +95,7 @@ class RunningGateway:
     server: uvicorn.Server
     thread: threading.Thread
     secrets: dict[str, str] = field(default_factory=dict)
+    admin_token: str | None = None
 
     @property
     def config_path(self) -> Path:
@@ -107,6 +108,15 @@ class RunningGateway:
 
     def audit(self) -> list[Any]:
         return self.runtime.sink.records()
+
+    def readiness(self) -> dict[str, Any]:
+        """The detailed ``/readyz`` answer, which needs an admin token (one is made on first use)."""
+        if self.admin_token is None:
+            assert self.runtime.admins is not None
+            self.admin_token = self.runtime.admins.create("readyz-reader")[1]
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        body: dict[str, Any] = httpx.get(f"{self.base}/readyz", headers=headers, timeout=5).json()
+        return body
 
     def layer(self, kind: type[Any]) -> Any:
         """The ASGI layer of type ``kind`` in this gateway's app (each layer keeps the next as ``app``
@@ -251,7 +261,9 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _http_ok(f"{base}/readyz"), what="gateway readiness")
+        # Startup finished (uvicorn sets `started` after the lifespan's startup): /readyz alone would
+        # never say 200 for a gateway started sealed on purpose.
+        wait_until(lambda: server.started and _http_ok(f"{base}/healthz"), what="gateway startup")
         gw = RunningGateway(
             f"{base}/mcp", base, runtime, settings, tokens, call_log, server, thread, dict(secrets or {})
         )

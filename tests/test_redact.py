@@ -6,10 +6,11 @@ import base64
 import json
 from urllib.parse import quote, quote_plus
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_gateway.redact import Redactor
+from mcp_gateway.redact import Redactor, Span
 from mcp_gateway.types import SecretValue
 
 secret_text = st.text(
@@ -50,11 +51,14 @@ def test_a_secret_inside_a_longer_base64_blob_is_scrubbed_at_any_alignment(
 ) -> None:
     raw = secret.encode()
     redactor = Redactor.from_secrets([SecretValue("k", raw)])
-    blob = base64.b64encode(prefix + raw + suffix).decode()
-    scrubbed, _ = redactor.scrub(blob)
-    if len(raw) >= 9:
-        # Long enough that the secret-only middle of the blob is at least a few characters.
-        assert base64.b64encode(prefix + raw + suffix).decode() != scrubbed
+    scrubbed, count = redactor.scrub(base64.b64encode(prefix + raw + suffix).decode())
+    assert count == 1
+    # What is left of the blob decodes, at any alignment, to nothing that holds the secret.
+    for piece in scrubbed.split("[REDACTED:k]"):
+        for offset in range(4):
+            chunk = piece[offset:]
+            decoded = base64.b64decode(chunk[: len(chunk) - len(chunk) % 4] + "==", validate=False)
+            assert raw not in decoded
 
 
 def test_text_without_secrets_is_returned_unchanged() -> None:
@@ -79,3 +83,72 @@ def test_very_short_values_are_not_used_for_scrubbing() -> None:
 def test_the_longest_overlapping_secret_wins() -> None:
     redactor = Redactor.from_secrets([SecretValue("short", b"abcdef"), SecretValue("long", b"abcdefghij")])
     assert redactor.scrub_text("x abcdefghij y") == "x [REDACTED:long] y"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a &#104;&#117;&#110;&#116;&#101;&#114;&#50;&#33; b", "a [REDACTED:k] b"),
+        ("a &#x68;&#X75;nter2&excl; b", "a [REDACTED:k] b"),
+        ("a %68%75%6E%74%65%72%32%21 b", "a [REDACTED:k] b"),
+        ("a hu%6eter2! b", "a [REDACTED:k] b"),
+        # Inside a longer run of escapes only the secret's own escapes go.
+        ("a %41%42%68%75%6E%74%65%72%32%21%43 b", "a %41%42[REDACTED:k]%43 b"),
+        ("a &#65;&#104;&#117;&#110;&#116;&#101;&#114;&#50;&#33;&#65; b", "a &#65;[REDACTED:k]&#65; b"),
+        ("a \\u0068\\u0075nter2\\u0021 b", "a [REDACTED:k] b"),
+        ("a \\\\u0068unter2! b", "a [REDACTED:k] b"),
+        # Clean text holding the same escapes keeps every character.
+        ("caf&eacute; &amp; 100%25 \\u00e9t\\u00e9", "caf&eacute; &amp; 100%25 \\u00e9t\\u00e9"),
+    ],
+)
+def test_an_escaped_secret_is_replaced_exactly_where_its_escapes_are(text: str, expected: str) -> None:
+    redactor = Redactor.from_secrets([SecretValue("k", b"hunter2!")])
+    assert redactor.scrub_text(text) == expected
+
+
+def test_a_non_bmp_character_escaped_as_a_surrogate_pair_is_decoded() -> None:
+    secret = "key-\U0001f511-42"
+    escaped = json.dumps(secret)[1:-1]  # ensure_ascii: the emoji is two \uXXXX escapes
+    assert "\\ud83d\\udd11" in escaped
+    redactor = Redactor.from_secrets([SecretValue("k", secret.encode())])
+    assert redactor.scrub_text("x" + escaped.replace("key", "\\u006b\\u0065y")) == "x[REDACTED:k]"
+
+
+def test_a_pem_key_rewrapped_at_another_width_is_scrubbed_by_its_body() -> None:
+    body = base64.b64encode(bytes(range(256)) * 2).decode()
+    pem = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    pem += "\n-----END PRIVATE KEY-----\n"
+    redactor = Redactor.from_secrets([SecretValue("pem", pem.encode())])
+    rewrapped = "\n    ".join(body[i : i + 76] for i in range(0, len(body), 76))
+    scrubbed = redactor.scrub_text("key:\n    " + rewrapped + "\nend")
+    assert scrubbed == "key:\n    [REDACTED:pem]\nend"
+
+
+def test_the_private_key_inside_a_json_key_file_is_scrubbed_when_printed_alone() -> None:
+    body = base64.b64encode(bytes(range(256))).decode()
+    pem = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    pem += "\n-----END PRIVATE KEY-----\n"
+    key_file = json.dumps({"type": "service_account", "private_key": pem}, indent=2)
+    redactor = Redactor.from_secrets([SecretValue("sa", key_file.encode())])
+    scrubbed = redactor.scrub_text("loaded " + pem)
+    assert body[:16] not in scrubbed
+    assert "[REDACTED:sa]" in scrubbed
+
+
+def test_a_value_stored_with_a_trailing_newline_is_scrubbed_when_echoed_without_it() -> None:
+    redactor = Redactor.from_secrets([SecretValue("tok", b"tok-0123456789\n")])
+    assert redactor.scrub_text("Bearer tok-0123456789.") == "Bearer [REDACTED:tok]."
+
+
+def test_unrelated_wrapped_base64_and_escapes_are_left_alone() -> None:
+    redactor = Redactor.from_secrets([SecretValue("k", b"hunter2-but-longer")])
+    blob = base64.encodebytes(bytes(range(200))).decode()
+    text = blob + "&lt;p&gt; %41%42 \\u0041\n" + blob.replace("\n", "\\n")
+    assert redactor.scrub(text) == (text, 0)
+
+
+def test_joining_lines_finds_a_value_split_across_lines_only_when_asked() -> None:
+    redactor = Redactor.from_secrets([SecretValue("k", b"hunter2.but/longer")])
+    text = "value: hunter2.\n  but/longer\n"
+    assert redactor.find(text) == []
+    assert redactor.find(text, join_lines=True) == [Span(7, 28, "[REDACTED:k]")]

@@ -91,6 +91,13 @@ class _AuditOptions(_Model):
     checkpoint_every: int = Field(default=1000, ge=0)
     """Sign a checkpoint after each batch that crosses a multiple of this many records (0: only at
     shutdown); one is always signed at a clean shutdown."""
+    checkpoint_seconds: float = Field(default=60.0, ge=0)
+    """Also sign a checkpoint this often while there are new records (0: never by time), so records
+    cannot be removed unseen for longer than this; one is always signed at a clean shutdown."""
+    auth_failure_threshold: int = Field(default=20, ge=1)
+    """Authentication failures per client address and window audited one by one; past it they are
+    counted, and one ``auth_failure_summary`` record per address and window gives the count."""
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
     checkpoint_file: Path | None = Path("checkpoints.jsonl")
     """The append-only mirror of the signed checkpoints (relative to ``data_dir``); null: none."""
 
@@ -124,14 +131,23 @@ class VaultSettings(_Model):
 
 
 class PinningSettings(_Model):
-    """Tool-definition pinning against rug pulls (see ``pin_guard.py``)."""
+    """Definition pinning against rug pulls: tools, prompts, resources (see ``pins/gate.py``)."""
 
     path: Path = Path("pins.db")
     """The SQLite pin store, relative to ``data_dir``."""
-    new_tools: Literal["auto", "approve"] = "auto"
-    """``auto``: a tool that appears later is pinned on first sight; ``approve``: blocked until approved."""
+    new_tools: Literal["auto", "approve"] = "approve"
+    """A tool, prompt or resource template that appears on an upstream after its first listing:
+    ``approve`` blocks it until an admin approves it; ``auto`` pins it on first sight (and offers it at
+    once to every agent whose grant pattern matches it)."""
+    new_resources: Literal["auto", "approve"] = "auto"
+    """The same for concrete resources, which come and go with the data behind them; a changed
+    resource definition is blocked either way."""
     relist_seconds: float | None = Field(default=300.0, gt=0)
-    """Re-list every upstream's tools this often (besides on change notifications); null: never."""
+    """Re-list every upstream's tools, prompts and resources this often (besides on change
+    notifications); null: never."""
+    recheck_seconds: float | None = Field(default=5.0, ge=0)
+    """A call to an upstream item whose listing was reviewed longer ago than this re-lists that
+    upstream first (one re-list shared by concurrent calls); 0: before every call; null: never."""
 
 
 class Settings(_Model):

@@ -13,13 +13,15 @@ messages name things (a secret's *name*, a file, a rule id), never their content
     │   ├── PolicyDenied             a grant matched but a constraint or deny rule refused the arguments
     │   ├── VaultSealed              the call needs a secret and the vault has no master key
     │   ├── ToolDefinitionChanged    the upstream changed a pinned tool's definition; blocked until approved
+    │   ├── PinRecheckFailed         a definition due for a re-check could not be re-listed; refused
     │   ├── InvalidArguments         arguments a built-in's input model refuses, or not valid Unicode
     │   ├── ApprovalRefused          a call needs approval and no approval store is configured
     │   ├── InvalidRequestState      a requestState the gateway did not mint for this call, or spent
     │   └── AuditUnavailable         the audit record could not be made durable: no audit, no act
     ├── VaultError
     │   ├── SecretNotFound           no secret by that name
-    │   └── IntegrityError           an envelope failed authentication (tampered, swapped, wrong key)
+    │   ├── IntegrityError           an envelope failed authentication (tampered, swapped, wrong key)
+    │   └── WrongMasterKey           a well-formed master key that is not this vault's (its key check fails)
     ├── AuditError
     │   └── AuditWriteError          a sink failed to append (wrapped into AuditUnavailable on the call path)
     ├── PinError                     no such pinned tool, nothing to approve, or not the definition reviewed
@@ -105,6 +107,12 @@ class ToolDefinitionChanged(CallRefused):
     kind = "definition_changed"
 
 
+class PinRecheckFailed(CallRefused):
+    """The upstream could not be re-listed before a call whose pin check was due (fails closed)."""
+
+    kind = "recheck_failed"
+
+
 class VaultError(GatewayError):
     """A vault problem."""
 
@@ -115,6 +123,10 @@ class SecretNotFound(VaultError):
 
 class IntegrityError(VaultError):
     """An envelope failed authentication: tampered, swapped between names, or sealed by an unknown key."""
+
+
+class WrongMasterKey(VaultError):
+    """The master key given is well formed but not this vault's: the vault stays sealed."""
 
 
 class AuditError(GatewayError):

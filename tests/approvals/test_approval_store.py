@@ -209,7 +209,7 @@ def test_approvals_survive_a_restart_of_the_store(backend: tuple[Opener, FakeClo
         _consume(opener(), approval.id)
 
 
-_DECISION_FIELDS = ("status", "decided_by", "decided_at", "note", "expires_at")
+_DECISION_FIELDS = ("status", "decided_by", "decided_at", "note", "expires_at", "approvers")
 
 
 def test_list_filters_by_the_status_in_force_now_newest_first(backend: tuple[Opener, FakeClock]) -> None:

@@ -29,9 +29,19 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def _run(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
+def _run(*args: str, token: str | None = None, stdin: str | None = None) -> tuple[int, str, str]:
+    env = {"MCP_GATEWAY_ADMIN_TOKEN": token} if token is not None else None
+    result = runner.invoke(app, list(args), env=env, input=stdin)
     return result.exit_code, result.stdout, result.stderr
+
+
+def admin_token(config: Path, name: str) -> str:
+    """A live admin token for ``name`` in the admin store of the gateway ``config`` points at."""
+    store = SQLiteAdminStore(config.parent / "data" / "admins.db")
+    try:
+        return store.create(name)[1]
+    finally:
+        store.close()
 
 
 def _request(config: Path, tool: str = "ops.rerun_job") -> Approval:
@@ -76,11 +86,10 @@ def test_approvals_list_and_show_print_what_the_approver_needs(config: Path) -> 
     assert code == 1 and "no approval `apr_nope`" in err
 
 
-def test_approve_records_the_approver_and_is_audited(config: Path) -> None:
+def test_approve_records_the_admin_token_holder_as_approver_and_is_audited(config: Path) -> None:
     approval = _request(config)
-    code, out, _ = _run(
-        "approvals", "approve", approval.id, "-c", str(config), "--as", "alice", "--note", "ok"
-    )
+    token = admin_token(config, "alice")
+    code, out, _ = _run("approvals", "approve", approval.id, "-c", str(config), "--note", "ok", token=token)
     assert code == 0 and f"approved {approval.id}" in out and "as alice" in out
     code, out, _ = _run("approvals", "show", approval.id, "-c", str(config), "--json")
     shown = json.loads(out)
@@ -88,26 +97,29 @@ def test_approve_records_the_approver_and_is_audited(config: Path) -> None:
     (record,) = _audit(config)
     assert record["kind"] == "approval" and record["status"] == "ok" and record["verdict"] == "allow"
     assert (record["approval_id"], record["approver"], record["via"]) == (approval.id, "alice", "cli")
+    assert record["admin_token_id"] == token[4:16] and token[17:] not in json.dumps(record)
 
 
 def test_no_decision_is_made_when_the_audit_store_cannot_be_written(config: Path) -> None:
     approval = _request(config)
     (config.parent / "data" / "audit.db").mkdir()  # not a database: the audit store cannot open
-    code, _, err = _run("approvals", "approve", approval.id, "-c", str(config), "--as", "alice")
+    code, _, err = _run(
+        "approvals", "approve", approval.id, "-c", str(config), token=admin_token(config, "alice")
+    )
     assert code == 1 and "audit store" in err
     store = SQLiteApprovalStore(config.parent / "data" / "approvals.db")
     assert store.get(approval.id).status == "pending"  # type: ignore[union-attr]
     store.close()
 
 
-def test_deny_defaults_to_the_os_user_and_a_second_decision_fails_and_is_audited(
-    config: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("getpass.getuser", lambda: "oncall-bob")
+def test_a_deny_read_from_stdin_is_final_and_a_second_decision_fails_and_is_audited(config: Path) -> None:
     approval = _request(config)
-    code, out, _ = _run("approvals", "deny", approval.id, "-c", str(config))
+    bob = admin_token(config, "oncall-bob")
+    code, out, _ = _run("approvals", "deny", approval.id, "-c", str(config), stdin=bob + "\n")
     assert code == 0 and f"denied {approval.id}" in out and "as oncall-bob" in out
-    code, _, err = _run("approvals", "approve", approval.id, "-c", str(config), "--as", "mallory")
+    code, _, err = _run(
+        "approvals", "approve", approval.id, "-c", str(config), token=admin_token(config, "mallory")
+    )
     assert code == 1 and "already denied" in err
     first, second = _audit(config)
     assert (first["decision"], first["status"], first["approver"]) == ("deny", "ok", "oncall-bob")
@@ -116,7 +128,7 @@ def test_deny_defaults_to_the_os_user_and_a_second_decision_fails_and_is_audited
         "approval_not_pending",
         "mallory",
     )
-    code, _, err = _run("approvals", "approve", "apr_nope", "-c", str(config), "--as", "alice")
+    code, _, err = _run("approvals", "approve", "apr_nope", "-c", str(config), token=bob)
     assert code == 1 and "no approval `apr_nope`" in err
 
 
@@ -171,7 +183,8 @@ async def test_the_cli_decides_what_a_running_gateway_parked_and_the_agent_then_
         approval_id = parked.structured_content["approval_id"]  # type: ignore[index]
         code, out, _ = _run("approvals", "list", "-c", str(gw.config_path), "--status", "pending")
         assert code == 0 and approval_id in out and "note.write" in out and WRITES == []
-        code, out, _ = _run("approvals", "approve", approval_id, "-c", str(gw.config_path), "--as", "alice")
+        token = admin_token(gw.config_path, "alice")
+        code, out, _ = _run("approvals", "approve", approval_id, "-c", str(gw.config_path), token=token)
         assert code == 0 and f"approved {approval_id}" in out
         done = await client.call_tool("note.write", {"text": "hello", "approval_id": approval_id})
         replay = await client.call_tool("note.write", {"text": "hello", "approval_id": approval_id})

@@ -84,7 +84,7 @@ async def test_an_upstream_on_a_private_address_is_not_contacted_without_opt_in(
 ) -> None:
     url, log = http_upstream
     gw = make_gateway(POLICY, upstreams={"up": {"transport": "http", "url": url}})
-    wait_until(lambda: "loopback" in httpx.get(f"{gw.base}/readyz").json()["upstreams"]["up"], what="refusal")
+    wait_until(lambda: "loopback" in gw.readiness()["upstreams"]["up"], what="refusal")
     async with connect(gw.url, gw.tokens["agent-a"]) as client:
         assert (await client.list_tools()).tools == []
         result = await client.call_tool("up.echo", {"text": "hi"})
@@ -127,10 +127,10 @@ async def test_a_redirect_to_a_metadata_address_is_not_followed(
         upstreams={"up": {"transport": "http", "url": redirecting_upstream, "allow_private_network": True}},
     )
     wait_until(
-        lambda: "unavailable" in httpx.get(f"{gw.base}/readyz").json()["upstreams"]["up"],
+        lambda: "unavailable" in gw.readiness()["upstreams"]["up"],
         what="redirect refusal",
     )
-    status = httpx.get(f"{gw.base}/readyz").json()["upstreams"]["up"]
+    status = gw.readiness()["upstreams"]["up"]
     assert "169.254.169.254" in status or "redirect" in status.lower()
 
 

@@ -19,8 +19,10 @@ pytestmark = pytest.mark.e2e
 EXE = Path(sys.executable).parent / "mcp-gateway"
 
 
-def _cli(*args: str) -> str:
-    done = subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=120, check=False)
+def _cli(*args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        [str(EXE), *args], capture_output=True, text=True, timeout=120, check=False, input=stdin
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -99,7 +101,8 @@ def test_a_ten_fold_salesforce_change_runs_only_after_a_human_approves_it(quicks
     approval_id = re.search(r'"approval_id": "(apr_[^"]+)"', out)
     assert approval_id is not None and '"status": "pending_approval"' in out
     assert approval_id.group(1) in _cli("approvals", "list", "-c", config)
-    _cli("approvals", "approve", "-c", config, approval_id.group(1), "--as", "alice")
+    admin_token = _cli("admin", "create", "alice", "-c", config).strip()
+    _cli("approvals", "approve", "-c", config, approval_id.group(1), stdin=admin_token + "\n")
     done = _cli("demo", "patch", "--dir", str(quickstart), "--approval-id", approval_id.group(1))
     assert '"after": {"Amount": 10000000.0}' in done
     audit_id = re.search(r'"audit_id": "([0-9a-f]+)"', done)

@@ -396,7 +396,7 @@ async def test_a_broken_policy_on_reload_keeps_the_last_good_policy(make_gateway
     async with connect(gw.url, gw.tokens["agent-a"]) as client:
         with pytest.raises(MCPError):
             await client.call_tool("leaky.echo", {"text": "gone"})
-    assert httpx.get(f"{gw.base}/readyz").json()["policy"] == "ok"
+    assert gw.readiness()["policy"] == "ok"
 
 
 async def test_a_sealed_vault_refuses_calls_that_need_secrets(
@@ -408,7 +408,7 @@ async def test_a_sealed_vault_refuses_calls_that_need_secrets(
         sealed=True,
         upstreams={"leaky": leaky_stdio(log, {"UPSTREAM_KEY": "secret://upstream-key"})},
     )
-    assert httpx.get(f"{gw.base}/readyz").json()["vault"] == "sealed"
+    assert gw.readiness()["vault"] == "sealed"
     async with connect(gw.url, gw.tokens["agent-a"]) as client:
         result = await client.call_tool("leaky.echo", {"text": "hi"})
     assert result.is_error and "vault is sealed" in _text(result)

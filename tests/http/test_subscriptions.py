@@ -166,7 +166,7 @@ async def test_subscribe_and_unsubscribe_are_audited_like_every_exchange(gw: Run
     async with session(gw, "agent-a") as client:
         await subscribe(client, ONE)
         await unsubscribe(client, ONE)
-    records = [r for r in gw.audit() if r.tool == f"resource:watch:{ONE}"]
+    records = [r for r in gw.audit() if r.tool == f"resource:watch:{ONE}" and r.kind in ("intent", "outcome")]
     assert [(r.kind, r.detail.get("method")) for r in records] == [
         ("intent", "resources/subscribe"),
         ("outcome", None),

@@ -109,3 +109,59 @@ def test_explain_survives_a_broken_policy_and_still_reports_a_deny(
     assert text.startswith("decision: deny\n")
     assert "policy evaluation failed" in text
     assert text.endswith("details unavailable: RuntimeError")
+
+
+GOVERNED = """\
+version: 1
+agents:
+  fixer:
+    rate: ["100/day"]
+    grants:
+      - id: rerun
+        tool: ops.rerun_job
+        rate: ["3/hour"]
+        approval:
+          min_approvers: 2
+          ttl_seconds: 900
+          when:
+            - args: {mode: {in: [full]}}
+            - change_factor: {field: Amount, over: 10}
+      - id: patch
+        tool: salesforce.patch_record
+        approval: required
+      - id: echo
+        tool: gateway.echo
+"""
+
+
+def test_explain_shows_which_approval_conditions_apply_how_many_approvers_and_the_quotas() -> None:
+    policy = parse_policy_text(GOVERNED, "g.yaml")
+    text = explain(policy, "fixer", "ops.rerun_job", {"job": "etl", "mode": "full"})
+    lines = text.splitlines()
+    assert lines[0] == "decision: allow"
+    assert (
+        "approval: needed (condition `rerun/approval#0` applies): 2 distinct approvers (two-person rule),"
+        " never the requesting agent; usable once, for 900s after it is granted"
+    ) in lines
+    assert "agent quotas: `100/day` over all of `fixer`'s calls" in lines
+    assert "    condition `rerun/approval#0`: applies" in lines
+    assert "      when `mode` in [`full`]: match" in lines
+    assert any(line.startswith("    condition `Amount` changing by more than 10") for line in lines)
+    assert "  quotas: `3/hour` per agent, over the tools this grant matches" in lines
+    calm = explain(policy, "fixer", "ops.rerun_job", {"job": "etl", "mode": "from_failure"})
+    assert "    condition `rerun/approval#0`: does not apply" in calm.splitlines()
+    assert "approval: needed if `Amount` changing by more than 10x" in calm
+
+
+def test_explain_applies_the_gateway_minimum_of_approvers_and_says_when_none_is_needed() -> None:
+    policy = parse_policy_text(GOVERNED, "g.yaml")
+    patch = explain(policy, "fixer", "salesforce.patch_record", {}, min_approvers=2).splitlines()
+    assert any(
+        line.startswith("approval: needed (policy requires approval for every call): 2 distinct approvers")
+        for line in patch
+    )
+    assert "    required for every call: applies" in patch
+    echo = explain(policy, "fixer", "gateway.echo", {}).splitlines()
+    assert "approval: not needed" in echo and "  approval: not required" in echo
+    denied = explain(policy, "fixer", "nope.tool", {}).splitlines()
+    assert not any(line.startswith("approval:") for line in denied)

@@ -140,6 +140,16 @@ def test_quota_limits_cover_the_grant_and_the_agent_overall() -> None:
             "version: 1\nagents:\n  a:\n    grants:\n      - {tool: t, max_rows: -1}\n",
             "must be a non-negative integer",
         ),
+        (
+            "version: 1\nagents:\n  a:\n    grants:\n      - tool: t\n"
+            "        approval: {required: true, min_approvers: 0}\n",
+            "p.yaml:6: `agents.a.grants[0].approval.min_approvers`",
+        ),
+        (
+            "version: 1\nagents:\n  a:\n    grants:\n      - tool: t\n"
+            "        approval: {required: true, min_approvers: '2'}\n",
+            "`agents.a.grants[0].approval.min_approvers`",
+        ),
     ],
 )
 def test_bad_governance_settings_are_load_errors_naming_file_and_line(text: str, message: str) -> None:
@@ -155,3 +165,13 @@ def test_a_table_rule_defined_in_two_files_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyLoadError) as caught:
         load_policy(tmp_path)
     assert any("`tables.lake.sales.t` is defined in more than one file" in p for p in caught.value.problems)
+
+
+def test_a_grant_can_ask_for_two_distinct_approvers() -> None:
+    policy = parse_policy_text(
+        "version: 1\nagents:\n  a:\n    grants:\n      - tool: t\n"
+        "        approval: {required: true, min_approvers: 2}\n      - tool: u\n        approval: required\n",
+        "p.yaml",
+    )
+    two, one = policy.agents["a"]
+    assert (two.governance.approval_min_approvers, one.governance.approval_min_approvers) == (2, None)

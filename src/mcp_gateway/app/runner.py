@@ -11,6 +11,7 @@ from mcp_gateway.app.wiring import build_runtime
 from mcp_gateway.config import ServerSettings, Settings
 from mcp_gateway.http.app import create_app
 from mcp_gateway.telemetry import configure_tracing
+from mcp_gateway.vault.service import NO_MASTER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ def run_gateway(settings: Settings, *, master_key_env: str | None) -> None:
     """Serve until SIGINT/SIGTERM. Raises ``GatewayError`` if the gateway cannot start."""
     runtime = build_runtime(settings, master_key_env=master_key_env)
     provider = configure_tracing(settings.telemetry)
-    if runtime.gateway.secrets.vault.sealed:
+    vault = runtime.gateway.secrets.vault
+    if vault.sealed and vault.seal_reason == NO_MASTER_KEY:
+        # A key that is not the vault's was already reported, once, by the vault itself.
         logger.warning("vault is sealed (no master key): calls that need secrets will be refused")
     app = create_app(
         settings,

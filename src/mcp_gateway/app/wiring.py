@@ -10,14 +10,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_gateway.app.toolsets import build_toolsets
+from mcp_gateway.app.toolsets import build_toolsets, builtin_tool_names
 from mcp_gateway.approvals.gate import StoreApprovalGate
 from mcp_gateway.approvals.notify import ApprovalNotifier
 from mcp_gateway.approvals.sql import open_approval_store
 from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.audit.checkpointer import Checkpointer
-from mcp_gateway.audit.keys import PUBLIC_KEY_FILE, AuditKeys, ensure_audit_keys, export_public_key
+from mcp_gateway.audit.flood import FailureRecorder
+from mcp_gateway.audit.inherit import check_inherited
+from mcp_gateway.audit.keys import (
+    PUBLIC_KEY_FILE,
+    AuditKeys,
+    ensure_audit_keys,
+    export_public_key,
+)
 from mcp_gateway.audit.log import AuditLog
+from mcp_gateway.audit.seal import Sealer
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.config import PostgresStore, Settings, SQLiteAuditStore
 from mcp_gateway.connectors.mcp.upstream import UpstreamConnection, required_secrets
@@ -41,16 +49,54 @@ from mcp_gateway.vault.store import SQLiteSecretStore
 logger = logging.getLogger(__name__)
 
 
-def open_audit_sink(settings: Settings) -> AuditSink:
+def open_audit_sink(
+    settings: Settings, *, sealer: Sealer | None = None, read_only: bool = False
+) -> AuditSink:
+    """The configured audit store.
+
+    Args:
+        settings: validated settings.
+        sealer: seals each batch written (None: records written stand unauthenticated).
+        read_only: for commands that only read: never create the store, its folder or its tables.
+
+    Raises:
+        AuditError: the store cannot be opened (read-only: it does not exist, naming where).
+    """
     store = settings.audit
     if isinstance(store, PostgresStore):
         # psycopg is an optional extra; import only when PostgreSQL is configured.
         from mcp_gateway.audit.postgres import PostgresAuditSink
 
-        return PostgresAuditSink(store.dsn, schema=store.schema_name)
+        return PostgresAuditSink(store.dsn, schema=store.schema_name, sealer=sealer, create=not read_only)
     path = settings.data_path(store.path)
+    if read_only:
+        return SQLiteAuditSink(path, read_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return SQLiteAuditSink(path)
+    return SQLiteAuditSink(path, sealer=sealer)
+
+
+def open_audit_writer(
+    settings: Settings, *, master_key_env: str | None, warn_unsealed: bool = True
+) -> AuditSink:
+    """The audit store for a CLI command that writes records, sealed with the vault's seal key.
+
+    The audit keys are created if the vault has none yet (``vault init``, then the first command).
+    Without the master key the records are written unsealed, with a warning: ``audit verify`` and the
+    next gateway to start report them as unauthenticated.
+    """
+    sealer = None
+    vault = open_vault(settings, master_key_env=master_key_env)
+    if vault.sealed and warn_unsealed:
+        logger.warning(
+            "the vault is sealed: this command's audit records carry no seal and will be reported as"
+            " unauthenticated (set MCP_GATEWAY_MASTER_KEY or keep the key file)"
+        )
+    elif not vault.sealed:
+        try:
+            sealer = Sealer(ensure_audit_keys(vault).seal_key)
+        except GatewayError as exc:
+            logger.warning("audit records written without a seal: %s", exc)
+    return open_audit_sink(settings, sealer=sealer)
 
 
 def open_secret_store(settings: Settings) -> SecretStore:
@@ -79,8 +125,10 @@ def read_keyring(settings: Settings, *, master_key_env: str | None) -> Keyring |
 
 
 def open_vault(settings: Settings, *, master_key_env: str | None) -> Vault:
-    """Open the vault; sealed when neither the env key nor an existing key file is present."""
-    return Vault(open_secret_store(settings), read_keyring(settings, master_key_env=master_key_env))
+    """Open the vault; sealed when neither the env key nor an existing key file is present, or when
+    the key given is not this vault's (its key check fails: logged once, see ``vault/keycheck.py``)."""
+    keyring = read_keyring(settings, master_key_env=master_key_env)
+    return Vault(open_secret_store(settings), keyring, check_keys=True)
 
 
 def open_agents(settings: Settings) -> SQLiteAgentStore:
@@ -168,30 +216,50 @@ def build_runtime(
         ConfigError, VaultError: the stores cannot be opened.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    policy = PolicyHolder.load(settings.policies)
+    policy = PolicyHolder.load(settings.policies, builtin_tools=builtin_tool_names())
     vault = open_vault(settings, master_key_env=master_key_env)
     secrets = SecretsView(vault, reload_keys=lambda: read_keyring(settings, master_key_env=master_key_env))
-    sink = sink if sink is not None else open_audit_sink(settings)
     keys = open_audit_keys(settings, vault)
+    sealer = Sealer(keys.seal_key) if keys is not None else None
+    sink = sink if sink is not None else open_audit_sink(settings, sealer=sealer)
     checkpointer = None
-    if keys is not None:
+    alarm = None
+    if keys is not None and sealer is not None:
+        mirror = checkpoint_mirror_path(settings)
+        # Before this process writes (or signs) anything over what it inherits.
+        alarm = check_inherited(sink, sealer, keys.public_key, mirror)
         checkpointer = Checkpointer(
             sink,
             keys.signing_key,
             every=settings.audit.checkpoint_every,
-            mirror=checkpoint_mirror_path(settings),
+            interval=settings.audit.checkpoint_seconds,
+            mirror=mirror,
         )
     on_loop = isinstance(settings.audit, SQLiteAuditStore) and settings.audit.commit_on_loop
     audit = AuditLog(sink, checkpointer=checkpointer, commit_on_loop=on_loop)
+    audit.alarm = alarm
+    audit.failures = FailureRecorder(
+        audit.append_many,
+        threshold=settings.audit.auth_failure_threshold,
+        window=settings.audit.auth_failure_window_seconds,
+    )
     pin_store = open_pin_store(settings)
-    pins = PinGuard(pin_store, audit, secrets.redactor, new_tools=settings.pinning.new_tools)
+    pinning = settings.pinning
+    pins = PinGuard(
+        pin_store,
+        audit,
+        secrets.redactor,
+        new_tools=pinning.new_tools,
+        new_resources=pinning.new_resources,
+        recheck_seconds=pinning.recheck_seconds,
+    )
     upstreams = {
         name: UpstreamConnection(
             name,
             config,
             secrets.resolve,
             secrets.redactor,
-            review=pins.review,
+            pins=pins,
             relist_seconds=settings.pinning.relist_seconds,
         )
         for name, config in settings.upstreams.items()
@@ -241,6 +309,9 @@ def build_runtime(
     )
     if notifier is not None:
         gateway.services.append(notifier.run)
+    if checkpointer is not None and checkpointer.interval > 0:
+        gateway.services.append(audit.run_checkpoints)
+    gateway.services.append(audit.failures.run)
     return Runtime(
         settings,
         gateway,

@@ -39,6 +39,7 @@ class StoreApprovalGate:
         reason: str,
         detail: Mapping[str, Any],
         ttl_seconds: int | None,
+        min_approvers: int | None = None,
     ) -> PendingApproval:
         ttl = float(ttl_seconds) if ttl_seconds is not None else self.default_ttl
         approval = await anyio.to_thread.run_sync(
@@ -50,6 +51,7 @@ class StoreApprovalGate:
                 reason=reason,
                 detail=detail,
                 ttl_seconds=ttl,
+                min_approvers=min_approvers,
             )
         )
         if self.notifier is not None:

@@ -4,13 +4,23 @@ An approval binds one human decision to one exact call: the agent, the tool and 
 call's arguments (canonical JSON, without the ``approval_id`` argument that carries the approval
 itself). It is used at most once. Its life:
 
-    pending ──approve──▶ approved ──consume──▶ used
-       │                    │
-       ├──deny──▶ denied    └──(ttl passes)──▶ expired
+    pending ──approve (the min_approvers-th distinct approver)──▶ approved ──consume──▶ used
+       │  ▲                                                            │
+       │  └─approve (fewer so far: the vote is kept, still pending)    └──(ttl passes)──▶ expired
+       ├──deny (any one approver)──▶ denied
        └──(ttl passes)──▶ expired
 
 A pending request expires ``ttl_seconds`` after it was made; an approval expires ``ttl_seconds``
 after it was granted. ``expired`` is derived from ``expires_at`` when read, so nothing needs to sweep.
+
+Who may decide (``decide_refusal``, checked again by the store inside the deciding transaction): an
+authenticated admin (the CLI and the admin API verify an admin token; the name is the token's holder,
+never a name the caller declares). The requester never approves its own call: an approver whose name
+equals the requesting agent's (case-insensitively, so an admin token minted as ``Ops-Agent`` does not
+slip past ``ops-agent``) is refused. Under the two-person rule (``min_approvers`` > 1, from
+``approvals.min_approvers`` in gateway.yaml or a grant's ``approval.min_approvers``, the larger wins)
+an approval needs that many distinct approvers; the same name (case-insensitively) counts once, and
+its second attempt is refused. One deny is final.
 
 Errors (each a ``CallRefused`` with a stable ``kind``):
 
@@ -24,7 +34,11 @@ Errors (each a ``CallRefused`` with a stable ``kind``):
     ├── ApprovalDenied          a human denied it
     ├── ApprovalExpired         it expired before it was used (or decided)
     ├── ApprovalUsed            it was already used once
-    └── ApprovalNotPending      a decision on one that was already decided
+    ├── ApprovalNotPending      a decision on one that was already decided
+    ├── ApprovalSelfApproval    the approver is the agent that asked
+    ├── ApprovalSameApprover    this approver already approved it (counts once)
+    ├── ApproverSelfDeclared    a decision under a declared name rather than an admin token
+    └── ApprovalBadRequest      a decision whose request is malformed (e.g. names an approver)
 """
 
 from __future__ import annotations
@@ -79,6 +93,8 @@ class Approval:
         status: as stored; see ``effective_status`` for the status at a given time.
         decided_by, decided_at, note: who approved or denied it, when, and what they said.
         used_at, used_call_id: when it was used, by which call.
+        min_approvers: distinct approvers needed before it is approved (the two-person rule: 2).
+        approvers: the approvals given so far, each ``{"name", "at", "note"}``, in order.
     """
 
     id: str
@@ -97,6 +113,22 @@ class Approval:
     note: str | None = None
     used_at: float | None = None
     used_call_id: str | None = None
+    min_approvers: int = 1
+    approvers: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def approver_names(self) -> tuple[str, ...]:
+        """The names of those who approved so far, in order."""
+        return tuple(str(vote.get("name", "")) for vote in self.approvers)
+
+    def has_approved(self, approver: str) -> bool:
+        """Whether ``approver`` (compared case-insensitively) already approved this request."""
+        key = approver.casefold()
+        return any(name.casefold() == key for name in self.approver_names)
+
+    def is_requester(self, approver: str) -> bool:
+        """Whether ``approver`` is the agent that made the call (compared case-insensitively)."""
+        return approver.casefold() == self.agent.casefold()
 
     def effective_status(self, now: float) -> ApprovalStatus:
         """The status at ``now``: a pending or approved one past ``expires_at`` is ``expired``."""
@@ -128,6 +160,8 @@ class Approval:
             "note": self.note,
             "used_at": self.used_at,
             "used_call_id": self.used_call_id,
+            "min_approvers": self.min_approvers,
+            "approvers": [dict(vote) for vote in self.approvers],
         }
 
 
@@ -191,6 +225,22 @@ class ApprovalNotPending(ApprovalError):
     kind = "approval_not_pending"
 
 
+class ApprovalSelfApproval(ApprovalError):
+    kind = "approval_self_approval"
+
+
+class ApprovalSameApprover(ApprovalError):
+    kind = "approval_same_approver"
+
+
+class ApproverSelfDeclared(ApprovalError):
+    kind = "approver_self_declared"
+
+
+class ApprovalBadRequest(ApprovalError):
+    kind = "approval_bad_request"
+
+
 def consume_refusal(
     approval: Approval | None, approval_id: str, *, agent: str, tool: str, args_hash: str, now: float
 ) -> ApprovalError | None:
@@ -215,19 +265,51 @@ def consume_refusal(
     status = approval.effective_status(now)
     if status == "approved":
         return None
+    if status == "pending" and approval.approvers:
+        given, needed = len(approval.approvers), approval.min_approvers
+        return ApprovalPending(
+            f"approval `{approval_id}` is still pending: {given} of {needed} distinct approvers"
+            " have approved it",
+            approval_id,
+        )
     return _STATE_ERRORS[status](approval_id)
 
 
-def decide_refusal(approval: Approval | None, approval_id: str, *, now: float) -> ApprovalError | None:
-    """Why ``approval`` may not be decided now, or None if it may (it is pending and unexpired)."""
+def decide_refusal(
+    approval: Approval | None,
+    approval_id: str,
+    *,
+    now: float,
+    approver: str | None = None,
+    approve: bool = True,
+) -> ApprovalError | None:
+    """Why ``approver`` may not decide ``approval`` now, or None if they may.
+
+    It must be pending and unexpired; to approve, the approver must not be the requesting agent and
+    must not have approved it already (one approver counts once toward ``min_approvers``). Anyone
+    who may decide may deny, the requester included: a deny only takes power away.
+    """
     if approval is None:
         return ApprovalNotFound(f"no approval `{approval_id}`", approval_id)
     status = approval.effective_status(now)
-    if status == "pending":
-        return None
     if status == "expired":
         return ApprovalExpired(f"approval `{approval_id}` expired before it was decided", approval_id)
-    return ApprovalNotPending(f"approval `{approval_id}` is already {status}", approval_id)
+    if status != "pending":
+        return ApprovalNotPending(f"approval `{approval_id}` is already {status}", approval_id)
+    if approve and approver is not None:
+        if approval.is_requester(approver):
+            return ApprovalSelfApproval(
+                f"approver `{approver}` is the agent that asked for approval `{approval_id}`;"
+                " a requester never approves its own call",
+                approval_id,
+            )
+        if approval.has_approved(approver):
+            return ApprovalSameApprover(
+                f"approver `{approver}` already approved `{approval_id}` and counts once;"
+                f" it needs {approval.min_approvers - len(approval.approvers)} more distinct approver(s)",
+                approval_id,
+            )
+    return None
 
 
 _STATE_ERRORS: dict[ApprovalStatus, Callable[[str], ApprovalError]] = {
@@ -255,11 +337,11 @@ def decision_event(
         approval_id: the approval asked for.
         approval: it as stored, if it exists (its agent, tool and argument hash go on the record).
         approve: approve or deny.
-        approver: the admin's name (``--as``, the OS user, or the admin token's name).
+        approver: the authenticated admin's name (the holder of the admin token used).
         note: what the approver wrote.
         via: ``cli`` or ``api``.
         error: why the decision did not happen, if it did not.
-        admin_token_id: the public id of the admin token used (API only).
+        admin_token_id: the public id of the admin token used (never the token).
     """
     detail: dict[str, Any] = {
         "approval_id": approval_id,
@@ -269,6 +351,8 @@ def decision_event(
     }
     if approval is not None:
         detail["args_hash"] = approval.args_hash
+        detail["approvals_before"] = len(approval.approvers)
+        detail["min_approvers"] = approval.min_approvers
     if note:
         detail["note"] = note
     if admin_token_id:

@@ -8,7 +8,9 @@ To keep even that wait off the call path, ``submit`` queues the approval and ret
 
 Webhook URLs are credentials (the path is the secret), so the URL may be a ``secret://NAME``
 reference resolved from the vault at send time, and logs name only its scheme and host. The URL is
-checked by the SSRF guard (``netguard``) before each send unless ``allow_private_network`` is set.
+checked by the SSRF guard (``netguard``) before each send unless ``allow_private_network`` is set,
+and the POST goes out through ``netguard.GuardedTransport``, which connects only to an address it
+checked (a webhook host that answers DNS differently the second time reaches nothing inward).
 Text that an agent influences (arguments, reason) is escaped, so it cannot ping ``@channel`` or
 smuggle links into the message.
 """
@@ -27,7 +29,7 @@ import anyio
 import httpx
 
 from mcp_gateway.approvals.model import APPROVAL_ARG, Approval
-from mcp_gateway.connectors.netguard import check_upstream_url
+from mcp_gateway.connectors.netguard import BlockedAddress, GuardedTransport, check_upstream_url
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.types import SECRET_REF, SecretValue
 
@@ -104,7 +106,8 @@ class ApprovalNotifier:
         resolve_secret: vault lookup by secret name; needed only for a ``secret://`` URL.
         allow_private_network: skip the SSRF guard (for a webhook relay on a private network).
         timeout_seconds: per attempt (connect, read, write and pool each).
-        transport: an httpx transport (tests inject ``httpx.MockTransport``); None: the network.
+        transport: an httpx transport (tests inject ``httpx.MockTransport``); None: the network,
+            through ``GuardedTransport`` (resolved once, checked, connected to the checked address).
         check_url: the SSRF guard (``netguard.check_upstream_url``).
         queue_size: the most approvals ``submit`` holds for ``run``; more are dropped (and logged).
     """
@@ -186,12 +189,19 @@ class ApprovalNotifier:
             )
             return False
         body = approval_message(approval)
+        transport = self._transport or GuardedTransport(allow_private_network=self._allow_private)
         async with httpx.AsyncClient(
-            timeout=self._timeout, transport=self._transport, follow_redirects=False
+            timeout=self._timeout, transport=transport, follow_redirects=False
         ) as client:
             for attempt in (1, 2):
                 try:
                     response = await client.post(url, json=body)
+                except BlockedAddress as exc:
+                    # The host answered DNS differently than for the check above: not retried.
+                    logger.warning(
+                        "approval %s: webhook %s refused by the network guard: %s", approval.id, where, exc
+                    )
+                    return False
                 except httpx.HTTPError as exc:
                     # httpx messages can quote the URL (its secret path); name the error class only.
                     problem = type(exc).__name__

@@ -23,6 +23,9 @@ class ApprovalSettings(BaseModel):
             keeps the URL (a credential) in the vault. None: no notification.
         allow_private_network: let the webhook reach loopback/private addresses (off: SSRF guard).
         notify_timeout_seconds: per attempt; a failed notification is retried once, then logged.
+        min_approvers: distinct admins who must approve a call before it runs (2: the two-person
+            rule). A grant's ``approval.min_approvers`` can ask for more, never fewer. The requesting
+            agent never counts, and one admin counts once.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -35,6 +38,7 @@ class ApprovalSettings(BaseModel):
     webhook_url: str | None = None
     allow_private_network: bool = False
     notify_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    min_approvers: int = Field(default=1, ge=1, le=10, strict=True)
 
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> ApprovalSettings:

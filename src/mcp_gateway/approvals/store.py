@@ -35,15 +35,17 @@ class ApprovalStore(Protocol):
         reason: str,
         detail: Mapping[str, Any],
         ttl_seconds: float,
+        min_approvers: int | None = None,
     ) -> Approval: ...
 
     def get(self, approval_id: str) -> Approval | None: ...
 
     def list(self, status: ApprovalStatus | None = None, *, limit: int = 100) -> builtins.list[Approval]: ...
 
-    def decide(
-        self, approval_id: str, *, approve: bool, approver: str, note: str | None = None
-    ) -> Approval: ...
+    def decide(self, approval_id: str, *, approve: bool, approver: str, note: str | None = None) -> Approval:
+        """Record ``approver``'s vote (approve) or final deny. ``approver`` must be authenticated by
+        the caller (``approvals/decide.py``); the store refuses self-approval and double votes."""
+        ...
 
     def consume(
         self,

@@ -165,6 +165,7 @@ def verify_with_checkpoints(
     public_keys: Mapping[str, Ed25519PublicKey],
     *,
     mirrored: Iterable[AuditCheckpoint] = (),
+    expected_head: tuple[int, str] | None = None,
 ) -> CheckpointReport:
     """Check the chain and every signed checkpoint against it.
 
@@ -174,6 +175,8 @@ def verify_with_checkpoints(
         public_keys: the trusted audit-signing public keys, by key id.
         mirrored: the checkpoints of the append-only mirror file; one missing from the store means
             the store's checkpoint table was edited.
+        expected_head: ``(seq, hash)`` of a record kept elsewhere (``audit verify --expect-head``),
+            trusted like a checkpoint.
 
     Reports, besides what ``verify`` finds: a checkpoint signed by an unknown key or with a
     bad signature (``forged_checkpoint``); a correctly signed one absent from the store
@@ -200,29 +203,31 @@ def verify_with_checkpoints(
             why = f"the signed checkpoint at seq {cp.seq} is in the mirror file but not in the audit store"
             problems.append(Problem(cp.seq, "missing_checkpoint", why))
     newest = max(valid, key=lambda cp: cp.seq, default=None)
-    report = verify(recs, expected_head=(newest.seq, newest.hash) if newest is not None else None)
+    heads = [(cp.seq, cp.hash) for cp in valid]
+    if expected_head is not None:
+        heads.append(expected_head)
+    newest_head = max(heads, default=None)
+    report = verify(recs, expected_head=newest_head)
     problems.extend(report.problems)
     seen = {problem.seq for problem in report.problems}
     end = max((r.seq for r in recs), default=0)
     by_seq: dict[int, str] = {}
     for record in recs:
         by_seq.setdefault(record.seq, record.hash)
-    for cp in sorted(valid, key=lambda cp: cp.seq):
-        if cp == newest or cp.seq in seen or cp.seq > end:
+    for seq, head_hash in sorted(set(heads)):
+        if (seq, head_hash) == newest_head or seq in seen or seq > end:
             continue  # the chain check already judged it (the newest is its expected head)
-        stored_hash = by_seq.get(cp.seq)
+        stored_hash = by_seq.get(seq)
         if stored_hash is None:
             if report.problems:
                 continue  # a gap the chain check has already reported (as a range)
-            problems.append(
-                Problem(cp.seq, "deleted", f"record {cp.seq}, covered by a checkpoint, is missing")
-            )
-        elif stored_hash != cp.hash:
-            why = f"record {cp.seq} was modified: it does not match its signed checkpoint"
-            problems.append(Problem(cp.seq, "modified", why))
+            problems.append(Problem(seq, "deleted", f"record {seq}, covered by a checkpoint, is missing"))
+        elif stored_hash != head_hash:
+            why = f"record {seq} was modified: it does not match its signed checkpoint"
+            problems.append(Problem(seq, "modified", why))
         else:
             continue
-        seen.add(cp.seq)
+        seen.add(seq)
     problems.sort(key=lambda problem: problem.seq)
     return CheckpointReport(
         ok=not problems,

@@ -30,6 +30,8 @@ class Checkpointer:
         signing_key: the audit-signing key.
         every: a checkpoint after each batch that crosses a multiple of this many records;
             0 means only at close.
+        interval: seconds between checkpoints by time while there are new records
+            (``AuditLog.run_checkpoints``); 0 means none by time.
         mirror: the append-only JSON Lines file, or None for none.
         clock: the time source for the checkpoint's ``ts``.
     """
@@ -40,6 +42,7 @@ class Checkpointer:
         signing_key: Ed25519PrivateKey,
         *,
         every: int = 1000,
+        interval: float = 60.0,
         mirror: Path | None = None,
         clock: Clock = system_clock,
     ) -> None:
@@ -47,12 +50,13 @@ class Checkpointer:
             raise ValueError("every must not be negative")
         self.sink = sink
         self.every = every
+        self.interval = interval
         self.mirror = mirror
         self._key = signing_key
         self._clock = clock
 
     def __repr__(self) -> str:
-        return f"Checkpointer(every={self.every}, mirror={self.mirror!r})"
+        return f"Checkpointer(every={self.every}, interval={self.interval}, mirror={self.mirror!r})"
 
     def due(self, first_seq: int, last_seq: int) -> bool:
         """Whether a batch holding seqs ``first_seq..last_seq`` crosses a multiple of ``every``."""

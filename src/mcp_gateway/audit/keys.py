@@ -1,6 +1,8 @@
-"""The audit's own keys: an Ed25519 checkpoint-signing key and an HMAC key for sensitive arguments.
+"""The audit's own keys: an Ed25519 checkpoint-signing key, an HMAC key for sensitive arguments, and
+the key that seals every batch of records (``seal.py``).
 
-Both live sealed in the vault like any other secret (``audit-signing-key``, ``audit-hmac-key``), as
+All live sealed in the vault like any other secret (``audit-signing-key``, ``audit-hmac-key``,
+``audit-seal-key``), as
 URL-safe base64 text of 32 random bytes, and are created on the first start with an unsealed vault.
 Being vault values, they are also scrubbed from every result like any other secret.
 The signing key's public half is exported next to the stores (``audit-signing.pub``), so anyone can
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 SIGNING_KEY_NAME = "audit-signing-key"
 HMAC_KEY_NAME = "audit-hmac-key"
+SEAL_KEY_NAME = "audit-seal-key"
 PUBLIC_KEY_FILE = "audit-signing.pub"
 _KEY_BYTES = 32
 
@@ -51,6 +54,7 @@ class AuditKeys:
     signing_key: Ed25519PrivateKey = field(repr=False)
     hmac_key: bytes = field(repr=False)
     key_id: str
+    seal_key: bytes = field(repr=False, default=b"")
 
     @property
     def public_key(self) -> Ed25519PublicKey:
@@ -91,7 +95,8 @@ def ensure_audit_keys(vault: KeyVault) -> AuditKeys:
     """
     signing = Ed25519PrivateKey.from_private_bytes(_get_or_create(vault, SIGNING_KEY_NAME))
     hmac_key = _get_or_create(vault, HMAC_KEY_NAME)
-    return AuditKeys(signing, hmac_key, key_id_of(signing.public_key()))
+    seal_key = _get_or_create(vault, SEAL_KEY_NAME)
+    return AuditKeys(signing, hmac_key, key_id_of(signing.public_key()), seal_key)
 
 
 def load_hmac_key(vault: KeyVault) -> bytes:
@@ -103,6 +108,17 @@ def load_hmac_key(vault: KeyVault) -> bytes:
         AuditError: the stored key is malformed.
     """
     return _decode(vault.resolve(HMAC_KEY_NAME))
+
+
+def load_seal_key(vault: KeyVault) -> bytes:
+    """The audit seal key, without creating one (for the CLI's audit writers and ``audit verify``).
+
+    Raises:
+        VaultSealed: the vault has no master key.
+        SecretNotFound: no gateway has started with an unsealed vault yet.
+        AuditError: the stored key is malformed.
+    """
+    return _decode(vault.resolve(SEAL_KEY_NAME))
 
 
 def read_public_keys(path: Path) -> dict[str, Ed25519PublicKey]:

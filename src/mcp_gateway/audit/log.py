@@ -24,10 +24,11 @@ Create it anywhere, use it from one event loop (any anyio backend), and ``await 
 shutdown (or ``async with AuditLog(sink) as log``). Closing the log does not close the sink.
 
 With a ``Checkpointer``, the leader signs a checkpoint of the newest record after a batch that
-crosses a multiple of ``every`` (the batch's callers are already released), and ``aclose`` signs
-one of the newest record this log wrote. The checkpoint covers a record this process just wrote,
-taken from memory, never a head re-read from a store someone may have edited. A failed checkpoint
-is logged and does not fail any call: the records themselves are durable.
+crosses a multiple of ``every`` (the batch's callers are already released), ``run_checkpoints``
+(a service the gateway runs) signs one every ``interval`` seconds while there are new records, and
+``aclose`` signs one of the newest record this log wrote. The checkpoint covers a record this
+process just wrote, taken from memory, never a head re-read from a store someone may have edited.
+A failed checkpoint is logged and does not fail any call: the records themselves are durable.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 import anyio
 
 from mcp_gateway.audit.checkpointer import Checkpointer
+from mcp_gateway.audit.flood import FailureRecorder
 from mcp_gateway.audit.record import normalize_event
 from mcp_gateway.errors import AuditError, AuditUnavailable, AuditWriteError
 from mcp_gateway.types import AuditEvent, AuditRecord, AuditSink, LoopAuditSink
@@ -135,6 +137,11 @@ class AuditLog:
         self._leading = False  # a leader is writing, or has been promoted and will
         self._closed = False
         self._idle: anyio.Event | None = None
+        self.failures = FailureRecorder(self.append_many)
+        """Where authentication failures go (aggregated per source after a threshold, ``flood.py``)."""
+        self.alarm: str | None = None
+        """Set at start when the inherited log had records this gateway cannot authenticate
+        (``inherit.py``); shown by ``/readyz`` to an admin."""
 
     async def append(self, event: AuditEvent) -> AuditRecord:
         """Make ``event`` durable and return its record.
@@ -274,9 +281,32 @@ class AuditLog:
             return
         self._checkpointed = max(self._checkpointed, record.seq)
 
+    async def run_checkpoints(self) -> None:
+        """Sign a checkpoint of the newest record every ``checkpointer.interval`` seconds when there
+        are records newer than the last one; runs until cancelled (a gateway service)."""
+        checkpointer = self.checkpointer
+        if checkpointer is None or checkpointer.interval <= 0:
+            return
+        while not self._closed:
+            await anyio.sleep(checkpointer.interval)
+            await self.checkpoint_now()
+
+    async def checkpoint_now(self) -> bool:
+        """Sign a checkpoint of the newest record this log wrote, if it has none yet; True if signed."""
+        newest, checkpointer = self._newest, self.checkpointer
+        if checkpointer is None or newest is None or newest.seq <= self._checkpointed:
+            return False
+        with anyio.CancelScope(shield=True):
+            await self._checkpoint(checkpointer, newest)
+        return self._checkpointed >= newest.seq
+
     async def aclose(self) -> None:
-        """Refuse new appends, wait until every queued one is written, then sign a checkpoint of the
-        newest record this log wrote (with a checkpointer). Idempotent."""
+        """Write the pending authentication-failure counts, refuse new appends, wait until every
+        queued one is written, then sign a checkpoint of the newest record this log wrote (with a
+        checkpointer). Idempotent."""
+        if not self._closed:
+            with anyio.CancelScope(shield=True):
+                await self.failures.flush()
         self._closed = True
         while self._leading:
             self._idle = anyio.Event()

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from mcp_gateway.audit.record import chain_encoded
+from mcp_gateway.audit.seal import SEAL_COLUMNS, AuditSeal, Sealer, seal_from_row, seal_to_row
 from mcp_gateway.audit.sqlite import (
     CHECKPOINT_COLUMNS,
     COLUMN_NAMES,
@@ -56,6 +57,15 @@ _CHECKPOINT_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
     key_id text NOT NULL,
     signature text NOT NULL
 )"""
+_SEAL_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    prev_hash text NOT NULL,
+    head_hash text NOT NULL,
+    key_id text NOT NULL,
+    mac text NOT NULL
+)"""
+_SEAL_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in SEAL_COLUMNS)
 _CHECKPOINT_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in CHECKPOINT_COLUMNS.split(", "))
 
 
@@ -74,6 +84,9 @@ class PostgresAuditSink:
         clock: the time source for ``ts``.
         lock_timeout: seconds to wait for another replica's append before failing (fail closed).
         connect_timeout: seconds to wait for a connection.
+        sealer: seals every batch in its transaction (``seal.py``); None writes no seals.
+        create: create the schema and tables if missing; False (read-only commands) refuses a
+            schema without an audit table instead.
 
     Raises:
         AuditWriteError: the database cannot be reached or the table cannot be set up.
@@ -87,17 +100,25 @@ class PostgresAuditSink:
         *,
         lock_timeout: float = 5.0,
         connect_timeout: int = 5,
+        sealer: Sealer | None = None,
+        create: bool = True,
     ) -> None:
         self.schema = schema
+        self.sealer = sealer
         self._dsn = dsn
         self._clock = clock
         self._lock_timeout = f"{max(1, int(lock_timeout * 1000))}ms"
         self._connect_timeout = connect_timeout
         self._table = sql.Identifier(schema, "audit")
         self._checkpoints = sql.Identifier(schema, "checkpoints")
+        self._seals = sql.Identifier(schema, "seals")
+        self._has_seals = True
         # One connection shared by the gateway's worker threads; the lock serialises its use.
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        if not create:
+            self._require_table()
+            return
         with self._lock:
             try:
                 conn = self._connection()
@@ -107,6 +128,12 @@ class PostgresAuditSink:
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
                     conn.execute(sql.SQL(_TABLE).format(table=self._table))
                     conn.execute(sql.SQL(_CHECKPOINT_TABLE).format(table=self._checkpoints))
+                    conn.execute(sql.SQL(_SEAL_TABLE).format(table=self._seals))
+                    conn.execute(
+                        sql.SQL("CREATE INDEX IF NOT EXISTS seals_last_seq ON {} (last_seq)").format(
+                            self._seals
+                        )
+                    )
                     for column in ("agent", "tool", "ts", "call_id"):
                         conn.execute(
                             sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})").format(
@@ -120,6 +147,22 @@ class PostgresAuditSink:
                 raise AuditWriteError(
                     f"audit store (postgres schema `{schema}`) cannot be set up: {_why(exc)}"
                 ) from exc
+
+    def _require_table(self) -> None:
+        with self._lock:
+            try:
+                conn = self._connection()
+                names = (self._table.as_string(conn), self._seals.as_string(conn))
+                row = conn.execute("SELECT to_regclass(%s), to_regclass(%s)", names).fetchone()
+            except psycopg.Error as exc:
+                self._discard()
+                raise AuditError(
+                    f"audit store (postgres schema `{self.schema}`) cannot be read: {_why(exc)}"
+                ) from exc
+        if row is None or row[0] is None:
+            self._discard()
+            raise AuditError(f"no audit store in postgres schema `{self.schema}`")
+        self._has_seals = row[1] is not None
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -165,6 +208,13 @@ class PostgresAuditSink:
                     with conn.cursor() as cursor:
                         cursor.executemany(insert, [to_row(r, (a, d)) for r, a, d in encoded])
                     records = [record for record, _, _ in encoded]
+                    if self.sealer is not None:
+                        conn.execute(
+                            sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s, %s, %s, %s)").format(
+                                self._seals, _SEAL_COLUMNS
+                            ),
+                            seal_to_row(self.sealer.seal(records)),
+                        )
             except psycopg.Error as exc:
                 if self._conn is not None and self._conn.broken:
                     self._discard()
@@ -255,6 +305,15 @@ class PostgresAuditSink:
             columns=_CHECKPOINT_COLUMNS, table=self._checkpoints
         )
         return [checkpoint_from_row(row) for row in self._read(query, ())]
+
+    def seals(self, *, after_seq: int = 0) -> list[AuditSeal]:
+        """The stored seals that cover a record with ``seq > after_seq``."""
+        query = sql.SQL("SELECT {columns} FROM {table} WHERE last_seq > %s ORDER BY last_seq").format(
+            columns=_SEAL_COLUMNS, table=self._seals
+        )
+        if not self._has_seals:
+            return []  # a store written before seals existed, opened read-only
+        return [seal_from_row(row) for row in self._read(query, (after_seq,))]
 
     def _read(self, query: sql.Composed, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mcp_gateway.audit.record import chain_encoded
+from mcp_gateway.audit.seal import SEAL_COLUMNS, AuditSeal, Sealer, seal_from_row, seal_to_row
 from mcp_gateway.errors import AuditError, AuditWriteError
 from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
 
@@ -55,8 +56,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     key_id TEXT NOT NULL,
     signature TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS seals (
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    prev_hash TEXT NOT NULL,
+    head_hash TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    mac TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS seals_last_seq ON seals (last_seq);
 """
 CHECKPOINT_COLUMNS = "seq, hash, ts, key_id, signature"
+_SEAL_INSERT = f"INSERT INTO seals ({', '.join(SEAL_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608 - constant columns
 
 
 def to_row(record: AuditRecord, texts: tuple[str, str] | None = None) -> tuple[Any, ...]:
@@ -117,27 +128,46 @@ class SQLiteAuditSink:
         path: the database file (created if missing; its directory must exist).
         clock: the time source for ``ts``.
         busy_timeout: seconds to wait for another writer before failing an append.
+        sealer: seals every batch in its transaction (``seal.py``); None writes no seals (a process
+            without the vault's key, whose records then stand unauthenticated).
+        read_only: open an existing store for reading only: never create the file or its tables.
 
     Raises:
         AuditWriteError: the file cannot be opened or set up for writing.
     """
 
-    def __init__(self, path: str | Path, clock: Clock = system_clock, *, busy_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Clock = system_clock,
+        *,
+        busy_timeout: float = 2.0,
+        sealer: Sealer | None = None,
+        read_only: bool = False,
+    ) -> None:
         self.path = Path(path)
+        self.sealer = sealer
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise AuditError(f"no audit store at `{self.path}`")
         self._clock = clock
         self._busy_timeout = busy_timeout
         # One connection shared by the gateway's worker threads; the lock serialises its use.
         self._lock = threading.Lock()
         try:
             # No SQLite busy handler: ``_when_free`` does all waiting (see there).
-            self._conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            target = f"{self.path.resolve().as_uri()}?mode=ro" if read_only else str(self.path)
+            self._conn = sqlite3.connect(
+                target, timeout=0, isolation_level=None, check_same_thread=False, uri=read_only
+            )
         except sqlite3.Error as exc:
             raise AuditWriteError(
                 f"audit store `{self.path}` cannot be opened: {_why(exc)}",
                 reason=f"audit store cannot be opened: {_why(exc)}",
             ) from exc
         try:
-            _when_free(self._set_up, busy_timeout)
+            if not read_only:
+                _when_free(self._set_up, busy_timeout)
             self._identity = self._file_identity()
         except (sqlite3.Error, OSError) as exc:
             self._conn.close()
@@ -203,8 +233,10 @@ class SQLiteAuditSink:
                 f"INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
                 [to_row(r, (a, d)) for r, a, d in encoded],
             )
-            self._conn.execute("COMMIT")
             records = [record for record, _, _ in encoded]
+            if self.sealer is not None:
+                self._conn.execute(_SEAL_INSERT, seal_to_row(self.sealer.seal(records)))
+            self._conn.execute("COMMIT")
         except (sqlite3.Error, OSError, AuditWriteError) as exc:
             self._rollback()
             if isinstance(exc, AuditWriteError):
@@ -316,6 +348,22 @@ class SQLiteAuditSink:
             except sqlite3.Error as exc:
                 raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
         return [checkpoint_from_row(row) for row in rows]
+
+    def seals(self, *, after_seq: int = 0) -> list[AuditSeal]:
+        """The stored seals that cover a record with ``seq > after_seq``."""
+        sql = f"SELECT {', '.join(SEAL_COLUMNS)} FROM seals WHERE last_seq > ? ORDER BY last_seq"  # noqa: S608 - constant columns
+        with self._lock:
+            try:
+                rows = _when_free(
+                    lambda: self._conn.execute(sql, (after_seq,)).fetchall(), self._busy_timeout
+                )
+            except sqlite3.OperationalError as exc:
+                if self.read_only and "no such table" in str(exc):
+                    return []  # a store written before seals existed, opened read-only
+                raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
+            except sqlite3.Error as exc:
+                raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
+        return [seal_from_row(row) for row in rows]
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[AuditRecord]:
         with self._lock:

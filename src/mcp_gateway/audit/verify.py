@@ -18,9 +18,19 @@ from mcp_gateway.audit.record import GENESIS, content_hash
 from mcp_gateway.types import AuditRecord
 
 ProblemKind = Literal[
-    "modified", "deleted", "inserted", "reordered", "truncated", "forged_checkpoint", "missing_checkpoint"
+    "modified",
+    "deleted",
+    "inserted",
+    "reordered",
+    "truncated",
+    "forged_checkpoint",
+    "missing_checkpoint",
+    "forged_seal",
+    "unauthenticated",
 ]
-"""The last two come from checking signed checkpoints (``checkpoint.verify_with_checkpoints``)."""
+"""``forged_checkpoint`` and ``missing_checkpoint`` come from checking signed checkpoints
+(``checkpoint.verify_with_checkpoints``); ``forged_seal`` and ``unauthenticated`` from checking the
+records' MACs (``seal.authenticate``)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,11 +43,13 @@ class Problem:
             forged record claims (``inserted``).
         kind: what happened.
         message: lowercase, names the seq.
+        end: the last seq of a range the problem spans (``unauthenticated``), else None.
     """
 
     seq: int
     kind: ProblemKind
     message: str
+    end: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mcp_gateway.cli import tokens
-from mcp_gateway.cli.common import ConfigOpt, load_cli_settings
+from mcp_gateway.cli.common import ConfigOpt, load_cli_settings, read_settings
 from mcp_gateway.config import Settings
 from mcp_gateway.identity.admin_tokens import SQLiteAdminStore, admin_store_path
 
@@ -32,7 +32,9 @@ def admin_create(
 @admin_app.command("list")
 def admin_list(config: ConfigOpt = None) -> None:
     """List admin tokens (ids and dates only)."""
-    tokens.show(_store(load_cli_settings(config)))
+    settings = read_settings(config)
+    tokens.require_store(admin_store_path(settings.data_dir), "admin token")
+    tokens.show(_store(settings))
 
 
 @admin_app.command("revoke")

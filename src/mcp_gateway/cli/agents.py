@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mcp_gateway.cli import tokens
-from mcp_gateway.cli.common import ConfigOpt, load_cli_settings
+from mcp_gateway.cli.common import ConfigOpt, load_cli_settings, read_settings
 
 agents_app = typer.Typer(help="Issue, list and revoke agent tokens.", no_args_is_help=True)
 
@@ -29,8 +29,12 @@ def agents_create(
 def agents_list(config: ConfigOpt = None) -> None:
     """List issued tokens (ids and dates only)."""
     from mcp_gateway.app.wiring import open_agents
+    from mcp_gateway.config import SQLiteStore
 
-    tokens.show(open_agents(load_cli_settings(config)))
+    settings = read_settings(config)
+    if isinstance(settings.agents, SQLiteStore):
+        tokens.require_store(settings.data_path(settings.agents.path), "agent token")
+    tokens.show(open_agents(settings))
 
 
 @agents_app.command("revoke")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mcp_gateway.audit.seal import Sealer
 from mcp_gateway.cli.common import (
     DURATION,
     ConfigOpt,
@@ -19,8 +20,14 @@ from mcp_gateway.cli.common import (
     load_cli_settings,
     master_key_env,
     parse_expiry,
+    read_settings,
 )
+from mcp_gateway.config import Settings
 from mcp_gateway.errors import GatewayError
+
+HEX = frozenset("0123456789abcdef")
+UNAUTHENTICATED = 3
+"""``audit verify``'s exit code when it found no problem but could not authenticate every record."""
 
 audit_app = typer.Typer(help="Read and verify the audit log.", no_args_is_help=True)
 
@@ -38,6 +45,17 @@ def _print_records(records: list[Any], as_json: bool) -> None:
             )
 
 
+def _read_sink(config: Path | None) -> Any:
+    """The audit store opened read-only (never created), or a one-line failure."""
+    from mcp_gateway.app.wiring import open_audit_sink
+
+    settings = read_settings(config)
+    try:
+        return open_audit_sink(settings, read_only=True)
+    except GatewayError as exc:
+        raise fail(f"{exc} (from the config's `audit` setting; is this the right config?)") from None
+
+
 @audit_app.command("tail")
 def audit_tail(
     config: ConfigOpt = None,
@@ -45,13 +63,13 @@ def audit_tail(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print the newest records."""
-    from mcp_gateway.app.wiring import open_audit_sink
-
-    sink = open_audit_sink(load_cli_settings(config))
+    sink = _read_sink(config)
     try:
         head = sink.head()
         after = max(0, head[0] - n) if head else 0
         _print_records(sink.records(after_seq=after), as_json)
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
     finally:
         sink.close()
 
@@ -72,7 +90,6 @@ def audit_query(
     ] = None,
 ) -> None:
     """Search the audit log."""
-    from mcp_gateway.app.wiring import open_audit_sink
     from mcp_gateway.audit.sensitive import HMAC_HEX
 
     if arg_hmac is not None and not HMAC_HEX.fullmatch(arg_hmac := arg_hmac.lower()):
@@ -86,7 +103,7 @@ def audit_query(
             since_ts = now - (point - now) if DURATION.match(since) else point
         except GatewayError as exc:
             raise fail(str(exc)) from None
-    sink = open_audit_sink(load_cli_settings(config))
+    sink = _read_sink(config)
     try:
         records = sink.query(
             agent=agent,
@@ -98,8 +115,38 @@ def audit_query(
             arg_hmac=arg_hmac,
         )
         _print_records(records, as_json)
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
     finally:
         sink.close()
+
+
+def _sealer(settings: Settings) -> tuple[Sealer | None, str]:
+    """The seal key's checker, or None and why not (never creates the vault)."""
+    from mcp_gateway.app.wiring import open_vault
+    from mcp_gateway.audit.keys import load_seal_key
+    from mcp_gateway.config import SQLiteStore
+    from mcp_gateway.errors import SecretNotFound
+
+    store = settings.vault.store
+    if isinstance(store, SQLiteStore) and not settings.data_path(store.path).is_file():
+        return None, "there is no vault"
+    try:
+        vault = open_vault(settings, master_key_env=master_key_env())
+        if vault.sealed:
+            return None, "the vault is sealed (set MCP_GATEWAY_MASTER_KEY or keep the key file)"
+        return Sealer(load_seal_key(vault)), ""
+    except SecretNotFound:
+        return None, "the vault holds no seal key yet"
+    except GatewayError as exc:
+        return None, str(exc)
+
+
+def _parse_head(value: str) -> tuple[int, str]:
+    seq, _, head_hash = value.partition(":")
+    if not seq.isdigit() or int(seq) < 1 or len(head_hash) != 64 or not all(c in HEX for c in head_hash):
+        raise fail(f"--expect-head takes SEQ:HASH (a record's seq and its 64 hex digit hash), not `{value}`")
+    return int(seq), head_hash
 
 
 @audit_app.command("verify")
@@ -112,14 +159,29 @@ def audit_verify(
             help="trusted audit-signing public key file(s); default: the data dir's audit-signing.pub",
         ),
     ] = None,
+    expect_head: Annotated[
+        str | None,
+        typer.Option("--expect-head", help="SEQ:HASH of a record kept elsewhere; the log must hold it"),
+    ] = None,
 ) -> None:
-    """Check the hash chain and every signed checkpoint; exits 1 and names every problem found."""
-    from mcp_gateway.app.wiring import checkpoint_mirror_path, open_audit_sink, public_key_path
-    from mcp_gateway.audit.checkpoint import verify_with_checkpoints
+    """Check the chain, every signed checkpoint and every record's MAC; exits 1 naming every problem.
+
+    Exits 0 when every record is authenticated, 1 naming each problem found, and 3 when it found
+    none but some records could be authenticated by nothing it holds (no seal key, and newer than
+    every signed checkpoint).
+
+    Records are authenticated by their seals (MACs with the vault's key, checked when the vault can
+    be opened) and by signed checkpoints (public key only). The log must reach the newest checkpoint
+    of the store and of the mirror file, and the head given with --expect-head.
+    """
+    from mcp_gateway.app.wiring import checkpoint_mirror_path, public_key_path
+    from mcp_gateway.audit.assess import assess
     from mcp_gateway.audit.checkpointer import read_mirror
+    from mcp_gateway.audit.inherit import SealedSink
     from mcp_gateway.audit.keys import read_public_keys
 
-    settings = load_cli_settings(config)
+    head = _parse_head(expect_head) if expect_head is not None else None
+    settings = read_settings(config)
     key_files = public_key or [public_key_path(settings)]
     try:
         keys = {}
@@ -129,22 +191,29 @@ def audit_verify(
             keys.update(read_public_keys(path))
         mirror = checkpoint_mirror_path(settings)
         mirrored = read_mirror(mirror) if mirror is not None else []
-        sink = open_audit_sink(settings)
-        try:
-            records, stored = sink.records(), sink.checkpoints()
-        finally:
-            sink.close()
     except GatewayError as exc:
         raise fail(str(exc)) from None
+    sink = _read_sink(config)
+    try:
+        records, stored = sink.records(), sink.checkpoints()
+        seals = sink.seals() if isinstance(sink, SealedSink) else []
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        sink.close()
     if not keys and (stored or mirrored):
         where = ", ".join(f"`{path}`" for path in key_files)
         raise fail(f"checkpoints to check but no audit-signing public key at {where} (pass --public-key)")
-    report = verify_with_checkpoints(records, stored, keys, mirrored=mirrored)
-    for problem in report.problems:
+    sealer, why_not = _sealer(settings)
+    found = assess(records, stored, keys, mirrored=mirrored, seals=seals, sealer=sealer, expected_head=head)
+    report, sealed, problems = found.checkpoints, found.seals, found.problems
+    for problem in problems:
         typer.echo(f"seq {problem.seq}: {problem.kind}: {problem.message}")
-    if not report.ok:
+    if sealed is None:
+        typer.echo(f"macs: not checked: {why_not}")
+    if problems:
         raise fail(
-            f"audit chain broken: {len(report.problems)} problem(s) in {report.checked} records"
+            f"audit log fails verification: {len(problems)} problem(s) in {report.checked} records"
             f" and {len(set(stored) | set(mirrored))} checkpoints"
         )
     newest = report.newest
@@ -152,15 +221,24 @@ def audit_verify(
     if newest is not None:
         signed += f", newest at seq {newest.seq}, key(s) {', '.join(report.key_ids)}"
     typer.echo(f"ok: {report.checked} records, chain intact; {signed}")
+    covered = newest.seq if newest is not None else 0
     last = records[-1].seq if records else 0
-    if last > (newest.seq if newest is not None else 0):
-        # Say what the checkpoints cannot vouch for (CloudTrail's caveat, too).
-        which = (
-            f"records after seq {newest.seq} are not covered by a signed checkpoint"
-            if newest is not None
-            else "the records are not covered by any signed checkpoint yet"
+    unauthenticated = sealed is None and last > covered
+    if sealed is not None:
+        typer.echo(f"macs: all {sealed.authenticated} records authenticated (seals, or a signed checkpoint)")
+    if head is None and last > covered:
+        typer.echo(
+            f"note: removing records after seq {covered} shows only against a head kept elsewhere"
+            f" (--expect-head {last}:{records[-1].hash})"
         )
-        typer.echo(f"note: {which}; their removal shows only against a head kept elsewhere")
+    if unauthenticated:
+        # Say what the checkpoints cannot vouch for (CloudTrail's caveat, too), and exit apart.
+        first = covered + 1
+        raise fail(
+            f"records {first} to {last} are not authenticated: no signed checkpoint covers them and"
+            " their seals need the vault's key",
+            code=UNAUTHENTICATED,
+        )
 
 
 @audit_app.command("hash")

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from mcp_gateway.config import Settings, load_settings
-from mcp_gateway.errors import GatewayError
+from mcp_gateway.errors import ConfigError, GatewayError
 
 ConfigOpt = Annotated[
     Path | None,
@@ -25,12 +25,34 @@ ConfigOpt = Annotated[
 ]
 
 
-def load_cli_settings(config: Path | None, **overrides: Any) -> Settings:
-    """Settings from ``--config``, else ``$MCP_GATEWAY_CONFIG``, else ``./gateway.yaml``, else defaults."""
+def load_cli_settings(config: Path | None, *, require: bool = False, **overrides: Any) -> Settings:
+    """Settings from ``--config``, else ``$MCP_GATEWAY_CONFIG``, else ``./gateway.yaml``, else defaults.
+
+    Args:
+        config: the ``--config`` value.
+        require: fail instead of using defaults when no config file is found (commands that only
+            read: their answer about the defaults' empty stores would be a false all-clear).
+
+    Raises:
+        ConfigError: ``require`` and no config file found (saying where it looked), or a bad config.
+    """
     if config is None:
         env = os.environ.get("MCP_GATEWAY_CONFIG")
         config = Path(env) if env else (Path("gateway.yaml") if Path("gateway.yaml").exists() else None)
+        if config is None and require:
+            raise ConfigError(
+                "no gateway config found: pass -c/--config, set MCP_GATEWAY_CONFIG, or run in the folder"
+                f" holding gateway.yaml (looked for `{Path('gateway.yaml').resolve()}`)"
+            )
     return load_settings(config, **overrides)
+
+
+def read_settings(config: Path | None) -> Settings:
+    """``load_cli_settings(config, require=True)`` with its error as one line and exit 1."""
+    try:
+        return load_cli_settings(config, require=True)
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
 
 
 def master_key_env() -> str | None:

@@ -7,34 +7,27 @@ says what happened (the new token's public id, or how many were revoked). Neithe
 
 from __future__ import annotations
 
-import getpass
 import time
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 import typer
 
 from mcp_gateway.cli.common import fail, iso, parse_expiry
+from mcp_gateway.cli.recorded import Recorder, audit_recorder
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.identity.agents import SQLiteTokenStore
-from mcp_gateway.types import AuditEvent
 
 
-def _audited(settings: Settings, kind: str, store: SQLiteTokenStore, target: str) -> Callable[..., None]:
+def _audited(settings: Settings, kind: str, store: SQLiteTokenStore, target: str) -> Recorder:
     """A recorder of ``kind`` events about ``target``'s tokens (raises if the audit store cannot write)."""
-    from mcp_gateway.app.wiring import open_audit_sink
+    return audit_recorder(settings, kind, holder_kind=store.holder, target=target)
 
-    base = {"holder_kind": store.holder, "target": target, "by": getpass.getuser(), "via": "cli"}
 
-    def record(status: str, **detail: Any) -> None:
-        sink = open_audit_sink(settings)
-        try:
-            sink.append([AuditEvent(kind=kind, status=status, detail={**base, **detail})])
-        finally:
-            sink.close()
-
-    return record
+def require_store(path: Path, what: str) -> None:
+    """Fail in one line when a command that only reads would otherwise create an empty store."""
+    if not path.is_file():
+        raise fail(f"no {what} store at `{path}`: no token was ever issued with this config")
 
 
 def issue(store: SQLiteTokenStore, name: str, expires: str | None, settings: Settings) -> None:

@@ -14,7 +14,9 @@ from mcp_gateway.cli.common import (
 )
 from mcp_gateway.errors import GatewayError
 
-upstreams_app = typer.Typer(help="Review and approve upstream tool definitions (pins).", no_args_is_help=True)
+upstreams_app = typer.Typer(
+    help="Review and approve upstream tool, prompt and resource definitions (pins).", no_args_is_help=True
+)
 
 _PIN_STATUS = {"pinned": "pinned", "changed": "changed-blocked", "new": "new-blocked"}
 
@@ -24,7 +26,8 @@ def upstreams_list(
     config: ConfigOpt = None,
     diff: Annotated[bool, typer.Option("--diff", help="show what changed in each blocked tool")] = False,
 ) -> None:
-    """List upstream tools with their pin status (pinned, changed-blocked, new-blocked) and hashes."""
+    """List upstream tools, prompts, resources and templates with their pin status (pinned,
+    changed-blocked, new-blocked), hashes and pin format (v1: taken before every field was pinned)."""
     from mcp_gateway.app.wiring import open_pin_store
     from mcp_gateway.pins.model import definition_diff
 
@@ -34,11 +37,12 @@ def upstreams_list(
     finally:
         store.close()
     if not pins:
-        typer.echo("no pinned tools yet (pins are taken when the gateway first lists an upstream)", err=True)
+        typer.echo("no pins yet (pins are taken when the gateway first lists an upstream)", err=True)
     for pin in pins:
         typer.echo(
             f"{pin.name}\t{_PIN_STATUS[pin.status]}\tpinned {pin.hash or '-'}"
             f"\tpresented {pin.presented_hash or '-'}\tsince {iso(pin.changed_at or pin.pinned_at)}"
+            f"\tv{pin.version}"
         )
         if diff and pin.status != "pinned":
             typer.echo(definition_diff(pin.definition, pin.presented_definition, label=pin.name))
@@ -46,31 +50,44 @@ def upstreams_list(
 
 @upstreams_app.command("approve")
 def upstreams_approve(
-    name: Annotated[str, typer.Argument(metavar="UPSTREAM.TOOL")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="UPSTREAM.TOOL, prompt:UPSTREAM.NAME, resource:UPSTREAM:URI, template:UPSTREAM:TEMPLATE",
+        ),
+    ],
     config: ConfigOpt = None,
     expect_hash: Annotated[
         str | None, typer.Option("--expect-hash", help="approve only if this (prefix) is what it presents")
     ] = None,
 ) -> None:
-    """Accept the definition UPSTREAM.TOOL presents now as its pin; a running gateway unblocks it."""
-    from mcp_gateway.app.wiring import open_audit_sink, open_pin_store
+    """Accept the definition NAME presents now as its pin; a running gateway unblocks it."""
+    from mcp_gateway.app.wiring import open_audit_writer, open_pin_store
+    from mcp_gateway.cli.common import master_key_env
+    from mcp_gateway.pins.model import parse_pin_name
     from mcp_gateway.types import AuditEvent
 
-    upstream, dot, tool = name.partition(".")
-    if not (upstream and dot and tool):
-        raise fail(f"`{name}` is not UPSTREAM.TOOL")
+    parsed = parse_pin_name(name)
+    if parsed is None:
+        raise fail(
+            f"`{name}` is not UPSTREAM.TOOL, prompt:UPSTREAM.NAME, resource:UPSTREAM:URI"
+            " or template:UPSTREAM:TEMPLATE"
+        )
+    kind, upstream, tool = parsed
     settings = load_cli_settings(config)
     store = open_pin_store(settings)
     try:
-        pin = store.get(upstream, tool)
+        pin = store.get(upstream, tool, kind)
         if pin is None:
-            raise fail(f"no pinned tool `{name}`")
+            raise fail(f"no pinned {kind} `{name}`")
         if pin.status == "pinned":
-            raise fail(f"tool `{name}` has no changed definition to approve")
+            raise fail(f"{kind} `{name}` has no changed definition to approve")
         if expect_hash is not None and not pin.presented_hash.startswith(expect_hash):
-            raise fail(f"tool `{name}` presents {pin.presented_hash}, not `{expect_hash}`")
-        facts = {"action": "approve_tool", "upstream": upstream, "tool": tool, "old_hash": pin.hash}
-        sink = open_audit_sink(settings)
+            raise fail(f"{kind} `{name}` presents {pin.presented_hash}, not `{expect_hash}`")
+        action = "approve_tool" if kind == "tool" else f"approve_{kind}"
+        facts = {"action": action, "upstream": upstream, "tool": tool, "kind": kind, "old_hash": pin.hash}
+        sink = open_audit_writer(settings, master_key_env=master_key_env())
         try:
             # Audit before act. Approving the hash just audited (not "whatever is presented") keeps the
             # record true if the upstream presents yet another definition in between.
@@ -79,7 +96,7 @@ def upstreams_approve(
             )
             sink.append([approval])
             try:
-                approved = store.approve(upstream, tool, expected_hash=pin.presented_hash)
+                approved = store.approve(upstream, tool, kind=kind, expected_hash=pin.presented_hash)
             except GatewayError as exc:
                 failure = AuditEvent(
                     kind="admin", tool=name, status="error", detail={**facts, "error": str(exc)}

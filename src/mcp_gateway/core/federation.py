@@ -36,6 +36,7 @@ from mcp_gateway.core.request_state import Resume
 from mcp_gateway.core.rounds import is_input_required, pass_on
 from mcp_gateway.core.subscriptions import ResourceSubscriptions
 from mcp_gateway.errors import UpstreamError
+from mcp_gateway.pins.events import template_pattern
 from mcp_gateway.policy.evaluate import is_granted
 from mcp_gateway.types import Principal
 
@@ -47,16 +48,6 @@ _R = TypeVar("_R")
 
 RUNBOOK_SCHEME = "runbook://"
 """Runbooks from policy are resources of the gateway itself: ``runbook://<job>``."""
-
-
-def template_pattern(template: str) -> re.Pattern[str]:
-    """A regex matching the URIs an RFC 6570 template expands to (``{x}``: one segment, ``{+x}``: any)."""
-    parts: list[str] = []
-    for literal, expr in re.findall(r"([^{]*)(\{[^}]*\})?", template):
-        parts.append(re.escape(literal))
-        if expr:
-            parts.append(".+" if expr[1:2] in "+#" else r"[^/?#]+")
-    return re.compile("".join(parts) + r"\Z")
 
 
 class Federation:

@@ -51,8 +51,12 @@ class ApprovalGate(Protocol):
         reason: str,
         detail: Mapping[str, Any],
         ttl_seconds: int | None,
+        min_approvers: int | None = None,
     ) -> PendingApproval:
-        """Record a pending approval (durably) and notify approvers. ``args`` are already redacted."""
+        """Record a pending approval (durably) and notify approvers. ``args`` are already redacted.
+
+        ``min_approvers``: distinct approvers the grant asks for (the store's minimum applies if larger).
+        """
         ...
 
     async def consume(self, approval_id: str, *, agent: str, tool: str, args_hash: str, call_id: str) -> None:

@@ -7,7 +7,8 @@ order, each a short named method below:
     1. limits      argument size and depth, before anything walks them
     2. authorize   policy.evaluate(agent, target, arguments): deny by default, a deny rule wins;
                    then an in-flight slot for the agent
-    3. pins        a target whose definition changed since it was pinned is refused
+    3. pins        a target whose definition changed since it was pinned is refused (its upstream
+                   re-listed first when the last check is older than ``pinning.recheck_seconds``)
     4. prepare     the caller's own admission check (a tool that is not there, arguments a built-in
                    tool's input model refuses), audited like any refusal
     5. approval    park the exchange for a human, or consume the approval it carries (exactly once)
@@ -67,10 +68,9 @@ from mcp_gateway.errors import (
     InvalidArguments,
     PolicyDenied,
     ProtocolRefusal,
-    ToolDefinitionChanged,
     UpstreamError,
 )
-from mcp_gateway.pins.gate import PinGuard, approval_hint
+from mcp_gateway.pins.gate import PinGuard
 from mcp_gateway.policy.evaluate import evaluate, is_granted
 from mcp_gateway.policy.model import GrantGovernance
 from mcp_gateway.policy.sensitive import sensitive_args, withhold_reasons
@@ -214,10 +214,12 @@ class Governor:
             raise await self._refuse(call, exc) from None
 
     async def _pinned(self, call: Call) -> None:
-        target = call.exchange.target
-        if self.pins is not None and self.pins.is_blocked(target):
-            # Blocked for every agent, granted or not; only granted callers get this far.
-            refusal = ToolDefinitionChanged(approval_hint(call.shown, self.pins.blocked[target].reason))
+        if self.pins is None:
+            return
+        # Re-lists the target's upstream first if its definition was not checked recently (or the
+        # upstream announced a change); blocked for every agent, granted or not.
+        refusal = await self.pins.check(call.exchange.target, call.shown)
+        if refusal is not None:
             raise await self._refuse(call, refusal, Decision("deny", (), (str(refusal),)))
 
     async def _approval(self, call: Call, governance: GrantGovernance, rule: ResultRule[M]) -> M | None:
@@ -361,6 +363,7 @@ class Governor:
                 reason="; ".join(shown_reasons),
                 detail=safe_detail,
                 ttl_seconds=governance.approval_ttl,
+                min_approvers=governance.approval_min_approvers,
             )
         except ApprovalRefused as exc:
             raise await self._refuse(call, exc) from None

@@ -7,7 +7,7 @@ plaintexts for injection and the redactor built from every value this process ha
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from mcp_gateway.errors import IntegrityError, PolicyLoadError, VaultSealed
@@ -24,20 +24,27 @@ logger = logging.getLogger(__name__)
 class PolicyHolder:
     """The running policy; a reload that fails keeps the last good one."""
 
-    def __init__(self, path: Path, policy: Policy) -> None:
+    def __init__(
+        self, path: Path, policy: Policy, builtin_tools: Mapping[str, Collection[str]] | None = None
+    ) -> None:
         self.path = path
         self.policy = policy
+        self.builtin_tools = builtin_tools
         self.last_error: str | None = None
 
     @classmethod
-    def load(cls, path: Path) -> PolicyHolder:
-        """Load the initial policy. Raises ``PolicyLoadError``: a gateway must not start on a bad one."""
-        return cls(path, load_policy(path))
+    def load(cls, path: Path, builtin_tools: Mapping[str, Collection[str]] | None = None) -> PolicyHolder:
+        """Load the initial policy. Raises ``PolicyLoadError``: a gateway must not start on a bad one.
+
+        ``builtin_tools`` (toolset → tool names): a grant under a built-in prefix naming no such tool
+        is an error, as in ``policy check``.
+        """
+        return cls(path, load_policy(path, builtin_tools=builtin_tools), builtin_tools)
 
     def reload(self) -> PolicyLoadError | None:
         """Re-read the policy files; on error keep the running policy and return the error."""
         try:
-            self.policy = load_policy(self.path)
+            self.policy = load_policy(self.path, builtin_tools=self.builtin_tools)
         except PolicyLoadError as exc:
             self.last_error = str(exc)
             return exc
@@ -71,6 +78,7 @@ class SecretsView:
         self._redactor: Redactor = EMPTY
         self._values: dict[str, SecretValue] = {}
         self._seen: dict[bytes, SecretValue] = {}
+        self._failed_generation: int | None = None
 
     def _refresh(self) -> None:
         if self.vault.sealed:
@@ -86,6 +94,8 @@ class SecretsView:
             if self._reload_keys is None:
                 raise
             self.vault.reload_keyring(self._reload_keys())
+            if self.vault.sealed:
+                return  # the key source now holds a key that is not the vault's: logged by the vault
             values = self.vault.resolve_all()
         changed = {
             name
@@ -110,8 +120,12 @@ class SecretsView:
     def redactor(self) -> Redactor:
         try:
             self._refresh()
-        except IntegrityError:
-            logger.exception("vault integrity failure while refreshing the redactor")
+        except IntegrityError as exc:
+            # Once per store generation, not once per call: the same failure would flood the log.
+            generation = self.vault.generation()
+            if generation != self._failed_generation:
+                self._failed_generation = generation
+                logger.error("vault integrity failure while refreshing the redactor: %s", exc)
         return self._redactor
 
     def resolve(self, name: str) -> SecretValue:

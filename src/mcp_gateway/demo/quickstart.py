@@ -250,7 +250,8 @@ Play the agent, in another shell (each step is a governed, audited MCP call):
   mcp-gateway demo rerun --dir {qs}        # a failed dbt Cloud job: context, rerun, status
   mcp-gateway demo patch --dir {qs}        # a 10x Salesforce change waits for a human
   mcp-gateway approvals list -c {cfg}
-  mcp-gateway approvals approve -c {cfg} APPROVAL_ID --as you
+  export MCP_GATEWAY_ADMIN_TOKEN=$(mcp-gateway admin create you -c {cfg})   # once: your admin token
+  mcp-gateway approvals approve -c {cfg} APPROVAL_ID     # decided as the token's holder, audited
   mcp-gateway demo patch --dir {qs} --approval-id APPROVAL_ID
   mcp-gateway demo revert --dir {qs} --audit-id AUDIT_ID      # put the before-image back
 

@@ -3,8 +3,13 @@
 The two kinds of token never cross: ``/mcp`` authenticates with the agent store only, and the
 routes here with the admin store only, so an agent token is refused here (401) and an admin token
 is refused on ``/mcp``. Every refused attempt is audited (``admin_auth_failure``: the reason and the
-token's public id, never the token) and so is every decision (``approval``), before it is made: no
-audit, no decision.
+token's public id, never the token; for a decision also the approval id and the decision asked for)
+and so is every decision (``approval``), before it is made: no audit, no decision.
+
+The approver is the admin token's holder (``AdminPrincipal.name``), never a name in the body (a body
+with any field but ``note`` is refused). ``approvals/decide.py`` refuses self-approval and a second
+approval by the same admin, and counts distinct approvers under the two-person rule; the CLI decides
+through the same function.
 
     GET  /admin/approvals?status=pending&limit=100   newest first
     GET  /admin/approvals/{id}
@@ -24,11 +29,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mcp_gateway.approvals.decide import Approver
+from mcp_gateway.approvals.decide import decide as decide_audited
 from mcp_gateway.approvals.model import (
     STATUSES,
+    ApprovalBadRequest,
     ApprovalError,
     ApprovalNotFound,
-    decide_refusal,
     decision_event,
 )
 from mcp_gateway.approvals.store import ApprovalStore, ApprovalStoreUnavailable
@@ -65,6 +72,30 @@ VerifyAdmin = Callable[[str], AdminPrincipal]
 Handler = Callable[[Request, AdminPrincipal], Awaitable[Response]]
 
 
+async def record_admin_failure(
+    audit_log: AuditLog, request: Request, reason: str, token: str, **extra: Any
+) -> None:
+    """Audit a refused admin request (``admin_auth_failure``): the reason and the token's public id,
+    never the token; past the flood threshold per client it is counted (``audit/flood.py``)."""
+    client = request.client
+    detail: dict[str, Any] = {
+        "reason": reason,
+        "path": request.url.path,
+        "client": client.host if client else "",
+        **extra,
+    }
+    if (token_id := admin_token_id_of(token)) is not None:
+        detail["token_kind"], detail["token_id"] = "admin", token_id
+    elif (token_id := token_id_of(token)) is not None:
+        # An agent token here is an agent reaching for admin powers: worth telling apart.
+        detail["token_kind"], detail["token_id"] = "agent", token_id
+    event = AuditEvent(kind="admin_auth_failure", decision="deny", status="unauthenticated", detail=detail)
+    try:
+        await audit_log.failures.record(event, detail["client"])
+    except AuditUnavailable:
+        logger.error("audit unavailable while recording an admin authentication failure")
+
+
 def create_admin_routes(
     store: ApprovalStore,
     audit_log: AuditLog,
@@ -84,24 +115,12 @@ def create_admin_routes(
     """
 
     async def audit_failure(request: Request, reason: str, token: str) -> None:
-        client = request.client
-        detail: dict[str, Any] = {
-            "reason": reason,
-            "path": request.url.path,
-            "client": client.host if client else "",
-        }
-        if (token_id := admin_token_id_of(token)) is not None:
-            detail["token_kind"], detail["token_id"] = "admin", token_id
-        elif (token_id := token_id_of(token)) is not None:
-            # An agent token here is an agent reaching for admin powers: worth telling apart.
-            detail["token_kind"], detail["token_id"] = "agent", token_id
-        event = AuditEvent(
-            kind="admin_auth_failure", decision="deny", status="unauthenticated", detail=detail
-        )
-        try:
-            await audit_log.append(event)
-        except AuditUnavailable:
-            logger.error("audit unavailable while recording an admin authentication failure")
+        extra: dict[str, Any] = {}
+        if approval_id := request.path_params.get("approval_id"):
+            extra["approval_id"] = approval_id
+        if request.method == "POST":
+            extra["decision"] = request.url.path.rsplit("/", 1)[-1]
+        await record_admin_failure(audit_log, request, reason, token, **extra)
 
     def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -150,33 +169,38 @@ def create_admin_routes(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
                 for e in exc.errors(include_input=False)
             )
-            return _error(400, "bad_request", f"invalid body: {problems}")
-        current = await anyio.to_thread.run_sync(store.get, approval_id)
+            # An attempt all the same (e.g. a body naming another approver): audited under the token holder.
+            refused = ApprovalBadRequest(f"invalid body: {problems}", approval_id)
+            await audit_log.append(
+                decision_event(
+                    approval_id,
+                    None,
+                    approve=approve,
+                    approver=admin.name,
+                    note=None,
+                    via="api",
+                    error=refused,
+                    admin_token_id=admin.token_id,
+                )
+            )
+            return _error(400, "bad_request", str(refused))
+        approver = Approver(admin.name, admin.token_id)
 
-        def event(error: ApprovalError | None = None) -> AuditEvent:
-            return decision_event(
+        def record(event: AuditEvent) -> None:
+            anyio.from_thread.run(audit_log.append, event)
+
+        decided = await anyio.to_thread.run_sync(
+            lambda: decide_audited(
+                store,
                 approval_id,
-                current,
+                approver=approver,
                 approve=approve,
-                approver=admin.name,
                 note=body.note,
                 via="api",
-                error=error,
-                admin_token_id=admin.token_id,
+                record=record,
+                clock=clock,
             )
-
-        refusal = decide_refusal(current, approval_id, now=clock())
-        if refusal is not None:
-            await audit_log.append(event(refusal))
-            raise refusal
-        await audit_log.append(event())  # audit before act: if this fails, nothing is decided
-        try:
-            decided = await anyio.to_thread.run_sync(
-                lambda: store.decide(approval_id, approve=approve, approver=admin.name, note=body.note)
-            )
-        except ApprovalError as exc:  # lost a race with another approver, or expired meanwhile
-            await audit_log.append(event(exc))
-            raise
+        )
         return JSONResponse(decided.to_dict())
 
     async def approve(request: Request, admin: AdminPrincipal) -> Response:

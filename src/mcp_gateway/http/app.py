@@ -36,6 +36,7 @@ from mcp_gateway.http.admin import VerifyAdmin, create_admin_routes
 from mcp_gateway.http.auth import AuthMiddleware
 from mcp_gateway.http.egress import EgressScrubber
 from mcp_gateway.http.handlers import build_mcp_server
+from mcp_gateway.http.health import readyz_endpoint
 from mcp_gateway.http.lean import FastToolCall
 from mcp_gateway.http.sessions import SessionDirectory
 from mcp_gateway.identity.agents import AgentStore
@@ -151,22 +152,8 @@ def create_app(
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(_: Request) -> Response:
-        upstreams = {
-            name: ("connected" if up.connected else f"unavailable: {up.last_error or 'connecting'}")
-            for name, up in gateway.upstreams.items()
-        }
-        body = {
-            "ready": state.ready,
-            "vault": "sealed" if gateway.secrets.vault.sealed else "unsealed",
-            "policy": "ok"
-            if gateway.policy.last_error is None
-            else "last reload failed; previous policy in force",
-            # Checkpoints need the signing key from the vault; without it the chain alone protects.
-            "audit_checkpoints": "signed" if gateway.audit.checkpointer is not None else "off: no key",
-            "upstreams": upstreams,
-        }
-        return JSONResponse(body, status_code=200 if state.ready else 503)
+    # Unauthenticated: ready or not, nothing else; the reasons need an admin token (health.py).
+    readyz = readyz_endpoint(gateway, lambda: state.ready, verify_admin)
 
     async def resource_metadata(_: Request) -> Response:
         body: dict[str, Any] = {

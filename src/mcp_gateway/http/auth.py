@@ -152,7 +152,7 @@ class AuthMiddleware:
             detail=detail,
         )
         try:
-            await self.audit.append(event)
+            await self.audit.failures.record(event, detail["client"])
         except AuditUnavailable:
             logger.error("audit unavailable while recording an authentication failure")
 

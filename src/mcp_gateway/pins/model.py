@@ -1,17 +1,23 @@
-"""Tool-definition pinning, the pure core: what is pinned, its hash, and a readable diff.
+"""Definition pinning, the pure core: what is pinned, its hash, and a readable diff.
 
-An upstream MCP server can change a tool's description or schema after an admin has looked at it
-(a "rug pull"): the new text reaches the model as instructions. The gateway therefore pins each
-upstream tool on first sight to a SHA-256 over the canonical JSON of the fields a model reads, and
-blocks the tool when a later listing presents anything else, until an admin approves the change.
+An upstream MCP server can change a tool's (prompt's, resource's) definition after an admin has looked
+at it (a "rug pull"): the new text reaches the model as instructions. The gateway therefore pins each
+upstream item on first sight to a SHA-256 over the canonical JSON of its definition, and blocks the
+item when a later listing presents anything else, until an admin approves the change.
 
-Pinned fields: ``name``, ``title``, ``description``, ``inputSchema``, ``outputSchema`` and
-``annotations``. ``title`` is not in MCP's list of what defines a tool's behaviour, but clients show
-it to models in place of the name, so it can carry an injection as well as the description can.
-``_meta``, ``icons`` and ``execution`` are not pinned: they carry nothing a model reads as
-instructions, and upstreams may legitimately vary them between listings.
+What is pinned (format 2): every field the upstream presents and the gateway passes on to agents:
+``name``, ``title``, ``description``, the schemas, ``annotations``, ``icons``, ``execution`` and
+``_meta`` alike. A client may show an icon, a title or a ``_meta`` note to the model or the user, so
+each can carry an injection or a lure. Two resource fields are left out because they change by
+themselves and carry no text: ``size``, and ``annotations.lastModified`` when it is a timestamp (any
+other value in it is text, and pinned).
 
-This module does no I/O. The store is ``pin_store.py``; the guard that applies pins is ``pin_guard.py``.
+Format 1 (pins taken before this change) covered only ``name``, ``title``, ``description``, ``inputSchema``,
+``outputSchema`` and ``annotations`` of tools. A format-1 pin is upgraded in place when the fields it
+covered are unchanged (``pin_upgraded`` audited, with the fields newly covered), and blocked like any
+change when they are not.
+
+This module does no I/O. The store is ``store.py``; the guard that applies pins is ``gate.py``.
 """
 
 from __future__ import annotations
@@ -21,43 +27,77 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from mcp_gateway.audit.record import canonical
 
-PINNED_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
-"""The keys of an MCP ``Tool`` (wire form, camelCase) that a pin covers."""
+Kind = Literal["tool", "prompt", "resource", "template"]
+"""What a pin is of: a tool, a prompt, a concrete resource, or a resource template."""
+
+KINDS: tuple[Kind, ...] = ("tool", "prompt", "resource", "template")
+
+PIN_VERSION = 2
+"""The current pin format: every presented field (see the module doc)."""
+
+LEGACY_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+"""The keys of an MCP ``Tool`` a format-1 pin covered."""
 
 PinStatus = Literal["pinned", "changed", "new"]
 """``pinned``: the presented definition is the approved one. ``changed``: the upstream now presents a
-different definition (blocked). ``new``: first seen while new tools need approval (blocked)."""
+different definition (blocked). ``new``: first seen while new items need approval (blocked)."""
 
 
-def pinned_definition(tool: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a tool definition a pin covers; absent and ``None`` fields are left out alike.
+def _timestamp(value: object) -> bool:
+    if not isinstance(value, str) or len(value) > 64:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def pinned_definition(
+    item: Mapping[str, Any], kind: Kind = "tool", version: int = PIN_VERSION
+) -> dict[str, Any]:
+    """The part of a definition a pin covers; absent and ``None`` fields are left out alike.
 
     Args:
-        tool: an MCP ``Tool`` as a JSON-ready dict (``model_dump(by_alias=True, mode="json")``),
-            with the name the upstream gave it.
+        item: an MCP ``Tool``/``Prompt``/``Resource``/``ResourceTemplate`` as a JSON-ready dict
+            (``model_dump(by_alias=True, mode="json")``), with the name the upstream gave it.
+        kind: what the item is.
+        version: the pin format (1: the legacy tool fields only).
     """
-    return {key: tool[key] for key in PINNED_FIELDS if tool.get(key) is not None}
+    if version == 1:
+        return {key: item[key] for key in LEGACY_FIELDS if item.get(key) is not None}
+    pinned = {key: value for key, value in item.items() if value is not None}
+    if kind == "resource":
+        pinned.pop("size", None)
+        annotations = pinned.get("annotations")
+        if isinstance(annotations, Mapping) and _timestamp(annotations.get("lastModified")):
+            pinned["annotations"] = {k: v for k, v in annotations.items() if k != "lastModified"}
+    return pinned
 
 
-def definition_hash(tool: Mapping[str, Any]) -> str:
-    """SHA-256 hex of the canonical JSON of ``pinned_definition(tool)``.
+def definition_hash(item: Mapping[str, Any], kind: Kind = "tool", version: int = PIN_VERSION) -> str:
+    """SHA-256 hex of the canonical JSON of ``pinned_definition(item, kind, version)``.
 
     Key order does not matter; any change to a pinned field (a character of the description, a
-    schema keyword, an annotation flag) does.
+    schema keyword, an icon URL, a ``_meta`` entry) does.
 
     Raises:
         TypeError: the definition holds something JSON cannot represent.
     """
-    return hashlib.sha256(canonical(pinned_definition(tool))).hexdigest()
+    return hashlib.sha256(canonical(pinned_definition(item, kind, version))).hexdigest()
 
 
-def definition_text(tool: Mapping[str, Any]) -> str:
+def definition_text(item: Mapping[str, Any], kind: Kind = "tool", version: int = PIN_VERSION) -> str:
     """The pinned definition as indented, key-sorted JSON: stable across listings, and diffable."""
-    return json.dumps(pinned_definition(tool), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    return (
+        json.dumps(pinned_definition(item, kind, version), sort_keys=True, indent=2, ensure_ascii=False)
+        + "\n"
+    )
 
 
 def definition_diff(old_text: str, new_text: str, *, label: str) -> str:
@@ -77,19 +117,67 @@ def definition_diff(old_text: str, new_text: str, *, label: str) -> str:
     return "".join(lines)
 
 
+def changed_fields(old_text: str, new_text: str, *, only: tuple[str, ...] | None = None) -> list[str]:
+    """The top-level fields that differ between two definition texts (names only, never values).
+
+    Args:
+        old_text: the approved definition text (empty when there was none).
+        new_text: the presented definition text.
+        only: compare just these fields (a format-1 pin covered fewer).
+    """
+    try:
+        old = json.loads(old_text) if old_text else {}
+        new = json.loads(new_text)
+    except ValueError:
+        return ["(unreadable)"]
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ["(unreadable)"]
+    keys = set(old) | set(new)
+    if only is not None:
+        keys &= set(only)
+    return sorted(key for key in keys if old.get(key) != new.get(key))
+
+
+def pin_name(kind: Kind, upstream: str, name: str) -> str:
+    """How the CLI and audit records name a pin: ``up.tool``, ``prompt:up.name``,
+    ``resource:up:URI``, ``template:up:URI-TEMPLATE``."""
+    if kind == "tool":
+        return f"{upstream}.{name}"
+    if kind == "prompt":
+        return f"prompt:{upstream}.{name}"
+    return f"{kind}:{upstream}:{name}"
+
+
+def parse_pin_name(text: str) -> tuple[Kind, str, str] | None:
+    """The inverse of ``pin_name``: (kind, upstream, name), or None if ``text`` is not one."""
+    kinds: tuple[Kind, ...] = ("resource", "template")
+    for kind in kinds:
+        if text.startswith(f"{kind}:"):
+            upstream, colon, name = text[len(kind) + 1 :].partition(":")
+            return (kind, upstream, name) if upstream and colon and name else None
+    kind_: Kind = "tool"
+    if text.startswith("prompt:"):
+        kind_, text = "prompt", text[len("prompt:") :]
+    upstream, dot, name = text.partition(".")
+    return (kind_, upstream, name) if upstream and dot and name else None
+
+
 @dataclass(frozen=True, slots=True)
 class Pin:
-    """One upstream tool's pin, as stored.
+    """One upstream item's pin, as stored.
 
     Attributes:
         upstream: the upstream's name in ``gateway.yaml``.
-        tool: the tool's name at the upstream.
-        hash: the approved definition's hash; empty for a ``new`` tool awaiting its first approval.
-        definition: the approved definition's text (redacted); empty for a ``new`` tool.
+        tool: the item's name at the upstream (a tool's or prompt's name, a resource's URI, a
+            template's URI template).
+        hash: the approved definition's hash; empty for a ``new`` item awaiting its first approval.
+        definition: the approved definition's text (redacted); empty for a ``new`` item.
         presented_hash: the hash of a different definition the upstream presents now, else empty.
         presented_definition: that definition's text (redacted), else empty.
         pinned_at: when the approved definition was pinned or approved (seconds since the epoch).
         changed_at: when the presented definition was first seen, or None.
+        kind: what the item is.
+        version: the format of ``hash`` (``PIN_VERSION``, or 1 for a pin taken before format 2).
     """
 
     upstream: str
@@ -100,11 +188,13 @@ class Pin:
     presented_definition: str = ""
     pinned_at: float = 0.0
     changed_at: float | None = None
+    kind: Kind = "tool"
+    version: int = PIN_VERSION
 
     @property
     def name(self) -> str:
-        """The public name agents see: ``upstream.tool``."""
-        return f"{self.upstream}.{self.tool}"
+        """The name the CLI takes (``pin_name``)."""
+        return pin_name(self.kind, self.upstream, self.tool)
 
     @property
     def status(self) -> PinStatus:
@@ -119,27 +209,39 @@ class PinStore(Protocol):
     ``generation`` changes whenever any pin is written, so a reader can tell cheaply whether to re-read.
     """
 
-    def get(self, upstream: str, tool: str) -> Pin | None: ...
+    def get(self, upstream: str, tool: str, kind: Kind = "tool") -> Pin | None: ...
 
     def all(self) -> list[Pin]: ...
 
-    def has_pins(self, upstream: str) -> bool:
-        """Whether any tool of ``upstream`` was ever pinned (so it is past trust-on-first-use)."""
+    def was_listed(self, upstream: str, kind: Kind) -> bool:
+        """Whether ``upstream``'s items of ``kind`` were ever listed (so it is past trust-on-first-use)."""
         ...
 
-    def pin(self, upstream: str, tool: str, hash: str, definition: str) -> None:
-        """Pin a first-seen tool (the presented definition becomes the approved one)."""
+    def mark_listed(self, upstream: str, kind: Kind) -> None:
+        """Record that ``upstream``'s items of ``kind`` have been listed (even if there were none)."""
         ...
 
-    def present(self, upstream: str, tool: str, hash: str, definition: str) -> None:
+    def pin(self, upstream: str, tool: str, hash: str, definition: str, kind: Kind = "tool") -> None:
+        """Pin a first-seen item (the presented definition becomes the approved one)."""
+        ...
+
+    def upgrade(
+        self, upstream: str, tool: str, kind: Kind, old_hash: str, hash: str, definition: str
+    ) -> None:
+        """Re-pin a format-1 pin whose covered fields are unchanged, if it still has ``old_hash``."""
+        ...
+
+    def present(self, upstream: str, tool: str, hash: str, definition: str, kind: Kind = "tool") -> None:
         """Record a definition the upstream presents that differs from the pin (or awaits approval)."""
         ...
 
-    def clear_presented(self, upstream: str, tool: str) -> None:
+    def clear_presented(self, upstream: str, tool: str, kind: Kind = "tool") -> None:
         """The upstream presents the approved definition again: forget the differing one."""
         ...
 
-    def approve(self, upstream: str, tool: str, *, expected_hash: str | None = None) -> Pin:
+    def approve(
+        self, upstream: str, tool: str, *, kind: Kind = "tool", expected_hash: str | None = None
+    ) -> Pin:
         """Make the presented definition the approved one. Raises ``PinError``."""
         ...
 

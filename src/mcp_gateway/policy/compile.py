@@ -235,5 +235,6 @@ def compile_governance(grant: Grant, grant_id: str, source: str) -> GrantGoverna
         approval_rules=tuple(rules),
         tool_conditions=tuple(tool_conditions),
         approval_ttl=approval.ttl_seconds if approval is not None else None,
+        approval_min_approvers=approval.min_approvers if approval is not None else None,
         rates=compile_rates(grant.rate),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from mcp_gateway.errors import PolicyLoadError
+from mcp_gateway.policy.catalog import builtin_name_problems
 from mcp_gateway.policy.compile import compile_grant, compile_rates
 from mcp_gateway.policy.model import CompiledGrant, NamedMetric, Policy, PolicyDocument, TableRule
 
@@ -303,7 +304,9 @@ def _table_source(parsed: Sequence[tuple[str, PolicyDocument, _Map]], table: str
     return "<policy>"
 
 
-def _load_sources(sources: Iterable[tuple[str, str]]) -> Policy:
+def _load_sources(
+    sources: Iterable[tuple[str, str]], builtin_tools: Mapping[str, Collection[str]] | None = None
+) -> Policy:
     problems: list[str] = []
     parsed: list[tuple[str, PolicyDocument, _Map]] = []
     for filename, text in sources:
@@ -315,22 +318,28 @@ def _load_sources(sources: Iterable[tuple[str, str]]) -> Policy:
         if result is not None:
             parsed.append((filename, *result))
     policy = _compile(parsed, problems)
+    if builtin_tools is not None:
+        problems.extend(builtin_name_problems(policy, builtin_tools))
     if problems:
         raise PolicyLoadError(problems)
     return policy
 
 
-def parse_policy_text(text: str, filename: str = "<string>") -> Policy:
+def parse_policy_text(
+    text: str, filename: str = "<string>", *, builtin_tools: Mapping[str, Collection[str]] | None = None
+) -> Policy:
     """Parse one policy document from text.
 
     Args:
         text: the YAML source.
         filename: the name used in error locations.
+        builtin_tools: toolset name → every tool name it has; given, a grant under a built-in prefix
+            that matches no built-in tool is a problem (``catalog.builtin_name_problems``).
 
     Raises:
         PolicyLoadError: carrying every problem found, each as ``filename:line: message``.
     """
-    return _load_sources([(filename, text)])
+    return _load_sources([(filename, text)], builtin_tools)
 
 
 def policy_files(path: Path) -> list[Path]:
@@ -345,13 +354,15 @@ def policy_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_policy(path: Path) -> Policy:
+def load_policy(path: Path, *, builtin_tools: Mapping[str, Collection[str]] | None = None) -> Policy:
     """Load, validate, merge and compile a policy file or a directory of policy files.
 
     An empty directory is a valid policy that grants nothing.
 
     Args:
         path: a policy file, or a directory whose ``*.yaml``/``*.yml`` files are merged in name order.
+        builtin_tools: toolset name → every tool name it has; given, a grant under a built-in prefix
+            that matches no built-in tool is a problem (a permission that would silently grant nothing).
 
     Raises:
         PolicyLoadError: carrying every problem in every file, each as ``file:line: message``.
@@ -368,7 +379,7 @@ def load_policy(path: Path) -> Policy:
         except OSError as exc:
             problems.append(f"{file}:1: cannot read file: {exc.strerror or exc}")
     try:
-        policy = _load_sources(sources)
+        policy = _load_sources(sources, builtin_tools)
     except PolicyLoadError as exc:
         raise PolicyLoadError([*problems, *exc.problems]) from None
     if problems:

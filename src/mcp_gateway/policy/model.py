@@ -142,6 +142,8 @@ class GrantGovernance:
         approval_rules: argument conditions (deny-rule semantics) any of which sends a call to a human.
         tool_conditions: conditions the tool evaluates against current state (``change_factor``).
         approval_ttl: seconds an approval stays usable; None: the gateway's default.
+        approval_min_approvers: distinct approvers a call needs (2: the two-person rule); None: the
+            gateway's ``approvals.min_approvers`` (which also applies when it is larger).
         rates: ``(limit text, count, window seconds)`` quotas per agent on the grant's tools.
     """
 
@@ -150,6 +152,7 @@ class GrantGovernance:
     approval_rules: tuple[CompiledDenyRule, ...] = ()
     tool_conditions: tuple[Mapping[str, Any], ...] = ()
     approval_ttl: int | None = None
+    approval_min_approvers: int | None = None
     rates: tuple[tuple[str, int, int], ...] = ()
 
 

@@ -197,6 +197,9 @@ class ApprovalSchema(_Schema):
     when: tuple[ApprovalCondition, ...] = ()
     ttl_seconds: Length | None = None
     """How long an approval stays usable once granted (default from gateway.yaml)."""
+    min_approvers: Annotated[int, Field(ge=1, le=10, strict=True)] | None = None
+    """Distinct admins who must approve (2: the two-person rule, for what this grant makes critical);
+    ``approvals.min_approvers`` in gateway.yaml applies when it is larger."""
 
     @model_validator(mode="after")
     def _says_something(self) -> ApprovalSchema:

@@ -3,7 +3,10 @@
 Agents clone a production table to a branch, fix rows there (structured predicates, a row cap from
 the grant), measure the branch, and switch it in. Switch-in runs the table's policy checks on the
 branch first, asks for approval when policy says so, and only fast-forwards. Production (``main``)
-is never written in place. Tables are named ``<warehouse>.<namespace>.<table>``.
+is never written in place. Tables are named ``<warehouse>.<namespace>.<table>``. A rollback that would
+discard production commits made after the switch-in it undoes is refused, naming them, unless the call
+says ``discard_later_commits: true`` (which a grant's ``approval: {when: [{args: ...}]}`` can send to a
+human); what a rollback discarded goes on the audit record.
 
 Policy sections read from ``ctx.policy_extra``:
     tables:  {fnmatch pattern: {switch_in_checks: [check, ...], switch_in_approval: bool,
@@ -23,6 +26,7 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from mcp_gateway.connectors.warehouse.base import (
     Check,
+    LaterCommitsFound,
     NamedMetric,
     Predicate,
     RowCapExceeded,
@@ -86,6 +90,14 @@ class SwitchInput(ToolInput):
 class RollbackInput(ToolInput):
     table: str = _TABLE
     to_snapshot: str = Field(description="a snapshot/backup handle from an earlier switch_in or rollback")
+    discard_later_commits: bool = Field(
+        default=False,
+        description=(
+            "also discard production commits made after the switch-in being rolled back (a rollback "
+            "that would discard any is refused, naming them, unless this is true); policy may ask "
+            "a human to approve it"
+        ),
+    )
 
 
 class _Registry:
@@ -147,6 +159,8 @@ def _failure(exc: WarehouseError) -> ToolFailure:
     detail: dict[str, Any] = {"error": type(exc).__name__}
     if isinstance(exc, RowCapExceeded):
         detail.update(rows_matched=exc.matched, max_rows=exc.max_rows, rows_written=0)
+    if isinstance(exc, LaterCommitsFound):
+        detail.update(later_commits=[c.as_dict() for c in exc.commits], rolled_back=False)
     return ToolFailure(str(exc), detail)
 
 
@@ -263,9 +277,19 @@ def build_data_toolset(
         }
 
     async def rollback_table(ctx: ToolContext, args: RollbackInput) -> dict[str, Any]:
-        result = await call(args.table, lambda wh, t: wh.rollback(t, args.to_snapshot))
-        ctx.audit_detail.update(before_snapshot=result.before, after_snapshot=result.after)
-        return {"table": args.table, "before_snapshot": result.before, "after_snapshot": result.after}
+        flag = args.discard_later_commits
+        result = await call(args.table, lambda wh, t: wh.rollback(t, args.to_snapshot, flag))
+        discarded = [c.as_dict() for c in result.discarded]
+        # What was thrown away goes on the record; `before_snapshot` still reaches it.
+        ctx.audit_detail.update(
+            before_snapshot=result.before, after_snapshot=result.after, discarded_later_commits=discarded
+        )
+        return {
+            "table": args.table,
+            "before_snapshot": result.before,
+            "after_snapshot": result.after,
+            "discarded_later_commits": discarded,
+        }
 
     async def discard_branch(ctx: ToolContext, args: CloneInput) -> dict[str, Any]:
         await call(args.table, lambda wh, t: wh.discard_branch(t, args.branch))
@@ -305,7 +329,8 @@ def build_data_toolset(
         ),
         BuiltinTool(
             "data.rollback_table",
-            "Set production back to an earlier snapshot handle.",
+            "Set production back to an earlier snapshot handle. Refused, naming them, if production "
+            "commits were made after the switch-in being undone, unless `discard_later_commits`.",
             RollbackInput,
             rollback_table,
             destructive=True,

@@ -3,8 +3,10 @@
 Tools (each governed by the gateway core like any other tool):
 
     ops.rerun_job(job, mode, reason)    failed_only: retry the latest failed run; full: start a new run.
-                                        The same (job, mode, normalised reason) never launches twice,
-                                        across restarts too (``orchestrators/idempotency.py``).
+                                        The same (job, mode, normalised reason) does not launch twice
+                                        within the job's idempotency window (24 h by default), across
+                                        restarts too (``orchestrators/idempotency.py``); the answer says
+                                        which run it deduplicated to and when the key expires.
     ops.get_job_status(job, run_id)     the normalised state of one run of a configured job.
     ops.get_failure_context(job)        recent failed runs, error text, log tail, admin runbook notes.
 
@@ -15,6 +17,7 @@ per orchestrator on first use (``extra_adapters`` adds or replaces a kind's fact
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +28,7 @@ from pydantic import Field
 
 from mcp_gateway.connectors.orchestrators.base import Orchestrator, OrchestratorError, RerunMode, RunInfo
 from mcp_gateway.connectors.orchestrators.config import JobSettings, OrchestratorSettings
-from mcp_gateway.connectors.orchestrators.idempotency import IdempotencyStore, rerun_key
+from mcp_gateway.connectors.orchestrators.idempotency import IdempotencyStore, LaunchRecord, iso, rerun_key
 from mcp_gateway.errors import ConfigError, SecretNotFound
 from mcp_gateway.tools.base import BuiltinTool, ToolContext, ToolFailure, ToolInput, Toolset
 from mcp_gateway.types import SecretValue
@@ -79,6 +82,7 @@ class _Ops:
         data_dir: Path,
         resolve_secret: Callable[[str], SecretValue],
         extra_adapters: Mapping[str, AdapterFactory],
+        clock: Callable[[], float],
     ) -> None:
         for name, job in jobs.items():
             if job.orchestrator not in orchestrators:
@@ -88,6 +92,7 @@ class _Ops:
         self.data_dir = data_dir
         self.resolve_secret = resolve_secret
         self.extra_adapters = dict(extra_adapters)
+        self.clock = clock
         self.adapters: dict[str, Orchestrator] = {}
         self.store: IdempotencyStore | None = None
         self.locks: dict[str, anyio.Lock] = {}
@@ -114,7 +119,7 @@ class _Ops:
 
     def idempotency(self) -> IdempotencyStore:
         if self.store is None:
-            self.store = IdempotencyStore(self.data_dir / STORE_FILE)
+            self.store = IdempotencyStore(self.data_dir / STORE_FILE, self.clock)
         return self.store
 
     async def stop(self) -> None:
@@ -138,6 +143,7 @@ def build_ops_toolset(
     data_dir: Path,
     resolve_secret: Callable[[str], SecretValue],
     extra_adapters: Mapping[str, AdapterFactory] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Toolset:
     """The ``ops`` toolset over the configured orchestrators and jobs.
 
@@ -147,15 +153,17 @@ def build_ops_toolset(
         data_dir: the gateway's data dir (holds the idempotency store).
         resolve_secret: vault lookup by secret name, used by adapters at call time.
         extra_adapters: kind → adapter factory ``(settings, resolve_secret)``, overriding the built-ins.
+        clock: epoch seconds now; ages idempotency keys (tests inject one instead of sleeping).
 
     Raises:
         ConfigError: a job names an orchestrator that is not configured.
     """
-    ops = _Ops(orchestrators, jobs, data_dir, resolve_secret, extra_adapters or {})
+    ops = _Ops(orchestrators, jobs, data_dir, resolve_secret, extra_adapters or {}, clock)
 
     async def rerun_job(ctx: ToolContext, args: RerunJobInput) -> dict[str, Any]:
         job, adapter = ops.job(args.job)
         key = rerun_key(args.job, args.mode, args.reason)
+        window = job.idempotency_window_seconds
         ctx.audit_detail.update(
             {"job": args.job, "orchestrator": job.orchestrator, "mode": args.mode, "idempotency_key": key}
         )
@@ -163,21 +171,43 @@ def build_ops_toolset(
         async with lock:
             store = ops.idempotency()
             seen = await anyio.to_thread.run_sync(store.get, key)
+            now = ops.clock()
+            live = seen is not None and seen.live(now, window)
             try:
-                if seen is not None:
+                if seen is not None and live:
+                    record = seen
                     info = await adapter.status(job.id, seen.run_id)
                 else:
-                    info = await adapter.rerun(job.id, args.mode, key)
-                    await anyio.to_thread.run_sync(store.record, key, args.job, args.mode, info.run_id)
+                    # A new window gets a new launch key, so the orchestrator cannot answer it with
+                    # the expired window's run; a retry after a crash here reuses the same one.
+                    generation = 0 if seen is None else seen.generation + 1
+                    record = LaunchRecord(key, args.job, args.mode, "", now, generation)
+                    info = await adapter.rerun(job.id, args.mode, record.launch_key)
+                    record = await anyio.to_thread.run_sync(
+                        lambda: store.record(
+                            key, args.job, args.mode, info.run_id, now=now, generation=generation
+                        )
+                    )
             except (OrchestratorError, SecretNotFound) as exc:
                 raise _failure(exc, args.job) from exc
-        ctx.audit_detail.update({"run_id": info.run_id, "already_launched": seen is not None})
-        return {
-            "job": args.job,
-            "mode": args.mode,
-            **_run_dict(info),
-            "already_launched": seen is not None,
+        facts: dict[str, Any] = {
+            "already_launched": live,
+            "idempotency_key_expires_at": iso(record.expires_at(window)),
         }
+        if live:
+            facts["deduplicated_to"] = {
+                "run_id": record.run_id,
+                "launched_at": iso(record.created_at),
+                "started_at": info.started_at,
+            }
+        elif seen is not None:
+            facts["previous_key_expired"] = {
+                "run_id": seen.run_id,
+                "launched_at": iso(seen.created_at),
+                "expired_at": iso(seen.expires_at(window)),
+            }
+        ctx.audit_detail.update({"run_id": info.run_id, **facts})
+        return {"job": args.job, "mode": args.mode, **_run_dict(info), **facts}
 
     async def get_job_status(ctx: ToolContext, args: JobStatusInput) -> dict[str, Any]:
         job, adapter = ops.job(args.job)
@@ -209,8 +239,10 @@ def build_ops_toolset(
             name="ops.rerun_job",
             description=(
                 "Rerun a configured pipeline job: `failed_only` retries the failed tasks of its latest "
-                "failed run, `full` starts a new run. Repeating the same reason returns the first run "
-                "(`already_launched: true`) instead of launching again."
+                "failed run, `full` starts a new run. Repeating the same reason within the job's "
+                "idempotency window (24 h by default) returns the first run (`already_launched: true`, "
+                "`deduplicated_to`) instead of launching again; `idempotency_key_expires_at` says when "
+                "the same reason will launch anew."
             ),
             input_model=RerunJobInput,
             run=rerun_job,

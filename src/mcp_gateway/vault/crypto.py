@@ -39,9 +39,11 @@ __all__ = [
     "decode_key",
     "encode_key",
     "envelope_key_id",
+    "key_check",
     "rewrap",
     "seal",
     "unseal",
+    "verify_key_check",
 ]
 
 ENVELOPE_VERSION = 1
@@ -53,6 +55,8 @@ _KEY_ID_LABEL = b"mcp-gateway key id"
 _CONTEXT = b"mcp-gateway/vault/v1"
 _FIELDS = ("v", "kid", "wdek", "n", "ct")
 _KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
+# What a key check value seals: a known constant, so opening it proves the key, and nothing else.
+_CHECK_PLAINTEXT = b"mcp-gateway vault key check v1"
 
 
 def _derive_key_id(key: bytes) -> str:
@@ -305,6 +309,25 @@ def envelope_key_id(envelope: bytes) -> str:
     if env is None:
         raise IntegrityError("envelope is malformed")
     return env.kid
+
+
+def key_check(key: MasterKey) -> bytes:
+    """A key check value for ``key``: a known constant sealed under it (nonce + AES-GCM ciphertext).
+
+    Stored beside the envelopes, it lets a vault tell at unseal time whether a well-formed key is the
+    vault's key, before any secret is touched. It reveals no more about the key than an envelope does.
+    """
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    return nonce + AESGCM(key._key).encrypt(nonce, _CHECK_PLAINTEXT, _aad(b"check", key.key_id.encode()))
+
+
+def verify_key_check(key: MasterKey, check: bytes) -> bool:
+    """``True`` when ``check`` was made by ``key_check(key)`` (and is unaltered)."""
+    if len(check) != _NONCE_BYTES + len(_CHECK_PLAINTEXT) + _TAG_BYTES:
+        return False
+    aad = _aad(b"check", key.key_id.encode())
+    opened = _open(key._key, check[:_NONCE_BYTES], check[_NONCE_BYTES:], aad)
+    return opened is not None and hmac.compare_digest(opened, _CHECK_PLAINTEXT)
 
 
 def encode_key(key: MasterKey) -> str:

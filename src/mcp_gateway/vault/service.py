@@ -1,6 +1,7 @@
 """The ``Vault`` service: seals, stores and resolves secrets over a ``SecretStore`` (``store.py``).
 
-It also owns the rule for secret names (``validate_name``) and master-key rotation.
+It also owns the rule for secret names (``validate_name``) and master-key rotation, and, when opened
+with ``check_keys``, refuses a well-formed master key that is not the vault's (``keycheck.py``).
 """
 
 from __future__ import annotations
@@ -11,24 +12,28 @@ import re
 import threading
 from typing import Any
 
-from mcp_gateway.errors import IntegrityError, SecretNotFound, VaultError, VaultSealed
+from mcp_gateway.errors import IntegrityError, SecretNotFound, VaultError, VaultSealed, WrongMasterKey
 from mcp_gateway.types import SecretStore, SecretValue
 from mcp_gateway.vault.crypto import (
     Keyring,
     MasterKey,
     envelope_key_id,
+    key_check,
     rewrap,
     seal,
     unseal,
 )
-from mcp_gateway.vault.store import METADATA_FIELDS, SwappableStore
+from mcp_gateway.vault.keycheck import admit, key_ids_in_use
+from mcp_gateway.vault.store import METADATA_FIELDS, KeyCheckStore, SwappableStore
 
-__all__ = ["Vault", "validate_name"]
+__all__ = ["NO_MASTER_KEY", "Vault", "validate_name"]
 
 logger = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _SWAP_ATTEMPTS = 5
+NO_MASTER_KEY = "no master key is configured"
+"""The ``seal_reason`` of a vault given no key (as opposed to a key that is not its own)."""
 
 
 def validate_name(name: str) -> str:
@@ -49,12 +54,23 @@ class Vault:
     Args:
         store: where envelopes live.
         keyring: the master keys, or ``None`` for a sealed vault (metadata and deletes still work).
+        check_keys: admit a keyring only if it opens the vault's key check values (``keycheck.py``);
+            one that does not leaves the vault sealed, logged once. The store must keep key checks.
+
+    Raises:
+        VaultError: ``check_keys`` with a store that keeps no key checks, or the store failed.
     """
 
-    def __init__(self, store: SecretStore, keyring: Keyring | None) -> None:
+    def __init__(self, store: SecretStore, keyring: Keyring | None, *, check_keys: bool = False) -> None:
+        if check_keys and not isinstance(store, KeyCheckStore):
+            raise VaultError(f"secret store {store!r} keeps no key check values")
         self._store = store
-        self._keyring = keyring
+        self._checks = store if check_keys and isinstance(store, KeyCheckStore) else None
+        self._keyring: Keyring | None = None
+        self.seal_reason: str | None = NO_MASTER_KEY
+        """Why the vault is sealed (``None`` when it is not): no key, or the key given is not its key."""
         self._rotate_lock = threading.Lock()
+        self.unseal(keyring)
 
     def __repr__(self) -> str:
         keys = self._keyring.key_ids if self._keyring else ()
@@ -62,7 +78,7 @@ class Vault:
 
     @property
     def sealed(self) -> bool:
-        """``True`` when no master key is loaded."""
+        """``True`` when no master key is loaded (none was given, or it is not this vault's)."""
         return self._keyring is None
 
     @property
@@ -73,8 +89,28 @@ class Vault:
     def _keys(self) -> Keyring:
         keyring = self._keyring
         if keyring is None:
-            raise VaultSealed("the vault is sealed: no master key is configured")
+            raise VaultSealed(f"the vault is sealed: {self.seal_reason or NO_MASTER_KEY}")
         return keyring
+
+    def unseal(self, keyring: Keyring | None) -> bool:
+        """Load ``keyring`` (``None`` seals the vault); ``True`` if the vault is now unsealed.
+
+        With ``check_keys``, a keyring that is not the vault's leaves it sealed: ``seal_reason`` says
+        which key was given and which is expected, and one error line is logged (no traceback).
+
+        Raises:
+            VaultError: the store failed while checking the keys.
+        """
+        if keyring is not None and self._checks is not None:
+            try:
+                admit(self._checks, keyring)
+            except WrongMasterKey as exc:
+                self._keyring, self.seal_reason = None, str(exc)
+                logger.error("%s", exc)
+                return False
+        self._keyring = keyring
+        self.seal_reason = None if keyring is not None else NO_MASTER_KEY
+        return keyring is not None
 
     def put(self, name: str, value: bytes) -> None:
         """Seal ``value`` under the current master key and store it as ``name``.
@@ -136,9 +172,17 @@ class Vault:
         """
         with self._rotate_lock:
             keyring = self._keys().with_current(new_key)
+            checked = self._checks
+            if checked is not None:
+                # Known to the vault before any envelope uses it.
+                checked.add_key_checks({new_key.key_id: key_check(new_key)})
             # New writes use the new key from now on.
             self._keyring = keyring
             count = sum(self._rewrap_one(keyring, new_key, name) for name in self._store.names())
+            if checked is not None:
+                # A retired key must not pass the check any more: it opens nothing now.
+                in_use = key_ids_in_use(checked) | {new_key.key_id}
+                checked.remove_key_checks(kid for kid in checked.key_checks() if kid not in in_use)
         logger.info("re-wrapped %d secrets under master key %s", count, new_key.key_id)
         return count
 
@@ -167,8 +211,8 @@ class Vault:
         return self._store.generation()
 
     def reload_keyring(self, keyring: Keyring | None) -> None:
-        """Swap in a new keyring (``None`` seals the vault)."""
-        self._keyring = keyring
+        """Swap in a new keyring (``None`` seals the vault); checked like ``unseal``."""
+        self.unseal(keyring)
 
     def list(self) -> builtins.list[dict[str, Any]]:
         """Name, key id and timestamps of every secret; never values or envelopes."""

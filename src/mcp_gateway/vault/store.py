@@ -5,6 +5,12 @@ Backends store only envelopes (see ``crypto``) plus public metadata, so a stolen
 ciphertext, secret names and key ids. SQLite is the embedded default; PostgreSQL lets replicas share
 one vault. Both keep a ``generation`` counter that changes on every write, so readers can tell when
 to refresh what they have cached.
+
+Beside the envelopes, a ``key_checks`` table holds one key check value per master key id (see
+``crypto.key_check`` and ``keycheck.py``), so a vault knows its own keys. It is a table of its own,
+not rows of ``meta`` (whose values are counters), and ``CREATE TABLE IF NOT EXISTS`` adds it to a
+vault made before it existed; such a vault gets its first checks on the first unseal that opens an
+envelope.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import builtins
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METADATA_FIELDS",
+    "KeyCheckStore",
     "PostgresSecretStore",
     "SQLiteSecretStore",
     "SwappableStore",
@@ -43,6 +50,21 @@ class SwappableStore(Protocol):
     def swap(self, name: str, expected: bytes, envelope: bytes) -> bool: ...
 
 
+@runtime_checkable
+class KeyCheckStore(Protocol):
+    """A store that keeps the key check value of each master key id beside the envelopes."""
+
+    def key_checks(self) -> dict[str, bytes]: ...
+
+    def add_key_checks(self, checks: Mapping[str, bytes], *, only_if_none: bool = False) -> bool: ...
+
+    def remove_key_checks(self, key_ids: Iterable[str]) -> None: ...
+
+    def metadata(self) -> builtins.list[dict[str, Any]]: ...
+
+    def get(self, name: str) -> bytes | None: ...
+
+
 class _Cursor(Protocol):
     """The part of a DB-API cursor the stores use (``sqlite3.Cursor`` and ``psycopg.Cursor`` both fit)."""
 
@@ -54,7 +76,7 @@ class _Cursor(Protocol):
     def fetchall(self) -> builtins.list[Any]: ...
 
 
-# One text per statement for both dialects: {t}/{m} are the tables, %s the parameters.
+# One text per statement for both dialects: {t}/{m}/{k} are the tables, %s the parameters.
 _QUERIES = {
     "get": "SELECT envelope FROM {t} WHERE name = %s",
     "put": "INSERT INTO {t} (name, envelope, key_id, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)"
@@ -70,8 +92,15 @@ _QUERIES = {
     " key_id TEXT NOT NULL, created_at {real} NOT NULL, updated_at {real} NOT NULL)",
     "create_meta": "CREATE TABLE IF NOT EXISTS {m} (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
     "init_generation": "INSERT INTO {m} (key, value) VALUES ('generation', 0) ON CONFLICT (key) DO NOTHING",
+    "create_checks": "CREATE TABLE IF NOT EXISTS {k} (key_id TEXT PRIMARY KEY, key_check {blob} NOT NULL,"
+    " created_at {real} NOT NULL)",
+    "checks": "SELECT key_id, key_check FROM {k} ORDER BY key_id",
+    "count_checks": "SELECT count(*) FROM {k}",
+    "add_check": "INSERT INTO {k} (key_id, key_check, created_at) VALUES (%s, %s, %s)"
+    " ON CONFLICT (key_id) DO NOTHING",
+    "remove_check": "DELETE FROM {k} WHERE key_id = %s",
 }
-_SCHEMA_STEPS = ("create_secrets", "create_meta", "init_generation")
+_SCHEMA_STEPS = ("create_secrets", "create_meta", "init_generation", "create_checks")
 
 
 class _SQLSecretStore:
@@ -132,6 +161,37 @@ class _SQLSecretStore:
         with self._tx(write=False) as cur:
             return int(cur.execute(self._q["generation"]).fetchall()[0][0])
 
+    def key_checks(self) -> dict[str, bytes]:
+        """The key check value of each recorded master key id."""
+        with self._tx(write=False) as cur:
+            return {row[0]: bytes(row[1]) for row in cur.execute(self._q["checks"]).fetchall()}
+
+    def add_key_checks(self, checks: Mapping[str, bytes], *, only_if_none: bool = False) -> bool:
+        """Record key check values (an id already recorded keeps its value).
+
+        Args:
+            checks: check value by key id.
+            only_if_none: record nothing if any check is recorded already, decided in the same
+                transaction, so two processes opening a new vault with different keys cannot both win.
+
+        Returns:
+            ``False`` when ``only_if_none`` found checks recorded (nothing written), else ``True``.
+        """
+        now = self._clock()
+        with self._tx(write=True) as cur:
+            cur.execute(self._q["lock_checks"])
+            if only_if_none and int(cur.execute(self._q["count_checks"]).fetchall()[0][0]):
+                return False
+            for key_id, check in checks.items():
+                cur.execute(self._q["add_check"], (key_id, check, now))
+        return True
+
+    def remove_key_checks(self, key_ids: Iterable[str]) -> None:
+        """Forget the check values of ``key_ids`` (keys retired by a finished rotation)."""
+        with self._tx(write=True) as cur:
+            for key_id in key_ids:
+                cur.execute(self._q["remove_check"], (key_id,))
+
 
 class SQLiteSecretStore(_SQLSecretStore):
     """Envelopes in a SQLite file (WAL, ``synchronous=FULL``); safe to share between threads.
@@ -151,9 +211,11 @@ class SQLiteSecretStore(_SQLSecretStore):
         self._writes = 0  # write transactions this connection ran (``PRAGMA data_version`` skips them)
         self._known: tuple[tuple[int, int], int] | None = None  # ((data_version, writes), generation)
         self._q = {
-            k: v.format(t="secrets", m="meta", blob="BLOB", real="REAL").replace("%s", "?")
+            k: v.format(t="secrets", m="meta", k="key_checks", blob="BLOB", real="REAL").replace("%s", "?")
             for k, v in _QUERIES.items()
         }
+        # BEGIN IMMEDIATE already holds the write lock for the whole transaction.
+        self._q["lock_checks"] = "SELECT 1"
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             # Names and key ids are nobody else's business; SQLite gives -wal/-shm the file's mode.
@@ -240,9 +302,15 @@ class PostgresSecretStore(_SQLSecretStore):
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        names = {"t": sql.Identifier(schema, "secrets"), "m": sql.Identifier(schema, "meta")}
+        names = {
+            "t": sql.Identifier(schema, "secrets"),
+            "m": sql.Identifier(schema, "meta"),
+            "k": sql.Identifier(schema, "key_checks"),
+        }
         types = {"blob": sql.SQL("BYTEA"), "real": sql.SQL("DOUBLE PRECISION")}
         self._q = {k: sql.SQL(v).format(**names, **types) for k, v in _QUERIES.items()}
+        # Self-conflicting, so a count and the inserts after it are one step across replicas.
+        self._q["lock_checks"] = sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(names["k"])
         with self._tx(write=True) as cur:
             # Replicas starting together would race on CREATE SCHEMA IF NOT EXISTS without this lock.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mcp_gateway.vault:{schema}",))

@@ -29,6 +29,9 @@ class _UpstreamCommon(_Model):
     """What the upstream's tool and prompt names are offered under: ``<prefix><name>``. Default
     ``<upstream>.``; ``""`` offers them as the upstream names them (two upstreams may not share a
     prefix; a name two sources offer is offered by neither)."""
+    required: bool = False
+    """Whether the gateway is ready (``/readyz`` 200) only while this upstream is connected. Off by
+    default: one optional upstream down should not take every other tool out of a load balancer."""
     protocol: Literal["auto", "legacy"] = "auto"
     """``auto``: 2026-07-28 when the upstream serves it, else the 2025-11-25 handshake; ``legacy``:
     always the handshake (an upstream that sends requests mid-call, rather than returning

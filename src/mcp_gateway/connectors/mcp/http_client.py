@@ -11,9 +11,9 @@ request, keeps the connections, and enforces the limits:
 
 - header names and values are checked once (no CR, LF or other control characters: no header
   injection from a configured credential or a tool name);
-- every new connection resolves the host and, unless ``allow_private_network``, refuses a blocked
-  address (``netguard.blocked_reason``) and connects to the address it checked, so DNS cannot
-  change between the check and the connect;
+- every new connection resolves the host once and, unless ``allow_private_network``, refuses it if
+  any address is blocked (``netguard.resolve_checked``), then connects to an address it checked, so
+  DNS cannot change between the check and the connect;
 - HTTPS verifies the certificate and host name (the default SSL context);
 - the answer's head and body are capped; a call has one deadline for connect, send and read;
 - an idle connection is reused for at most ``IDLE_SECONDS`` (below the usual server keep-alive
@@ -27,7 +27,6 @@ A request is never retried: a ``tools/call`` may have acted upstream even if its
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import socket
 import ssl
@@ -38,7 +37,13 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from mcp_gateway.connectors.netguard import blocked_reason
+from mcp_gateway.connectors.netguard import (
+    HostRefused,
+    HostUnresolved,
+    Resolver,
+    resolve_checked,
+    system_resolver,
+)
 
 IDLE_SECONDS: Final = 4.0
 MAX_HEAD_BYTES: Final = 64 * 1024
@@ -189,6 +194,7 @@ class LeanHttpClient:
         allow_private_network: skip the address check (loopback and private upstreams).
         max_connections: connections open at once; more callers wait for one.
         max_response_bytes: the largest answer body accepted.
+        resolver: the DNS lookup (``netguard.system_resolver``; tests inject one).
 
     Raises:
         HttpFailure: the URL or a header is not usable.
@@ -203,6 +209,7 @@ class LeanHttpClient:
         allow_private_network: bool,
         max_connections: int = 64,
         max_response_bytes: int = 64 * 1024 * 1024,
+        resolver: Resolver = system_resolver,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
@@ -219,7 +226,8 @@ class LeanHttpClient:
             + "Accept-Encoding: identity\r\n"
         )
         self._timeout = timeout
-        self._check = not allow_private_network
+        self._allow_private = allow_private_network
+        self._resolver = resolver
         self._max_body = max_response_bytes
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
@@ -265,22 +273,23 @@ class LeanHttpClient:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-        if self._check:
-            for info in infos:
-                reason = blocked_reason(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
-                if reason is not None:
-                    raise HttpFailure(f"the host resolves to {reason}")
+        try:
+            addresses = await resolve_checked(
+                self._host, self._port, allow_private_network=self._allow_private, resolver=self._resolver
+            )
+        except HostRefused as exc:
+            raise HttpFailure(f"the host resolves to {exc.reason}") from None
+        except HostUnresolved:
+            raise HttpFailure("the host does not resolve") from None
         failure: OSError = OSError("the host does not resolve")
-        for family, _, proto, _, address in infos:
+        for address in addresses:
             try:
                 # The address just checked, not the name: DNS cannot answer differently in between.
                 _, connection = await loop.create_connection(
                     lambda: _Connection(self._max_body),
-                    host=str(address[0]),
-                    port=int(address[1]),
-                    family=family,
-                    proto=proto,
+                    host=str(address),
+                    port=self._port,
+                    family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
                     ssl=self._ssl,
                     server_hostname=self._host if self._ssl is not None else None,
                 )

@@ -7,9 +7,11 @@ resolved from the vault at connect time and passed only to the upstream: as envi
 the stdio process, or as HTTP headers of the gateway's own client. The agent's token is never among
 them. An upstream's stderr may echo its secrets, so it is read through the redactor before it is logged.
 
-Every listing of the upstream's tools passes through a ``ToolReview`` (the ``PinGuard``) before it is
+Every listing of the upstream's tools passes through a ``ListingGuard`` (the ``PinGuard``) before it is
 published, so a tool whose definition changed is blocked before an agent can see or call it; it
-re-lists on the upstream's change notifications, every ``relist_seconds``, and when asked.
+re-lists on the upstream's change notifications (tools, prompts, resources: the guard is told at once,
+so a call that follows waits for the re-list), every ``relist_seconds``, and when a call finds the
+last review too old (``recheck``).
 
 While a request is in flight, the upstream's progress goes to the ``CallRelay`` the face put in
 ``CURRENT_RELAY`` for it; its log messages go to the relay of the one request in flight, and are
@@ -21,7 +23,7 @@ behind each URI) and renewed after a reconnect.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
@@ -40,7 +42,14 @@ from mcp_gateway.channel import CURRENT_RELAY, CallRelay, ClientBoundRequest
 from mcp_gateway.connectors.mcp.config import StdioUpstream, Upstream, substitute
 from mcp_gateway.connectors.mcp.forwarder import PASSED_THROUGH, FastToolCaller
 from mcp_gateway.connectors.mcp.http_client import HttpFailure
-from mcp_gateway.connectors.mcp.listing import follow_tool_changes, list_tools
+from mcp_gateway.connectors.mcp.listing import (
+    ListFamily,
+    ListingGuard,
+    announced_families,
+    follow_changes,
+    list_tools,
+)
+from mcp_gateway.connectors.mcp.pinned_transport import PinnedTransport2
 from mcp_gateway.connectors.mcp.stdio import describe, stderr_pipe
 from mcp_gateway.connectors.netguard import check_upstream_url
 from mcp_gateway.errors import GatewayError, ProtocolRefusal, UpstreamError, VaultSealed
@@ -51,8 +60,8 @@ logger = logging.getLogger(__name__)
 
 SecretResolver = Callable[[str], SecretValue]
 RedactorSource = Callable[[], Redactor]
-ToolReview = Callable[[str, Mapping[str, ToolSpec]], Awaitable[None]]
-"""Checks a fresh listing (upstream, tools by public name) before it is published: ``PinGuard.review``."""
+
+
 ResourceListener = Callable[[str, str], Awaitable[None]]
 """Told of an upstream's ``notifications/resources/updated``: (upstream name, URI)."""
 
@@ -71,7 +80,7 @@ class UpstreamLink:
         resolve: SecretResolver,
         redactor: RedactorSource,
         *,
-        review: ToolReview | None = None,
+        pins: ListingGuard | None = None,
         relist_seconds: float | None = None,
     ) -> None:
         self.name = name
@@ -80,13 +89,15 @@ class UpstreamLink:
         """Public names of this upstream's tools and prompts: ``<prefix><its own name>``."""
         self._resolve = resolve
         self._redactor = redactor
-        self._review = review
+        self._pins = pins
         self._relist_seconds = relist_seconds
         self._client: Client | None = None
         self._fast: FastToolCaller | None = None
         self._tools: dict[str, ToolSpec] = {}
         self._reconnect = anyio.Event()
         self._relist = anyio.Event()
+        self._relist_families: set[ListFamily] = set()
+        self._listing = anyio.Lock()  # one tools listing at a time, so the last published is the newest
         self._ready = anyio.Event()
         self._stopping = False
         self._in_flight: list[CallRelay | None] = []
@@ -94,6 +105,8 @@ class UpstreamLink:
         self.needs_vault = False
         self.on_resource_updated: ResourceListener | None = None
         self._subscribed: set[str] = set()
+        if pins is not None:
+            pins.attach(name, self.prefix, self.recheck)
 
     @property
     def tools(self) -> dict[str, ToolSpec]:
@@ -123,6 +136,12 @@ class UpstreamLink:
                 async with AsyncExitStack() as stack:
                     client = await self._open(stack)
                     self._relist = anyio.Event()
+                    self._relist_families = set()
+                    if self._pins is not None:
+                        # Whatever was reviewed before this connection: the next call re-lists first,
+                        # and they are listed (so pinned, or checked) at once, in the background.
+                        for family in ("prompts", "resources"):
+                            self._changed(family)
                     await self._publish_tools(client)
                     self._client = client
                     self.last_error = None
@@ -178,9 +197,11 @@ class UpstreamLink:
             )
             client = self._client_over(stdio_client(params, errlog=errlog))
         else:
+            # A clear refusal up front; the transport pins the address each connection checked.
             await check_upstream_url(config.url, allow_private_network=config.allow_private_network)
             headers = {key: substitute(value, self._resolve) for key, value in config.headers.items()}
             http = httpx2.AsyncClient(
+                transport=PinnedTransport2(allow_private_network=config.allow_private_network),
                 headers=headers,
                 timeout=httpx2.Timeout(config.timeout_seconds, read=config.timeout_seconds),
                 follow_redirects=False,
@@ -207,9 +228,13 @@ class UpstreamLink:
         return await stack.enter_async_context(client)
 
     async def _on_message(self, message: IncomingMessage) -> None:
-        # 2025-11-25 connections deliver change notifications here (2026-07-28 ones via `_listen`).
+        # 2025-11-25 connections deliver change notifications here (2026-07-28 ones via `follow_changes`).
         if isinstance(message, types.ToolListChangedNotification):
-            self._relist.set()
+            self._changed("tools")
+        elif isinstance(message, types.PromptListChangedNotification):
+            self._changed("prompts")
+        elif isinstance(message, types.ResourceListChangedNotification):
+            self._changed("resources")
         elif isinstance(message, types.ResourceUpdatedNotification):
             await self._resource_updated(message.params.uri)
 
@@ -266,28 +291,73 @@ class UpstreamLink:
                 "upstream %s: log message not relayed (%d calls in flight)", self.name, len(self._in_flight)
             )
 
+    def _changed(self, family: ListFamily) -> None:
+        """The upstream says ``family`` changed: calls wait for a re-list from now on, which starts now."""
+        if self._pins is not None:
+            self._pins.stale(self.name, family)
+        self._relist_families.add(family)
+        self._relist.set()
+
     async def _publish_tools(self, client: Client) -> None:
-        tools = await list_tools(client, self.name, self.prefix)
-        if self._review is not None:
-            # Before publishing: a changed tool is blocked before any agent can see or call it.
-            await self._review(self.name, tools)
-        self._tools = tools
+        async with self._listing:
+            started = self._pins.now() if self._pins is not None else 0.0
+            tools = await list_tools(client, self.name, self.prefix)
+            if self._pins is not None:
+                # Before publishing: a changed tool is blocked before any agent can see or call it.
+                await self._pins.review(self.name, tools, started=started)
+            self._tools = tools
+
+    async def recheck(self, family: ListFamily) -> None:
+        """Re-list ``family`` and have it reviewed now (a call found the last review too old).
+        Returns without listing while disconnected: nothing can reach the upstream then.
+
+        Raises:
+            UpstreamError: the listing failed or timed out.
+        """
+        client = self._client
+        if client is None:
+            return
+        if family != "tools":
+            await self._relist_other(family)
+            return
+        try:
+            with anyio.fail_after(self.config.timeout_seconds):
+                await self._publish_tools(client)
+        except TimeoutError:
+            raise UpstreamError(f"upstream `{self.name}` timed out listing its tools") from None
+        except MCPError as exc:
+            raise UpstreamError(f"upstream `{self.name}` error {exc.code} listing its tools") from None
+
+    async def _relist_other(self, family: ListFamily) -> None:
+        """Re-list prompts or resources and have them reviewed (``UpstreamConnection`` does this)."""
 
     async def _watch_tools(self, client: Client) -> None:
         """Re-list on change notifications, on request and periodically, until cancelled.
 
         Raises:
-            Exception: a re-list failed; the caller's task group ends and the connection reconnects.
+            Exception: a tools re-list failed; the caller's task group ends and the connection reconnects.
         """
         async with anyio.create_task_group() as tg:
-            capability = client.server_capabilities.tools
-            if client.protocol_version in MODERN_PROTOCOL_VERSIONS and capability and capability.list_changed:
-                tg.start_soon(follow_tool_changes, client, self.name, lambda: self._relist.set())
+            families = announced_families(client)
+            if families:
+                tg.start_soon(follow_changes, client, self.name, families, self._changed)
             while True:
+                periodic = True
                 with anyio.move_on_after(self._relist_seconds):
                     await self._relist.wait()
+                    periodic = False
                 self._relist = anyio.Event()
-                await self._publish_tools(client)
+                families_now, self._relist_families = self._relist_families, set()
+                if periodic:
+                    families_now = {"tools", "prompts", "resources"}
+                for family in sorted(families_now - {"tools"}):
+                    try:
+                        await self._relist_other(family)
+                    except Exception as exc:  # the tools listing stays supervised; this one is retried
+                        shown = self._redactor().scrub_text(describe(exc))
+                        logger.warning("upstream %s: re-listing %s failed: %s", self.name, family, shown)
+                if "tools" in families_now or not families_now:
+                    await self._publish_tools(client)
 
     @property
     def subscribable(self) -> bool:

@@ -10,20 +10,22 @@ through the caller's relay (``channel.py``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import mcp_types as types
 from mcp import Client
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mcp_gateway.channel import CURRENT_RELAY
 from mcp_gateway.connectors.mcp.config import required_secrets
 from mcp_gateway.connectors.mcp.link import UpstreamLink
+from mcp_gateway.connectors.mcp.listing import ListFamily
 from mcp_gateway.errors import UpstreamError
 
 __all__ = ["UpstreamConnection", "required_secrets"]
 
 _T = TypeVar("_T")
+_B = TypeVar("_B", bound=BaseModel)
 
 
 class UpstreamConnection(UpstreamLink):
@@ -113,16 +115,19 @@ class UpstreamConnection(UpstreamLink):
         )
 
     async def list_resources(self) -> list[types.Resource]:
-        """Every resource the upstream lists (all pages). Raises ``UpstreamError``."""
+        """Every resource the upstream lists (all pages) whose pin allows it. Raises ``UpstreamError``."""
 
         async def fetch(client: Client, cursor: str | None) -> tuple[list[types.Resource], str | None]:
             page = await client.list_resources(cursor=cursor, cache_mode="bypass")
             return list(page.resources), page.next_cursor
 
-        return await self._paged(fetch, "resources")
+        started = self._pins.now() if self._pins is not None else 0.0
+        listed = await self._paged(fetch, "resources")
+        return await self._reviewed("resource", listed, started, lambda r: r.uri)
 
     async def list_resource_templates(self) -> list[types.ResourceTemplate]:
-        """Every resource template the upstream lists (all pages). Raises ``UpstreamError``."""
+        """Every resource template the upstream lists (all pages) whose pin allows it.
+        Raises ``UpstreamError``."""
 
         async def fetch(
             client: Client, cursor: str | None
@@ -130,16 +135,42 @@ class UpstreamConnection(UpstreamLink):
             page = await client.list_resource_templates(cursor=cursor, cache_mode="bypass")
             return list(page.resource_templates), page.next_cursor
 
-        return await self._paged(fetch, "resources")
+        started = self._pins.now() if self._pins is not None else 0.0
+        listed = await self._paged(fetch, "resources")
+        return await self._reviewed("template", listed, started, lambda t: t.uri_template)
 
     async def list_prompts(self) -> list[types.Prompt]:
-        """Every prompt the upstream lists (all pages). Raises ``UpstreamError``."""
+        """Every prompt the upstream lists (all pages) whose pin allows it. Raises ``UpstreamError``."""
 
         async def fetch(client: Client, cursor: str | None) -> tuple[list[types.Prompt], str | None]:
             page = await client.list_prompts(cursor=cursor, cache_mode="bypass")
             return list(page.prompts), page.next_cursor
 
-        return await self._paged(fetch, "prompts")
+        started = self._pins.now() if self._pins is not None else 0.0
+        listed = await self._paged(fetch, "prompts")
+        return await self._reviewed("prompt", listed, started, lambda p: p.name)
+
+    async def _reviewed(
+        self,
+        kind: Literal["prompt", "resource", "template"],
+        items: list[_B],
+        started: float,
+        ident: Callable[[_B], str],
+    ) -> list[_B]:
+        """``items`` after the pin review: a blocked one is not offered. A listing made while
+        disconnected (empty) is not reviewed: it would make blocked items look removed."""
+        if self._pins is None or not self.connected:
+            return items
+        dumped = [item.model_dump(by_alias=True, mode="json", exclude_none=True) for item in items]
+        blocked = await self._pins.review_listing(self.name, kind, self.prefix, dumped, started=started)
+        return [item for item in items if ident(item) not in blocked]
+
+    async def _relist_other(self, family: ListFamily) -> None:
+        if family == "prompts":
+            await self.list_prompts()
+        elif family == "resources":
+            await self.list_resources()
+            await self.list_resource_templates()
 
     async def read_resource(
         self, uri: str, *, input_responses: Mapping[str, Any] | None = None, request_state: str | None = None

@@ -10,7 +10,8 @@
       dagster: {kind: dagster, url: "http://127.0.0.1:3000", token: null}
     jobs:
       nightly_orders: {orchestrator: prefect-main, id: "orders/nightly"}   # flow/deployment
-      load_dwh: {orchestrator: airflow-main, id: "load_dwh"}                # dag_id
+      load_dwh: {orchestrator: airflow-main, id: "load_dwh",                # dag_id
+                 idempotency_window_seconds: 3600}   # same reason reruns again after 1 h (default 24 h)
 
 Credentials are never inline: every credential field must be a ``secret://NAME`` reference that is
 resolved through the vault at call time (``secret_name`` gives the vault name).
@@ -125,3 +126,6 @@ class JobSettings(_Model):
 
     orchestrator: str = Field(min_length=1)
     id: str = Field(min_length=1)
+    idempotency_window_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    """How long a rerun with the same (mode, reason) returns the run it launched instead of launching
+    again (default 24 h); after that the same reason launches anew."""

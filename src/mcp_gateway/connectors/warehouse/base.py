@@ -9,6 +9,7 @@ or discard it. Production (``main``) is never written in place.
     ├── ProductionWriteRefused  a write, clone target or discard aimed at production
     ├── RowCapExceeded          more rows match than the grant allows; nothing was written
     ├── SwitchConflict          production moved since the branch was cut (not a fast-forward)
+    ├── LaterCommitsFound       a rollback would discard production commits made after the switch-in
     └── NotSupported            the warehouse cannot do this (e.g. rollback without time travel)
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -63,6 +64,72 @@ class SwitchConflict(WarehouseError):
 
 class NotSupported(WarehouseError):
     """The warehouse has no way to do this operation."""
+
+
+@dataclass(frozen=True)
+class LaterCommit:
+    """A production change a rollback would discard: made after the switch-in being rolled back.
+
+    Attributes:
+        id: the Iceberg snapshot id, or (PostgreSQL, Snowflake) production's content digest now.
+        at: ISO 8601 time of the commit (Iceberg) or of the switch-in the writes followed (else None).
+        operation: Iceberg's snapshot operation (``append``, ``overwrite``, ``delete``), or ``writes``.
+        rows_added / rows_removed: rows the commit added / removed (an update counts in both).
+        rows_total: production's row count after the commit (Iceberg) or now.
+        rows_at_switch_in: production's row count right after the switch-in (PostgreSQL, Snowflake).
+    """
+
+    id: str
+    at: str | None
+    operation: str
+    rows_added: int | None = None
+    rows_removed: int | None = None
+    rows_total: int | None = None
+    rows_at_switch_in: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready facts for the answer and the audit record."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    def describe(self) -> str:
+        """One line, e.g. ``snapshot 42 (append at 2026-11-24T02:00:00+00:00, +1 rows, total 6)``."""
+        when = f" at {self.at}" if self.at else ""
+        if self.operation == "unrecorded":
+            return (
+                f"production as it is now ({self.rows_total} rows): its last swap predates swap records, "
+                "so later writes cannot be ruled out"
+            )
+        if self.operation == "writes":
+            head, facts = f"writes since the switch-in{when}", []
+        else:
+            head, facts = f"snapshot {self.id}", [f"{self.operation}{when}"]
+        for sign, n in (("+", self.rows_added), ("-", self.rows_removed)):
+            if n:
+                facts.append(f"{sign}{n} rows")
+        if self.rows_at_switch_in is not None:
+            facts.append(f"{self.rows_at_switch_in} rows at switch-in")
+        if self.rows_total is not None:
+            facts.append(f"total {self.rows_total}")
+        return f"{head} ({', '.join(facts)})" if facts else head
+
+
+class LaterCommitsFound(WarehouseError):
+    """Rolling back would silently discard production commits made after the switch-in; nothing changed.
+
+    Args:
+        table: the table as the agent named it (inside the warehouse).
+        to_snapshot: the rollback target.
+        commits: what would be discarded, newest first.
+    """
+
+    def __init__(self, table: str, to_snapshot: str, commits: Sequence[LaterCommit]) -> None:
+        listed = "; ".join(c.describe() for c in commits)
+        super().__init__(
+            f"rollback of `{table}` to `{to_snapshot}` refused: it would discard {len(commits)} later "
+            f"production commit(s) made after the switch-in: {listed}; pass `discard_later_commits: true` "
+            "to discard them anyway"
+        )
+        self.commits = tuple(commits)
 
 
 class _Frozen(BaseModel):
@@ -139,10 +206,15 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class SwitchResult:
-    """Production's state handle before and after a switch-in or rollback."""
+    """Production's state handle before and after a switch-in or rollback.
+
+    ``discarded`` lists the later production commits a rollback discarded (only ever non-empty when
+    the caller passed ``discard_later_commits``); ``before`` still reaches them.
+    """
 
     before: str
     after: str
+    discarded: tuple[LaterCommit, ...] = ()
 
 
 class Warehouse(Protocol):
@@ -183,8 +255,13 @@ class Warehouse(Protocol):
         """Make the branch production if production has not moved since the branch was cut."""
         ...
 
-    def rollback(self, table: str, to_snapshot: str) -> SwitchResult:
-        """Set production back to an earlier state handle."""
+    def rollback(self, table: str, to_snapshot: str, discard_later_commits: bool = False) -> SwitchResult:
+        """Set production back to an earlier state handle.
+
+        Production commits made after the switch-in being rolled back (a pipeline's append, say) are
+        refused with ``LaterCommitsFound`` naming them, unless ``discard_later_commits``; the result
+        then lists them in ``discarded``.
+        """
         ...
 
     def discard_branch(self, table: str, branch: str) -> None:

@@ -9,6 +9,7 @@ concurrent writer makes the commit fail instead of being overwritten.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import operator
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,6 +21,8 @@ from mcp_gateway.connectors.warehouse.base import (
     MAIN_BRANCH,
     Capabilities,
     Check,
+    LaterCommit,
+    LaterCommitsFound,
     NamedMetric,
     Predicate,
     ProductionWriteRefused,
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.expressions import BooleanExpression
     from pyiceberg.table import Table
+    from pyiceberg.table.snapshots import Summary
 
 
 def to_expression(where: Sequence[Predicate]) -> BooleanExpression:
@@ -204,19 +208,22 @@ class IcebergWarehouse:
                 tbl.manage_snapshots().set_current_snapshot(snapshot_id=head).commit()
         return SwitchResult(before=str(main_id), after=str(head))
 
-    def rollback(self, table: str, to_snapshot: str) -> SwitchResult:
+    def rollback(self, table: str, to_snapshot: str, discard_later_commits: bool = False) -> SwitchResult:
         tbl = self._load(table)
         main = tbl.current_snapshot()
-        if (
-            main is None
-            or not to_snapshot.isdigit()
-            or int(to_snapshot) not in _ancestry(tbl, main.snapshot_id)
-        ):
+        lineage = [] if main is None else _ancestry(tbl, main.snapshot_id)
+        if not to_snapshot.isdigit() or int(to_snapshot) not in lineage:
             raise WarehouseError(f"snapshot `{to_snapshot}` is not in the history of `{table}` main")
+        assert main is not None  # noqa: S101 - the target is in main's (non-empty) lineage
+        later = later_commits(tbl, lineage, int(to_snapshot))
+        if later and not discard_later_commits:
+            raise LaterCommitsFound(table, to_snapshot, later)
         if int(to_snapshot) != main.snapshot_id:
+            # The commit requires main still at the head read above: a pipeline committing after this
+            # check fails the rollback (SwitchConflict) instead of being discarded unseen.
             with _committing(table):
                 tbl.manage_snapshots().rollback_to_snapshot(int(to_snapshot)).commit()
-        return SwitchResult(before=str(main.snapshot_id), after=to_snapshot)
+        return SwitchResult(before=str(main.snapshot_id), after=to_snapshot, discarded=tuple(later))
 
     def discard_branch(self, table: str, branch: str) -> None:
         if branch == MAIN_BRANCH:
@@ -238,6 +245,51 @@ def _committing(table: str) -> Iterator[None]:
         raise SwitchConflict(f"`{table}` changed while this operation ran; read it again and retry") from exc
     except ValueError as exc:
         raise WarehouseError(f"pyiceberg refused the change to `{table}` ({type(exc).__name__})") from exc
+
+
+def later_commits(tbl: Table, lineage: Sequence[int], target: int) -> list[LaterCommit]:
+    """The commits on main after the switch-in that left ``target``, newest first.
+
+    Rolling back to ``target`` drops every snapshot above it in main's ``lineage``. What the rollback
+    is for is the switch-in that moved main away from ``target``: per the snapshot log, main's next
+    move after it last stood at ``target``, when that move went to a snapshot that already existed
+    (a branch head: its log time is later than its own commit time; a commit made on main itself is
+    logged at its commit time). That snapshot and its ancestors are the switch-in's; every dropped
+    snapshot above it was committed to production afterwards. When no such switch-in can be found
+    (``target`` never was main's head, the log was expired, or main's next move was a plain commit),
+    every dropped snapshot counts.
+    """
+    dropped = list(lineage[: lineage.index(target)])
+    log = list(tbl.metadata.snapshot_log)
+    last = max((i for i, entry in enumerate(log) if entry.snapshot_id == target), default=None)
+    if last is not None and last + 1 < len(log):
+        moved = log[last + 1]
+        snap = tbl.metadata.snapshot_by_id(moved.snapshot_id)
+        switched_in = snap is not None and moved.timestamp_ms > snap.timestamp_ms
+        if switched_in and moved.snapshot_id in dropped:
+            dropped = dropped[: dropped.index(moved.snapshot_id)]
+    out: list[LaterCommit] = []
+    for snapshot_id in dropped:
+        snap = tbl.metadata.snapshot_by_id(snapshot_id)
+        summary = snap.summary if snap is not None else None
+        out.append(
+            LaterCommit(
+                id=str(snapshot_id),
+                at=None
+                if snap is None
+                else dt.datetime.fromtimestamp(snap.timestamp_ms / 1000, dt.UTC).isoformat(),
+                operation="unknown" if summary is None else str(summary.operation.value),
+                rows_added=_count(summary, "added-records"),
+                rows_removed=_count(summary, "deleted-records"),
+                rows_total=_count(summary, "total-records"),
+            )
+        )
+    return out
+
+
+def _count(summary: Summary | None, key: str) -> int | None:
+    value = None if summary is None else summary.additional_properties.get(key)
+    return int(value) if value is not None and str(value).isdigit() else None
 
 
 def _ancestry(tbl: Table, snapshot_id: int) -> list[int]:

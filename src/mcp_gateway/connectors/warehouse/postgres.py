@@ -3,8 +3,11 @@
 Clone records a content checksum of production in ``_gateway_branches``; switch-in locks production,
 compares the checksum (the fast-forward check: production unchanged since the clone), and swaps the
 tables by renaming in one transaction. The old production table stays as
-``<table>__backup__<timestamp>``, the "before" handle that ``rollback`` swaps back. Identifiers go
-through ``psycopg.sql.Identifier``; values are bind parameters.
+``<table>__backup__<timestamp>``, the "before" handle that ``rollback`` swaps back. Every swap (switch-in
+or rollback) records production's checksum, row count and transaction id in ``_gateway_swaps``, so a
+rollback can tell that a pipeline wrote production after the swap (checksum changed) and say how much
+(rows whose ``xmin`` is newer than the swap's transaction) instead of discarding it unseen.
+Identifiers go through ``psycopg.sql.Identifier``; values are bind parameters.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from mcp_gateway.connectors.warehouse.base import (
     MAIN_BRANCH,
     Capabilities,
     Check,
+    LaterCommitsFound,
     NamedMetric,
     NotSupported,
     Predicate,
@@ -32,6 +36,7 @@ from mcp_gateway.connectors.warehouse.base import (
     split_table,
 )
 from mcp_gateway.connectors.warehouse.metrics import finish_metric, metric_sql, named_sql, plain, quoted_table
+from mcp_gateway.connectors.warehouse.pg_swaps import SWAPS_TABLE, record_swap, writes_since_swap
 
 if TYPE_CHECKING:
     import psycopg
@@ -118,7 +123,12 @@ class PostgresWarehouse:
 
     def _production(self, table: str) -> str:
         namespace, name = split_table(table)
-        if namespace != self._schema or BRANCH_MARK in name or BACKUP_MARK in name:
+        if (
+            namespace != self._schema
+            or BRANCH_MARK in name
+            or BACKUP_MARK in name
+            or name in (META_TABLE, SWAPS_TABLE)
+        ):
             raise UnknownTable(f"no table `{table}`")
         return name
 
@@ -139,7 +149,8 @@ class PostgresWarehouse:
             raise UnknownTable(f"no table `{table}`")
         return columns
 
-    def _checksum(self, cur: psycopg.Cursor[Any], name: str) -> str:
+    def _digest(self, cur: psycopg.Cursor[Any], name: str) -> tuple[int, str]:
+        """(row count, checksum text) of a table."""
         from psycopg import sql
 
         # Order-independent digest of every row's text form: equal iff the content is equal.
@@ -151,7 +162,10 @@ class PostgresWarehouse:
         )
         row = cur.fetchone()
         assert row is not None  # noqa: S101 - an aggregate always returns one row
-        return f"rows={row[0]}:md5={row[1]}"
+        return int(row[0]), f"rows={row[0]}:md5={row[1]}"
+
+    def _checksum(self, cur: psycopg.Cursor[Any], name: str) -> str:
+        return self._digest(cur, name)[1]
 
     def _ensure_meta(self, cur: psycopg.Cursor[Any]) -> None:
         from psycopg import sql
@@ -287,7 +301,8 @@ class PostgresWarehouse:
                     out.append(finish_metric(check, cur.fetchone() or (None,)))
         return out
 
-    def _swap(self, cur: psycopg.Cursor[Any], name: str, incoming: str) -> str:
+    def _swap(self, cur: psycopg.Cursor[Any], name: str, incoming: str) -> tuple[str, str]:
+        """Make ``incoming`` production; (the backup name of the old one, production's new checksum)."""
         from psycopg import sql
 
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S%f")
@@ -297,7 +312,9 @@ class PostgresWarehouse:
         cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(self._id(name)))
         cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(self._id(name), sql.Identifier(backup)))
         cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(self._id(incoming), sql.Identifier(name)))
-        return backup
+        rows, after = self._digest(cur, name)
+        record_swap(cur, self._schema, name, backup, after, rows)
+        return backup, after
 
     def _unchanged_since_clone(self, cur: psycopg.Cursor[Any], name: str, branch: str, table: str) -> None:
         base = self._base_checksum(cur, name, branch, table)
@@ -324,15 +341,16 @@ class PostgresWarehouse:
             self._columns(cur, name, table)
             cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(self._id(name)))
             self._unchanged_since_clone(cur, name, branch, table)
-            backup = self._swap(cur, name, target)
-            after = self._checksum(cur, name)
+            backup, after = self._swap(cur, name, target)
             cur.execute(
                 sql.SQL("DELETE FROM {} WHERE tbl = %s AND branch = %s").format(self._id(META_TABLE)),
                 [name, branch],
             )
         return SwitchResult(before=f"{self._schema}.{backup}", after=after)
 
-    def rollback(self, table: str, to_snapshot: str) -> SwitchResult:
+    def rollback(self, table: str, to_snapshot: str, discard_later_commits: bool = False) -> SwitchResult:
+        from psycopg import sql
+
         name = self._production(table)
         prefix = f"{self._schema}.{name}{BACKUP_MARK}"
         if not to_snapshot.startswith(prefix):
@@ -343,8 +361,14 @@ class PostgresWarehouse:
         backup = to_snapshot.removeprefix(f"{self._schema}.")
         with self._tx() as cur:
             self._columns(cur, backup, to_snapshot)
-            previous = self._swap(cur, name, backup)
-            return SwitchResult(before=f"{self._schema}.{previous}", after=self._checksum(cur, name))
+            self._columns(cur, name, table)
+            # Locked before the check: no write can land between the check and the swap.
+            cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(self._id(name)))
+            later = writes_since_swap(cur, self._schema, name, self._digest(cur, name))
+            if later and not discard_later_commits:
+                raise LaterCommitsFound(table, to_snapshot, later)
+            previous, after = self._swap(cur, name, backup)
+            return SwitchResult(before=f"{self._schema}.{previous}", after=after, discarded=tuple(later))
 
     def discard_branch(self, table: str, branch: str) -> None:
         from psycopg import sql

@@ -22,6 +22,8 @@ from mcp_gateway.connectors.warehouse.base import (
     MAIN_BRANCH,
     Capabilities,
     Check,
+    LaterCommit,
+    LaterCommitsFound,
     NamedMetric,
     NotSupported,
     Predicate,
@@ -38,6 +40,7 @@ from mcp_gateway.connectors.warehouse.base import (
 from mcp_gateway.connectors.warehouse.metrics import finish_metric, metric_sql, named_sql, plain
 
 META_TABLE = "_GATEWAY_BRANCHES"
+SWAPS_TABLE = "_GATEWAY_SWAPS"
 BRANCH_MARK = "__branch__"
 BACKUP_MARK = "__backup__"
 QUERY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -171,7 +174,12 @@ class SnowflakeWarehouse:
 
     def _production(self, table: str) -> str:
         namespace, name = split_table(table)
-        if namespace != self.sql.schema or BRANCH_MARK in name or BACKUP_MARK in name:
+        if (
+            namespace != self.sql.schema
+            or BRANCH_MARK in name
+            or BACKUP_MARK in name
+            or name in (META_TABLE, SWAPS_TABLE)
+        ):
             raise UnknownTable(f"no table `{table}`")
         return name
 
@@ -194,6 +202,53 @@ class SnowflakeWarehouse:
         meta = self.sql.ref(META_TABLE)
         cur.execute(f"CREATE TABLE IF NOT EXISTS {meta} (TBL STRING, BRANCH STRING, CHECKSUM STRING)")
         return meta
+
+    def _swaps(self, cur: Any) -> str:
+        swaps = self.sql.ref(SWAPS_TABLE)
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {swaps} (TBL STRING, BACKUP STRING, CHECKSUM STRING, ROWS NUMBER, "
+            "SWAPPED_AT TIMESTAMP_TZ)"
+        )
+        return swaps
+
+    def _record_swap(self, cur: Any, name: str, backup: str) -> str:
+        """Record production's state right after a swap (what a later rollback compares against)."""
+        swaps = self._swaps(cur)
+        cur.execute(self.sql.checksum(name))
+        rows, digest = cur.fetchone()
+        after = f"rows={rows}:hash={digest}"
+        cur.execute(
+            f"INSERT INTO {swaps} SELECT ?, ?, ?, ?, CURRENT_TIMESTAMP()",
+            [name, backup, after, int(rows)],
+        )
+        return after
+
+    def _writes_since_swap(self, cur: Any, name: str) -> list[LaterCommit]:
+        """Production's change since its last recorded swap (checksum and row counts), empty if none."""
+        swaps = self._swaps(cur)
+        cur.execute(
+            f"SELECT CHECKSUM, ROWS, SWAPPED_AT FROM {swaps} WHERE TBL = ? ORDER BY SWAPPED_AT DESC LIMIT 1",  # noqa: S608 - identifiers quoted by sqlglot, values bound
+            [name],
+        )
+        swap = cur.fetchone()
+        cur.execute(self.sql.checksum(name))
+        rows_now, digest = cur.fetchone()
+        now = f"rows={rows_now}:hash={digest}"
+        if swap is None:
+            return [LaterCommit(id=now, at=None, operation="unrecorded", rows_total=int(rows_now))]
+        checksum, rows_then, swapped_at = swap
+        if checksum == now:
+            return []
+        at = swapped_at.isoformat() if isinstance(swapped_at, dt.datetime) else str(swapped_at)
+        return [
+            LaterCommit(
+                id=now,
+                at=at,
+                operation="writes",
+                rows_total=int(rows_now),
+                rows_at_switch_in=int(rows_then),
+            )
+        ]
 
     def current_snapshot(self, table: str) -> str | None:
         with self._cursor() as cur:
@@ -293,9 +348,10 @@ class SnowflakeWarehouse:
             cur.execute(self.sql.swap(name, target))
             cur.execute(self.sql.rename(target, backup))
             cur.execute(f"DELETE FROM {meta} WHERE TBL = ? AND BRANCH = ?", [name, branch])  # noqa: S608 - identifiers quoted by sqlglot, values bound
+            self._record_swap(cur, name, backup)
         return SwitchResult(before=backup, after=now)
 
-    def rollback(self, table: str, to_snapshot: str) -> SwitchResult:
+    def rollback(self, table: str, to_snapshot: str, discard_later_commits: bool = False) -> SwitchResult:
         name = self._production(table)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S%f")
         backup = f"{name}{BACKUP_MARK}{stamp}"
@@ -315,9 +371,17 @@ class SnowflakeWarehouse:
                         f"`{to_snapshot}` is not a backup table, `statement:<id>` or `offset:<s>`"
                     )
             self._columns(cur, incoming, to_snapshot)
+            # Snowflake DDL cannot hold a lock across statements: a write landing between this check
+            # and the (atomic) swap is kept in the backup table, not lost, but is not named here.
+            later = self._writes_since_swap(cur, name)
+            if later and not discard_later_commits:
+                if incoming != to_snapshot:
+                    cur.execute(self.sql.drop(incoming))
+                raise LaterCommitsFound(table, to_snapshot, later)
             cur.execute(self.sql.swap(name, incoming))
             cur.execute(self.sql.rename(incoming, backup))
-            return SwitchResult(before=backup, after=self._checksum(cur, name))
+            after = self._record_swap(cur, name, backup)
+            return SwitchResult(before=backup, after=after, discarded=tuple(later))
 
     def discard_branch(self, table: str, branch: str) -> None:
         if branch == MAIN_BRANCH:
