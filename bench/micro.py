@@ -222,12 +222,15 @@ async def _audit_writers(
 
 def bench_audit(count: int, budget_s: float) -> tuple[Row, list[list[str]]]:
     from mcp_gateway.audit.log import AuditLog
+    from mcp_gateway.audit.seal import Sealer
     from mcp_gateway.audit.sqlite import SQLiteAuditSink
 
     results: Row = {}
     rows: list[list[str]] = []
+    # Sealed, as a gateway with an unsealed vault writes: one HMAC and one seal row per batch.
+    sealer = Sealer(secrets.token_bytes(32))
     with tempfile.TemporaryDirectory(prefix="mcp-gateway-micro-") as tmp:
-        sink = SQLiteAuditSink(Path(tmp) / "raw.db")
+        sink = SQLiteAuditSink(Path(tmp) / "raw.db", sealer=sealer)
         try:
             values = timed(lambda: sink.append([_event(0)]), count, budget_s)
         finally:
@@ -235,7 +238,7 @@ def bench_audit(count: int, budget_s: float) -> tuple[Row, list[list[str]]]:
         results["sink_append_1_event"] = stats_us(values)
         rows.append(
             [
-                "SQLiteAuditSink.append (1 event, 1 commit + fsync)",
+                "SQLiteAuditSink.append (1 event, sealed, 1 commit + fsync)",
                 f"{len(values)} commits",
                 f"{percentile(values, 50):.0f} µs",
                 f"{percentile(values, 99):.0f} µs",
@@ -243,7 +246,8 @@ def bench_audit(count: int, budget_s: float) -> tuple[Row, list[list[str]]]:
         )
         for on_loop in (False, True):
             for writers in (1, 32):
-                counting = CountingSink(SQLiteAuditSink(Path(tmp) / f"log-{writers}-{on_loop}.db"))
+                path = Path(tmp) / f"log-{writers}-{on_loop}.db"
+                counting = CountingSink(SQLiteAuditSink(path, sealer=sealer))
                 try:
 
                     async def run(

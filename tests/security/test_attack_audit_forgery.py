@@ -27,8 +27,9 @@ from typer.testing import CliRunner
 from conftest import GatewayFactory, RunningGateway, connect, wait_until
 from mcp_gateway.app.wiring import build_runtime
 from mcp_gateway.audit.record import content_hash
+from mcp_gateway.audit.rows import COLUMNS, to_row
 from mcp_gateway.audit.seal import ALARM_KIND
-from mcp_gateway.audit.sqlite import COLUMNS, SQLiteAuditSink, to_row
+from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.audit.verify import verify
 from mcp_gateway.cli import app
 from mcp_gateway.config import load_settings

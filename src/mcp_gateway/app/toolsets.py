@@ -7,7 +7,7 @@ no catalog. Every tool still needs a grant: a toolset that is offered is not a t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from mcp_gateway.config import Settings
@@ -39,23 +39,61 @@ def build_toolsets(settings: Settings, resolve_secret: Resolve) -> list[Toolset]
     return toolsets
 
 
-def builtin_tool_names() -> dict[str, frozenset[str]]:
+class _BuiltinToolNames(Mapping[str, frozenset[str]]):
+    """Toolset → its tool names, each toolset built (its module imported) on first lookup only."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, frozenset[str]] = {}
+
+    def __getitem__(self, toolset: str) -> frozenset[str]:
+        if toolset not in _BUILDERS:
+            raise KeyError(toolset)
+        if toolset not in self._names:
+            self._names[toolset] = frozenset(_BUILDERS[toolset]().tools)
+        return self._names[toolset]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_BUILDERS)
+
+    def __len__(self) -> int:
+        return len(_BUILDERS)
+
+
+def _no_secrets(name: str) -> SecretValue:
+    raise GatewayError(f"secret `{name}` is not needed to list tool names")
+
+
+def _data() -> Toolset:
+    from mcp_gateway.tools.data import build_data_toolset
+
+    return build_data_toolset({}, _no_secrets)
+
+
+def _ops() -> Toolset:
+    from mcp_gateway.tools.ops import build_ops_toolset
+
+    return build_ops_toolset({}, {}, Path("."), _no_secrets)
+
+
+def _salesforce() -> Toolset:
+    from mcp_gateway.tools.salesforce import build_salesforce_toolset
+
+    return build_salesforce_toolset({}, _no_secrets)
+
+
+_BUILDERS: dict[str, Callable[[], Toolset]] = {
+    "gateway": build_gateway_toolset,
+    "data": _data,
+    "ops": _ops,
+    "salesforce": _salesforce,
+}
+
+
+def builtin_tool_names() -> Mapping[str, frozenset[str]]:
     """Every built-in toolset's tool names, configured or not (building a toolset opens nothing).
 
     Policy loading refuses a grant under a built-in prefix that names no such tool (``data.update_row``
-    would otherwise drop the permission without a word).
+    would otherwise drop the permission without a word). A toolset's module is imported only when a
+    grant names its prefix, so a gateway without data grants never loads the data stack for this.
     """
-    from mcp_gateway.tools.data import build_data_toolset
-    from mcp_gateway.tools.ops import build_ops_toolset
-    from mcp_gateway.tools.salesforce import build_salesforce_toolset
-
-    def no_secrets(name: str) -> SecretValue:
-        raise GatewayError(f"secret `{name}` is not needed to list tool names")
-
-    toolsets = (
-        build_gateway_toolset(),
-        build_data_toolset({}, no_secrets),
-        build_ops_toolset({}, {}, Path("."), no_secrets),
-        build_salesforce_toolset({}, no_secrets),
-    )
-    return {toolset.name: frozenset(toolset.tools) for toolset in toolsets}
+    return _BuiltinToolNames()

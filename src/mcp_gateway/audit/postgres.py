@@ -17,8 +17,7 @@ import psycopg
 from psycopg import sql
 
 from mcp_gateway.audit.record import chain_encoded
-from mcp_gateway.audit.seal import SEAL_COLUMNS, AuditSeal, Sealer, seal_from_row, seal_to_row
-from mcp_gateway.audit.sqlite import (
+from mcp_gateway.audit.rows import (
     CHECKPOINT_COLUMNS,
     COLUMN_NAMES,
     checkpoint_from_row,
@@ -26,6 +25,7 @@ from mcp_gateway.audit.sqlite import (
     hmac_marker_text,
     to_row,
 )
+from mcp_gateway.audit.seal import SEAL_COLUMNS, AuditSeal, Sealer, seal_from_row, seal_to_row
 from mcp_gateway.errors import AuditError, AuditWriteError
 from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
 

@@ -9,8 +9,6 @@ blocking the gateway forever.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import os
 import random
 import sqlite3
@@ -21,14 +19,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mcp_gateway.audit.record import chain_encoded
+from mcp_gateway.audit.rows import (
+    CHECKPOINT_COLUMNS,
+    COLUMNS,
+    checkpoint_from_row,
+    from_row,
+    hmac_marker_text,
+    to_row,
+    where_clause,
+)
 from mcp_gateway.audit.seal import SEAL_COLUMNS, AuditSeal, Sealer, seal_from_row, seal_to_row
 from mcp_gateway.errors import AuditError, AuditWriteError
 from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
 
 T = TypeVar("T")
-# The columns are the record's fields, in order.
-COLUMN_NAMES = tuple(f.name for f in dataclasses.fields(AuditRecord))
-COLUMNS = ", ".join(COLUMN_NAMES)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
@@ -66,54 +70,7 @@ CREATE TABLE IF NOT EXISTS seals (
 );
 CREATE INDEX IF NOT EXISTS seals_last_seq ON seals (last_seq);
 """
-CHECKPOINT_COLUMNS = "seq, hash, ts, key_id, signature"
 _SEAL_INSERT = f"INSERT INTO seals ({', '.join(SEAL_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608 - constant columns
-
-
-def to_row(record: AuditRecord, texts: tuple[str, str] | None = None) -> tuple[Any, ...]:
-    """``record`` as a row of ``COLUMNS``; shared with PostgreSQL.
-
-    ``args``/``detail`` are stored as JSON text: ``texts`` when given (the canonical texts
-    ``chain_encoded`` already made), else encoded here.
-    """
-    if texts is not None:
-        args_json, detail_json = texts
-    else:
-        args_json = json.dumps(record.args, ensure_ascii=False, separators=(",", ":"))
-        detail_json = json.dumps(record.detail, ensure_ascii=False, separators=(",", ":"))
-    return (
-        record.seq,
-        record.ts,
-        record.kind,
-        record.call_id,
-        record.agent,
-        record.tool,
-        record.decision,
-        record.status,
-        args_json,
-        detail_json,
-        record.prev_hash,
-        record.hash,
-    )
-
-
-def from_row(row: Sequence[Any]) -> AuditRecord:
-    """A row of ``COLUMNS`` back into a record."""
-    seq, ts, kind, call_id, agent, tool, decision, status, args, detail, prev_hash, hash_ = row
-    return AuditRecord(
-        seq=int(seq),
-        ts=float(ts),
-        kind=kind,
-        call_id=call_id,
-        agent=agent,
-        tool=tool,
-        decision=decision,
-        status=status,
-        args=json.loads(args),
-        detail=json.loads(detail),
-        prev_hash=prev_hash,
-        hash=hash_,
-    )
 
 
 def _why(exc: sqlite3.Error | OSError) -> str:
@@ -415,20 +372,3 @@ def _try_begin(conn: sqlite3.Connection) -> bool:
             return False
         raise
     return True
-
-
-def checkpoint_from_row(row: Sequence[Any]) -> AuditCheckpoint:
-    """A row of ``CHECKPOINT_COLUMNS`` back into a checkpoint; shared with PostgreSQL."""
-    seq, hash_, ts, key_id, signature = row
-    return AuditCheckpoint(seq=int(seq), hash=hash_, ts=float(ts), key_id=key_id, signature=signature)
-
-
-def hmac_marker_text(mac: str) -> str:
-    """How ``{"hmac": mac}`` appears inside a stored ``args`` column (the compact JSON of ``to_row``)."""
-    return json.dumps({"hmac": mac}, separators=(",", ":"))
-
-
-def where_clause(**filters: str | None) -> tuple[list[str], list[Any]]:
-    """Equality conditions (``column = ?``) for the filters that are set; keys are trusted column names."""
-    where = [f"{column} = ?" for column, value in filters.items() if value is not None]
-    return where, [value for value in filters.values() if value is not None]

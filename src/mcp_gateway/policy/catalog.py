@@ -84,9 +84,9 @@ def builtin_name_problems(policy: Policy, builtin: Mapping[str, Collection[str]]
     problems: list[str] = []
     for grant in _grants(policy):
         head = _literal_prefix(grant.tool)
-        for toolset, names in builtin.items():
-            prefix = f"{toolset}."
-            if not head.startswith(prefix) or _matches(grant.tool, names):
+        for toolset in builtin:
+            # Only a toolset whose prefix the grant names is looked up (the gateway's lookups build it).
+            if not head.startswith(f"{toolset}.") or _matches(grant.tool, names := builtin[toolset]):
                 continue
             kind = "pattern" if is_glob(grant.tool) else "tool"
             problems.append(

@@ -31,14 +31,15 @@ import anyio
 import httpx2
 import mcp_types as types
 from mcp import Client, StdioServerParameters
-from mcp.client.session import ClientRequestContext, IncomingMessage
+from mcp.client.session import IncomingMessage
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from mcp_gateway.channel import CURRENT_RELAY, CallRelay, ClientBoundRequest
+from mcp_gateway.channel import CURRENT_RELAY, CallRelay
+from mcp_gateway.connectors.mcp.asks import UpstreamAsks
 from mcp_gateway.connectors.mcp.config import StdioUpstream, Upstream, substitute
 from mcp_gateway.connectors.mcp.forwarder import PASSED_THROUGH, FastToolCaller
 from mcp_gateway.connectors.mcp.http_client import HttpFailure
@@ -101,6 +102,7 @@ class UpstreamLink:
         self._ready = anyio.Event()
         self._stopping = False
         self._in_flight: list[CallRelay | None] = []
+        self._asks = UpstreamAsks(name, self._in_flight)
         self.last_error: str | None = None
         self.needs_vault = False
         self.on_resource_updated: ResourceListener | None = None
@@ -178,12 +180,14 @@ class UpstreamLink:
             cache=None,
             read_timeout_seconds=config.timeout_seconds,
             message_handler=self._on_message,
-            logging_callback=self._on_log,
+            logging_callback=self._asks.on_log,
             log_level="debug",
             # Declaring a callback advertises the capability to the upstream: only when relayed.
-            sampling_callback=self._on_sampling if "sampling" in config.relay_requests else None,
-            elicitation_callback=self._on_elicitation if "elicitation" in config.relay_requests else None,
-            list_roots_callback=self._on_roots if "roots" in config.relay_requests else None,
+            sampling_callback=self._asks.on_sampling if "sampling" in config.relay_requests else None,
+            elicitation_callback=self._asks.on_elicitation
+            if "elicitation" in config.relay_requests
+            else None,
+            list_roots_callback=self._asks.on_roots if "roots" in config.relay_requests else None,
         )
 
     async def _open(self, stack: AsyncExitStack) -> Client:
@@ -237,59 +241,6 @@ class UpstreamLink:
             self._changed("resources")
         elif isinstance(message, types.ResourceUpdatedNotification):
             await self._resource_updated(message.params.uri)
-
-    async def _on_sampling(
-        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
-        answer = await self._ask(types.CreateMessageRequest(params=params))
-        if isinstance(
-            answer, types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData
-        ):
-            return answer
-        return _unexpected(answer)
-
-    async def _on_elicitation(
-        self, context: ClientRequestContext, params: types.ElicitRequestParams
-    ) -> types.ElicitResult | types.ErrorData:
-        answer = await self._ask(types.ElicitRequest(params=params))
-        if isinstance(answer, types.ElicitResult | types.ErrorData):
-            return answer
-        return _unexpected(answer)
-
-    async def _on_roots(self, context: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
-        answer = await self._ask(types.ListRootsRequest())
-        if isinstance(answer, types.ListRootsResult | types.ErrorData):
-            return answer
-        return _unexpected(answer)
-
-    async def _ask(self, request: ClientBoundRequest) -> types.Result | types.ErrorData:
-        # The relay of the calling task when the SDK runs the callback there (a 2026-07-28 upstream's
-        # input requests); else, as for log messages, the one call in flight: a request that could
-        # belong to several agents' calls goes to none of them.
-        relay = CURRENT_RELAY.get()
-        if relay is None and len(self._in_flight) == 1:
-            relay = self._in_flight[0]
-        if relay is None:
-            logger.info(
-                "upstream %s: %s not relayed (%d calls in flight)",
-                self.name,
-                request.method,
-                len(self._in_flight),
-            )
-            return types.ErrorData(
-                code=types.INVALID_REQUEST,
-                message=f"{request.method} cannot be relayed: it belongs to no single call in flight",
-            )
-        return await relay.ask(self.name, request)
-
-    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
-        # A log message names no request: deliver it only when exactly one call can have caused it.
-        if len(self._in_flight) == 1 and (relay := self._in_flight[0]) is not None:
-            await relay.log(str(params.level), params.data, params.logger)
-        else:
-            logger.debug(
-                "upstream %s: log message not relayed (%d calls in flight)", self.name, len(self._in_flight)
-            )
 
     def _changed(self, family: ListFamily) -> None:
         """The upstream says ``family`` changed: calls wait for a re-list from now on, which starts now."""
@@ -431,12 +382,6 @@ class UpstreamLink:
             raise UpstreamError(f"upstream `{self.name}` failed: {describe(exc)}") from None
         finally:
             self._in_flight.remove(marker)
-
-
-def _unexpected(answer: types.Result) -> types.ErrorData:
-    return types.ErrorData(
-        code=types.INTERNAL_ERROR, message=f"the agent answered with {type(answer).__name__}"
-    )
 
 
 def _subscription(client: Client, uri: str, *, subscribe: bool) -> Awaitable[types.EmptyResult]:
