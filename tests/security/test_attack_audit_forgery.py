@@ -201,12 +201,15 @@ async def test_a_checkpoint_is_signed_by_time_while_the_gateway_runs(make_gatewa
     await _calls(gw, 1)
     head = gw.runtime.sink.head()
     assert head is not None
-    wait_until(
-        lambda: any(cp.seq >= head[0] for cp in gw.runtime.sink.checkpoints()),
-        what="a checkpoint signed by time",
-    )
-    mirror = (gw.settings.data_dir / "checkpoints.jsonl").read_text().splitlines()
-    assert any(json.loads(line)["seq"] >= head[0] for line in mirror)
+    mirror = gw.settings.data_dir / "checkpoints.jsonl"
+
+    def signed() -> bool:
+        # The store row is written first, then the mirror line: wait for both.
+        in_store = any(cp.seq >= head[0] for cp in gw.runtime.sink.checkpoints())
+        lines = mirror.read_text().splitlines() if mirror.exists() else []
+        return in_store and any(json.loads(line)["seq"] >= head[0] for line in lines)
+
+    wait_until(signed, what="a checkpoint signed by time, in the store and the mirror")
 
 
 # Trials on copies -------------------------------------------------------------------------------
