@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -180,3 +181,19 @@ async def test_https_to_a_pinned_address_verifies_the_certificate_against_the_ho
     finally:
         tls.stop()
     assert tls.requests == [("/ok", f"{HOSTNAME}:{tls.port}")]
+
+
+def test_pooled_connections_are_dropped_before_a_default_uvicorn_server_closes_them() -> None:
+    """A request sent on an idle connection the server is closing at that moment fails (ReadError);
+    an SDK link idle for ~5 s between pin re-checks lost that race under load and reconnected."""
+    import uvicorn
+
+    from mcp_gateway.connectors.mcp.pinned_transport import PinnedTransport2
+    from mcp_gateway.connectors.netguard import GuardedTransport
+
+    server_idle = uvicorn.Config(app=None).timeout_keep_alive
+    guarded = GuardedTransport(allow_private_network=True)._inner  # its pinned transport
+    for transport in (PinnedTransport2(allow_private_network=True), guarded):
+        pool: Any = transport._pool  # the pool the pinned backend replaced
+        assert pool._keepalive_expiry is not None
+        assert pool._keepalive_expiry <= server_idle / 2

@@ -32,6 +32,12 @@ import httpx
 
 from mcp_gateway.errors import UpstreamError
 
+KEEPALIVE_SECONDS = 2.0
+"""How long a pooled connection may sit idle before it is dropped: well below the usual server
+keep-alive (5 s for uvicorn and Node), so a request is never sent on a connection the server is
+closing at that moment (an idle SDK client connection re-used for a pin re-check every ~5 s lost
+that race under load: a ``ReadError`` and a reconnect)."""
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
 """Resolves ``(host, port)`` to addresses; the system's DNS by default (``system_resolver``)."""
@@ -323,7 +329,9 @@ class _PinnedHTTPTransport(httpx.AsyncHTTPTransport):
     def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
         context = httpx.create_ssl_context()
         super().__init__(verify=context)
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+        limits = httpx.Limits(
+            max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_SECONDS
+        )
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=context,
             max_connections=limits.max_connections,

@@ -17,6 +17,7 @@ import httpcore2
 import httpx2
 
 from mcp_gateway.connectors.netguard import (
+    KEEPALIVE_SECONDS,
     HostRefused,
     HostUnresolved,
     Resolver,
@@ -93,7 +94,9 @@ class PinnedTransport2(httpx2.AsyncHTTPTransport):
     ) -> None:
         context = httpx2.create_ssl_context()
         super().__init__(verify=context)
-        limits = httpx2.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+        limits = httpx2.Limits(
+            max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_SECONDS
+        )
         self._pool = httpcore2.AsyncConnectionPool(
             ssl_context=context,
             max_connections=limits.max_connections,
