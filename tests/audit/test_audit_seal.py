@@ -12,6 +12,7 @@ import pytest
 from mcp_gateway.audit.record import chain, content_hash
 from mcp_gateway.audit.seal import (
     ALARM_KIND,
+    VOUCHES_FOR,
     AuditSeal,
     Sealer,
     alarm_detail,
@@ -133,3 +134,15 @@ def test_a_failed_append_leaves_neither_records_nor_a_seal(tmp_path: Path) -> No
 
 def test_a_sealer_repr_shows_no_key_material() -> None:
     assert repr(SEALER) == f"Sealer(key_id='{SEALER.key_id}')"
+
+
+def test_vouches_for_counts_only_on_vault_init_so_text_an_agent_writes_cannot_authenticate_a_forgery() -> (
+    None
+):
+    records, seals = _sealed_log([2])
+    forged = _forged_tail(records)
+    claim = {VOUCHES_FOR: [[forged.seq, forged.hash]]}
+    for kind, authenticated in (("outcome", False), ("vault_init", True)):
+        (voucher,) = chain(forged, [AuditEvent(kind=kind, detail=claim)], 1.0)
+        report = authenticate([*records, forged, voucher], [*seals, SEALER.seal([voucher])], SEALER)
+        assert (report.unauthenticated == []) is authenticated, kind

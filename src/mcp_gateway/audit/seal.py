@@ -35,6 +35,10 @@ ALARM_KIND = "audit_alarm"
 VOUCHES_FOR = "vouches_for"
 """A sealed record's ``detail`` key listing ``[seq, hash]`` of earlier records its own writer made
 before any seal key existed (``vault init``'s first record); they stand authenticated by it."""
+VOUCHING_KINDS = frozenset({"vault_init"})
+"""The only kinds whose ``VOUCHES_FOR`` counts: the one command that writes before the vault has a
+seal key. Other records' details can carry text from agents or upstreams, and a key an agent could
+fill in must never authenticate a forged record."""
 _HEX = re.compile(r"[0-9a-f]+")
 
 
@@ -182,6 +186,8 @@ def authenticate(
             why = f"{describe(seal.first_seq, seal.last_seq)} {differ} from what the gateway sealed"
             problems.append(Problem(seal.first_seq, "modified", why))
     for seq in sorted(covered):
+        if by_seq[seq].kind not in VOUCHING_KINDS:
+            continue
         for pair in by_seq[seq].detail.get(VOUCHES_FOR, ()):
             if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int) and pair[0] < seq:
                 earlier = by_seq.get(pair[0])

@@ -11,7 +11,7 @@ import getpass
 from collections.abc import Callable
 from typing import Any
 
-from mcp_gateway.audit.seal import VOUCHES_FOR
+from mcp_gateway.audit.seal import VOUCHES_FOR, VOUCHING_KINDS
 from mcp_gateway.cli.common import master_key_env
 from mcp_gateway.config import Settings
 from mcp_gateway.types import AuditEvent
@@ -44,7 +44,7 @@ def audit_recorder(settings: Settings, kind: str, **base: Any) -> Recorder:
         )
         try:
             sealed = getattr(sink, "sealer", None) is not None
-            extra = {VOUCHES_FOR: list(unsealed)} if sealed and unsealed else {}
+            extra = {VOUCHES_FOR: list(unsealed)} if sealed and unsealed and kind in VOUCHING_KINDS else {}
             (written,) = sink.append(
                 [AuditEvent(kind=kind, status=status, detail={**fixed, **detail, **extra})]
             )
