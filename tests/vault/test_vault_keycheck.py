@@ -4,50 +4,25 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from psycopg import sql
+
+# The stores, each test in a fresh SQLite file or PostgreSQL schema: the same fixtures as the store tests.
+from test_vault_store import Store, postgres_store, sqlite_store, store
 
 from mcp_gateway.errors import VaultSealed, WrongMasterKey
 from mcp_gateway.vault.crypto import Keyring, MasterKey, key_check, verify_key_check
 from mcp_gateway.vault.keycheck import admit
 from mcp_gateway.vault.service import NO_MASTER_KEY, Vault
-from mcp_gateway.vault.store import PostgresSecretStore, SQLiteSecretStore
+from mcp_gateway.vault.store import SQLiteSecretStore
 
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-Store = SQLiteSecretStore | PostgresSecretStore
+__all__ = ["postgres_store", "sqlite_store", "store"]  # fixtures, re-exported for pytest
 
 KEY_A = MasterKey.from_bytes(bytes(range(32)))
 KEY_B = MasterKey.from_bytes(bytes(range(1, 33)))
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[SQLiteSecretStore]:
-    store = SQLiteSecretStore(tmp_path / "vault.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def postgres_store() -> Iterator[PostgresSecretStore]:
-    schema = f"test_keycheck_{uuid.uuid4().hex}"
-    store = PostgresSecretStore(PG_DSN, schema=schema)
-    yield store
-    store.close()
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest) -> Store:
-    result: Store = request.getfixturevalue(f"{request.param}_store")
-    return result
 
 
 @given(seed=st.binary(min_size=32, max_size=32), other=st.binary(min_size=32, max_size=32))

@@ -20,7 +20,6 @@ Ready means all of:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,6 @@ from mcp_gateway.identity.admin_tokens import AdminPrincipal
 
 __all__ = ["readiness", "readyz_endpoint"]
 
-logger = logging.getLogger(__name__)
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
