@@ -19,6 +19,10 @@ from mcp_gateway.cli.admin import admin_app
 from mcp_gateway.cli.agents import agents_app
 from mcp_gateway.cli.approvals import approvals_app
 from mcp_gateway.cli.audit import audit_app
+from mcp_gateway.cli.config_cmd import config_app
+from mcp_gateway.cli.db import db_app
+from mcp_gateway.cli.init import init
+from mcp_gateway.cli.quota import quota_app
 from mcp_gateway.cli.common import ConfigOpt, fail, load_cli_settings, master_key_env, parse_expiry
 from mcp_gateway.cli.demo import demo_app
 from mcp_gateway.cli.policy import policy_app
@@ -35,6 +39,10 @@ app.add_typer(vault_app, name="vault")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(demo_app, name="demo")
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(quota_app, name="quota")
+app.command("init")(init)
 
 __all__ = ["app", "harden_process", "main", "parse_expiry"]
 
