@@ -25,6 +25,7 @@ messages name things (a secret's *name*, a file, a rule id), never their content
     ├── AuditError
     │   └── AuditWriteError          a sink failed to append (wrapped into AuditUnavailable on the call path)
     ├── PinError                     no such pinned tool, nothing to approve, or not the definition reviewed
+    ├── StoreError                   a database store cannot be reached, set up or migrated (no DSN in it)
     ├── UpstreamError                an upstream failed, timed out or answered garbage
     └── ProtocolRefusal              an answer the agent must get as this JSON-RPC error (-32021, ...)
 """
@@ -148,6 +149,11 @@ class AuditWriteError(AuditError):
 
 class PinError(GatewayError):
     """A tool-pin operation cannot be done: no such tool, nothing to approve, or a stale review."""
+
+
+class StoreError(GatewayError):
+    """A database store (SQLite file or PostgreSQL schema) cannot be reached, set up, read or written,
+    or its schema is newer than this gateway's. The message names the store and schema, never a DSN."""
 
 
 class UpstreamError(GatewayError):

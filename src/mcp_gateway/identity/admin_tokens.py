@@ -1,6 +1,7 @@
-"""Admin tokens: ``mga_<id>_<secret>`` in their own store (``admins.db``), hashed like agent tokens
-(SHA-256 over a per-token salt and a 256-bit secret, compared in constant time). They guard the admin
-API (``http/admin.py``) and nothing else.
+"""Admin tokens: ``mga_<id>_<secret>`` in their own store (``admins.db``, or the ``admin_tokens``
+table of a PostgreSQL schema), hashed like agent tokens (SHA-256 over a per-token salt and a 256-bit
+secret, compared in constant time). They guard the admin API (``http/admin.py``) and the CLI's
+approval decisions, and nothing else.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import re
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from mcp_gateway.identity.agents import SQLiteTokenStore
+from mcp_gateway.identity.agents import PostgresTokenStore, SQLiteTokenStore, TokenStore
 
 _TOKEN = re.compile(r"^mga_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 
@@ -40,13 +41,9 @@ def admin_token_id_of(token: str) -> str | None:
     return match.group(1) if match else None
 
 
-class SQLiteAdminStore(SQLiteTokenStore):
-    """Admin tokens (``mga_...``) in ``admins.db``, shared by ``mcp-gateway admin`` and a running gateway.
-
-    Args:
-        path: the database file (``admins.db`` in the data directory).
-        clock: the time source for creation, expiry and revocation.
-    """
+class AdminTokens(TokenStore):
+    """Admin tokens (``mga_...``) over either database, shared by ``mcp-gateway admin`` and every
+    running gateway (see ``TokenStore``)."""
 
     prefix = "mga"
     table = "admin_tokens"
@@ -67,12 +64,26 @@ class SQLiteAdminStore(SQLiteTokenStore):
 
         Raises:
             AuthError: malformed (an agent token is malformed here), unknown, expired or revoked.
+            StoreError: the store cannot be read.
         """
         name, token_id = self._check(token)
         return AdminPrincipal(name=name, token_id=token_id)
 
     def list(self) -> builtins.list[AdminRecord]:  # type: ignore[override]
         return [AdminRecord(*astuple(record)) for record in super().list()]
+
+
+class SQLiteAdminStore(AdminTokens, SQLiteTokenStore):
+    """Admin tokens in ``admins.db`` in the data directory (the embedded default).
+
+    Args:
+        path: the database file.
+        clock: the time source for creation, expiry and revocation.
+    """
+
+
+class PostgresAdminStore(AdminTokens, PostgresTokenStore):
+    """Admin tokens in PostgreSQL (``admin_tokens`` in the schema), shared by replicas."""
 
 
 def admin_store_path(data_dir: Path) -> Path:

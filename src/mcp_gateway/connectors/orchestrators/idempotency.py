@@ -2,7 +2,9 @@
 
 The key is a hash of (job, mode, normalised reason). The toolset looks the key up before it asks the
 orchestrator to launch and records the run the orchestrator answered with. The store is SQLite in the
-gateway's data dir, so a restart does not forget what was launched.
+gateway's data dir, so a restart does not forget what was launched, or the ``rerun_keys`` table of a
+PostgreSQL schema (the top-level ``store:`` setting), so a key one replica launched holds on all of them.
+Both run the statements of ``SQLIdempotencyStore``.
 
 A key deduplicates only for a window (the job's ``idempotency_window_seconds``, 24 h by default) from
 the launch it recorded: after that the same reason launches again. A reason like "nightly schedule"
@@ -14,7 +16,8 @@ an expiry. The orchestrator then deduplicates within one generation (a crash bet
 record still returns the first run of that generation) but never answers a new window with the run
 of an expired one.
 
-Schema versions (``PRAGMA user_version``):
+SQLite schema versions (``PRAGMA user_version``; PostgreSQL starts at 1, as migration 1 of the
+``rerun_keys`` component in ``storage/migrate.py``):
     0  ``rerun_keys(key, job, mode, run_id, created_at)``: every row has ``created_at`` (NOT NULL,
        written at record time since the first release), so rows are aged from their real launch time.
     1  adds ``generation`` (existing rows: 0, which is what their launch key was). A row whose
@@ -30,13 +33,14 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.storage.database import Database, PostgresDatabase, SQLiteDatabase
+from mcp_gateway.storage.migrate import Migration
 
 SCHEMA_VERSION = 1
 DEFAULT_WINDOW_SECONDS = 86_400
@@ -52,6 +56,28 @@ CREATE TABLE IF NOT EXISTS rerun_keys (
     created_at REAL NOT NULL
 )
 """
+# One text per statement for both dialects: {t} is the table, %s the parameters.
+_QUERIES = {
+    "get": "SELECT key, job, mode, run_id, created_at, generation FROM {t} WHERE key = %s",
+    # A record of the same or a later generation already present is kept (its first run wins).
+    "record": "INSERT INTO {t} (key, job, mode, run_id, created_at, generation)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (key) DO UPDATE SET job = excluded.job, mode = excluded.mode,"
+    " run_id = excluded.run_id, created_at = excluded.created_at,"
+    " generation = excluded.generation WHERE rerun_keys.generation < excluded.generation",
+}
+MIGRATIONS = (
+    Migration(
+        1,
+        "create rerun_keys",
+        (
+            "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, job TEXT NOT NULL, mode TEXT NOT NULL,"
+            " run_id TEXT NOT NULL, created_at {real} NOT NULL, generation INTEGER NOT NULL DEFAULT 0)",
+        ),
+        {"t": "rerun_keys"},
+    ),
+)
+"""The PostgreSQL migrations of the ``rerun_keys`` component."""
 
 
 def normalise_reason(reason: str) -> str:
@@ -130,34 +156,25 @@ def migrate(conn: sqlite3.Connection, now: float) -> None:
         raise
 
 
-class IdempotencyStore:
-    """SQLite-backed key → run store (thread-safe; one connection, serialised by a lock).
+class SQLIdempotencyStore:
+    """The key → run store over either database (thread-safe; one connection, serialised by a lock).
 
     Args:
-        path: the database file (its parent is created).
-        clock: epoch seconds now (tests inject one), for records made without an explicit ``now``
-            and to check timestamps when migrating.
+        db: where the ``rerun_keys`` table lives.
+        clock: epoch seconds now, for records made without an explicit ``now``.
     """
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
         self._clock = clock
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            migrate(self._conn, clock())
+        self._q = db.prepare(_QUERIES, {"t": "rerun_keys"})
 
     def get(self, key: str) -> LaunchRecord | None:
         """The record for ``key`` (live or expired), or None if that key never launched."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT key, job, mode, run_id, created_at, generation FROM rerun_keys WHERE key = ?",
-                (key,),
-            ).fetchone()
-        if row is None:
+        rows = self._db.read(self._q["get"], (key,))
+        if not rows:
             return None
+        row = rows[0]
         return LaunchRecord(str(row[0]), str(row[1]), str(row[2]), str(row[3]), float(row[4]), int(row[5]))
 
     def record(
@@ -166,22 +183,56 @@ class IdempotencyStore:
         """Remember that ``key`` launched ``run_id`` at ``now`` (default: the clock) in ``generation``.
 
         A record of the same or a later generation already present is kept (its first run wins); an
-        older generation's (expired) record is replaced.
+        older generation's (expired) record is replaced. Returns the record that stands.
         """
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO rerun_keys (key, job, mode, run_id, created_at, generation)"
-                " VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET job = excluded.job, mode = excluded.mode,"
-                " run_id = excluded.run_id, created_at = excluded.created_at,"
-                " generation = excluded.generation WHERE rerun_keys.generation < excluded.generation",
-                (key, job, mode, run_id, self._clock() if now is None else now, generation),
-            )
-        found = self.get(key)
-        assert found is not None  # noqa: S101 - the row was just inserted or already present
-        return found
+        params = (key, job, mode, run_id, self._clock() if now is None else now, generation)
+        with self._db.tx() as cur:
+            cur.execute(self._q["record"], params)
+            rows = cur.execute(self._q["get"], (key,)).fetchall()
+        row = rows[0]
+        return LaunchRecord(str(row[0]), str(row[1]), str(row[2]), str(row[3]), float(row[4]), int(row[5]))
 
     def close(self) -> None:
         """Close the connection."""
-        with self._lock:
-            self._conn.close()
+        self._db.close()
+
+
+class IdempotencyStore(SQLIdempotencyStore):
+    """The key → run store in a SQLite file (the embedded default).
+
+    Args:
+        path: the database file (its parent is created).
+        clock: epoch seconds now (tests inject one), for records made without an explicit ``now``
+            and to check timestamps when migrating.
+
+    Raises:
+        ConfigError: the file was written by a newer gateway.
+        StoreError: it cannot be opened.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        db = SQLiteDatabase(path, what="rerun idempotency")
+        try:
+            migrate(db.connection, clock())
+        except BaseException:
+            db.close()
+            raise
+        super().__init__(db, clock)
+
+
+class PostgresIdempotencyStore(SQLIdempotencyStore):
+    """The key → run store in a PostgreSQL schema, shared by replicas; migrated on open.
+
+    Args:
+        dsn: a libpq connection string (never shown in messages).
+        schema: the schema holding ``rerun_keys``.
+        clock: epoch seconds now.
+
+    Raises:
+        StoreError: the database cannot be reached or set up.
+    """
+
+    def __init__(self, dsn: str, schema: str = "mcp_gateway", clock: Callable[[], float] = time.time) -> None:
+        db = PostgresDatabase(dsn, schema, what="rerun idempotency")
+        db.setup("rerun_keys", MIGRATIONS, create=True)
+        super().__init__(db, clock)
