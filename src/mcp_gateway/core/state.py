@@ -11,10 +11,10 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from mcp_gateway.errors import IntegrityError, PolicyLoadError, VaultSealed
-from mcp_gateway.policy.load import load_policy
+from mcp_gateway.policy.load import load_versioned_policy
 from mcp_gateway.policy.model import Policy
 from mcp_gateway.redact import EMPTY, Redactor
-from mcp_gateway.types import SecretValue
+from mcp_gateway.types import Clock, SecretValue, system_clock
 from mcp_gateway.vault.crypto import Keyring
 from mcp_gateway.vault.service import Vault
 
@@ -22,32 +22,60 @@ logger = logging.getLogger(__name__)
 
 
 class PolicyHolder:
-    """The running policy; a reload that fails keeps the last good one."""
+    """The running policy and its version; a reload that fails keeps the last good one (and its version).
+
+    Args:
+        path: the policy file or directory.
+        policy: the policy in force.
+        builtin_tools: toolset → tool names, checked on every reload (``load_policy``).
+        version: ``policy_version`` of the files ``policy`` came from ("" when built from text).
+        clock: the time source for ``loaded_at``.
+    """
 
     def __init__(
-        self, path: Path, policy: Policy, builtin_tools: Mapping[str, Collection[str]] | None = None
+        self,
+        path: Path,
+        policy: Policy,
+        builtin_tools: Mapping[str, Collection[str]] | None = None,
+        *,
+        version: str = "",
+        clock: Clock = system_clock,
     ) -> None:
         self.path = path
         self.policy = policy
         self.builtin_tools = builtin_tools
+        self.version = version
+        self._clock = clock
+        self.loaded_at = clock()
+        """When the policy in force was loaded (epoch seconds): its first load or latest good reload."""
         self.last_error: str | None = None
 
     @classmethod
-    def load(cls, path: Path, builtin_tools: Mapping[str, Collection[str]] | None = None) -> PolicyHolder:
+    def load(
+        cls,
+        path: Path,
+        builtin_tools: Mapping[str, Collection[str]] | None = None,
+        *,
+        clock: Clock = system_clock,
+    ) -> PolicyHolder:
         """Load the initial policy. Raises ``PolicyLoadError``: a gateway must not start on a bad one.
 
         ``builtin_tools`` (toolset → tool names): a grant under a built-in prefix naming no such tool
         is an error, as in ``policy check``.
         """
-        return cls(path, load_policy(path, builtin_tools=builtin_tools), builtin_tools)
+        policy, version = load_versioned_policy(path, builtin_tools=builtin_tools)
+        return cls(path, policy, builtin_tools, version=version, clock=clock)
 
     def reload(self) -> PolicyLoadError | None:
         """Re-read the policy files; on error keep the running policy and return the error."""
         try:
-            self.policy = load_policy(self.path, builtin_tools=self.builtin_tools)
+            policy, version = load_versioned_policy(self.path, builtin_tools=self.builtin_tools)
         except PolicyLoadError as exc:
             self.last_error = str(exc)
             return exc
+        # One writer (the reload thread); a reader racing it may pair the new policy with the old
+        # version for an instant, which only delays what an operator sees, never what is enforced.
+        self.policy, self.version, self.loaded_at = policy, version, self._clock()
         self.last_error = None
         return None
 

@@ -84,16 +84,19 @@ async def _watch_policy(state: AppState, stop: anyio.Event) -> None:
 async def reload_policy(gateway: Gateway) -> bool:
     """Reload the policy; audit the outcome. Returns True when the new policy is in force."""
     # A large policy takes seconds to parse; the event loop keeps serving meanwhile.
-    error = await anyio.to_thread.run_sync(gateway.policy.reload)
+    holder = gateway.policy
+    previous = holder.version
+    error = await anyio.to_thread.run_sync(holder.reload)
+    # `version`: the policy in force after this reload (on error, still the previous one), so
+    # every replica's record says which policy it serves (``policy/version.py``).
+    where = {"path": str(holder.path), "version": holder.version}
     if error is None:
-        logger.info("policy reloaded from %s", gateway.policy.path)
-        event = AuditEvent(kind="policy_reload", status="ok", detail={"path": str(gateway.policy.path)})
+        logger.info("policy reloaded from %s: version %s (was %s)", holder.path, holder.version, previous)
+        event = AuditEvent(kind="policy_reload", status="ok", detail={**where, "previous_version": previous})
     else:
         logger.error("policy reload failed, keeping the last good policy: %s", error)
         event = AuditEvent(
-            kind="policy_reload",
-            status="error",
-            detail={"path": str(gateway.policy.path), "problems": list(error.problems)},
+            kind="policy_reload", status="error", detail={**where, "problems": list(error.problems)}
         )
     with contextlib.suppress(AuditUnavailable):
         await gateway.audit.append(event)

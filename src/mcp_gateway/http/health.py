@@ -14,6 +14,14 @@ Ready means all of:
   secret fails and no audit checkpoint is signed, so a replica in that state must not get traffic;
 - the policy is loaded: the gateway does not start without one (``build_runtime`` raises), and a
   failed reload keeps the last good policy in force, so that is shown in the detail, not unready;
+  the detail also names the version in force (``policy_version``, a short content hash of the
+  policy files, ``policy/version.py``) and when it was loaded, so an operator can check that every
+  replica behind the load balancer serves the same policy.
+
+The anonymous answer does not carry the version. It is no secret, but it is a hash of the policy
+text, and the policy is not public: anyone who can guess a candidate edit (one agent name, one
+argument bound) could confirm the guess against it. Checking agreement is an operator's job, done
+with an admin token; a load balancer needs only the bit.
 - every upstream marked ``required: true`` is connected (default ``false``: one optional upstream
   down should not pull every other tool out of the load balancer).
 """
@@ -71,6 +79,9 @@ def readiness(gateway: Gateway, *, started: bool) -> tuple[bool, dict[str, Any]]
         "policy": "ok"
         if gateway.policy.last_error is None
         else "last reload failed; previous policy in force",
+        # Which policy this replica serves: equal versions on every replica = one policy in force.
+        "policy_version": gateway.policy.version,
+        "policy_loaded_at": gateway.policy.loaded_at,
         # Checkpoints need the signing key from the vault; without it the chain alone protects.
         "audit_checkpoints": "signed" if gateway.audit.checkpointer is not None else "off: no key",
         # Records inherited at start that this gateway could not authenticate (``audit/inherit.py``).

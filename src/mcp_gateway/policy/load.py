@@ -26,6 +26,7 @@ from mcp_gateway.errors import PolicyLoadError
 from mcp_gateway.policy.catalog import builtin_name_problems
 from mcp_gateway.policy.compile import compile_grant, compile_rates
 from mcp_gateway.policy.model import CompiledGrant, NamedMetric, Policy, PolicyDocument, TableRule
+from mcp_gateway.policy.version import policy_version
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -367,6 +368,18 @@ def load_policy(path: Path, *, builtin_tools: Mapping[str, Collection[str]] | No
     Raises:
         PolicyLoadError: carrying every problem in every file, each as ``file:line: message``.
     """
+    return load_versioned_policy(path, builtin_tools=builtin_tools)[0]
+
+
+def load_versioned_policy(
+    path: Path, *, builtin_tools: Mapping[str, Collection[str]] | None = None
+) -> tuple[Policy, str]:
+    """``load_policy``, and the ``policy_version`` of the very texts it compiled (read once, so an edit
+    landing between the parse and the hash cannot give a policy another policy's version).
+
+    Raises:
+        PolicyLoadError: as ``load_policy``.
+    """
     if not path.exists():
         raise PolicyLoadError([f"{path}: no such file or directory"])
     sources: list[tuple[str, str]] = []
@@ -384,4 +397,4 @@ def load_policy(path: Path, *, builtin_tools: Mapping[str, Collection[str]] | No
         raise PolicyLoadError([*problems, *exc.problems]) from None
     if problems:
         raise PolicyLoadError(problems)
-    return policy
+    return policy, policy_version(sources)
