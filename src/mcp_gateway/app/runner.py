@@ -1,17 +1,17 @@
-"""Run a gateway under uvicorn: build the runtime, wire telemetry, serve until signalled."""
+"""Run a gateway under uvicorn: build the runtime, wire telemetry, serve until signalled.
+
+The heavy imports (the runtime, the app, uvicorn) wait inside ``run_gateway``, so ``serve`` can
+check its port (``bind_listener``) at once and fail in well under a second on a busy one.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
-import uvicorn
-
-from mcp_gateway.app.wiring import build_runtime
 from mcp_gateway.config import ServerSettings, Settings
-from mcp_gateway.http.app import create_app
-from mcp_gateway.telemetry import configure_tracing
-from mcp_gateway.vault.service import NO_MASTER_KEY
+from mcp_gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +26,50 @@ def proxy_header_options(server: ServerSettings) -> dict[str, Any]:
     return {"proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None}
 
 
-def run_gateway(settings: Settings, *, master_key_env: str | None) -> None:
-    """Serve until SIGINT/SIGTERM. Raises ``GatewayError`` if the gateway cannot start."""
-    runtime = build_runtime(settings, master_key_env=master_key_env)
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The listening address, bound before anything else starts (as uvicorn would bind it).
+
+    Raises:
+        GatewayError: the address is taken, not local, or not allowed (one line, naming it).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        raise GatewayError(f"cannot listen on {shown}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_gateway(
+    settings: Settings, *, master_key_env: str | None, listener: socket.socket | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM. Raises ``GatewayError`` if the gateway cannot start.
+
+    The port is bound first: on a busy port nothing starts (no store opened, no upstream spawned).
+
+    Args:
+        listener: the socket ``bind_listener`` bound for ``settings.server`` (bound here if None);
+            served, then closed.
+    """
+    import uvicorn
+
+    from mcp_gateway.app.wiring import build_runtime
+    from mcp_gateway.http.app import create_app
+    from mcp_gateway.telemetry import configure_tracing
+    from mcp_gateway.vault.service import NO_MASTER_KEY
+
+    if listener is None:
+        listener = bind_listener(settings.server.host, settings.server.port)
+    try:
+        runtime = build_runtime(settings, master_key_env=master_key_env)
+    except BaseException:
+        listener.close()
+        raise
     provider = configure_tracing(settings.telemetry)
     vault = runtime.gateway.secrets.vault
     if vault.sealed and vault.seal_reason == NO_MASTER_KEY:
@@ -47,6 +88,7 @@ def run_gateway(settings: Settings, *, master_key_env: str | None) -> None:
         port=settings.server.port,
         log_level="warning",
         access_log=False,
+        timeout_keep_alive=settings.server.keep_alive_seconds,
         # Logging is configured by telemetry.py; uvicorn must not replace it.
         log_config=None,
         lifespan="on",
@@ -56,8 +98,9 @@ def run_gateway(settings: Settings, *, master_key_env: str | None) -> None:
         **proxy_header_options(settings.server),
     )
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[listener])
     finally:
+        listener.close()
         runtime.close()
         if provider is not None:
             provider.shutdown()

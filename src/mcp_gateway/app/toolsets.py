@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import GatewayError
@@ -16,11 +17,20 @@ from mcp_gateway.tools.base import Toolset
 from mcp_gateway.tools.gateway_info import build_gateway_toolset
 from mcp_gateway.types import SecretValue
 
+if TYPE_CHECKING:
+    from mcp_gateway.tools.ops import OpenIdempotency
+
 Resolve = Callable[[str], SecretValue]
 
 
-def build_toolsets(settings: Settings, resolve_secret: Resolve) -> list[Toolset]:
-    """The toolsets for the configured sections, in a fixed order."""
+def build_toolsets(
+    settings: Settings, resolve_secret: Resolve, open_idempotency: OpenIdempotency | None = None
+) -> list[Toolset]:
+    """The toolsets for the configured sections, in a fixed order.
+
+    Args:
+        open_idempotency: opens the ``ops`` rerun idempotency store (None: SQLite in the data dir).
+    """
     toolsets: list[Toolset] = [build_gateway_toolset()]
     if settings.warehouses:
         from mcp_gateway.tools.data import build_data_toolset
@@ -30,7 +40,13 @@ def build_toolsets(settings: Settings, resolve_secret: Resolve) -> list[Toolset]
         from mcp_gateway.tools.ops import build_ops_toolset
 
         toolsets.append(
-            build_ops_toolset(settings.orchestrators, settings.jobs, settings.data_dir, resolve_secret)
+            build_ops_toolset(
+                settings.orchestrators,
+                settings.jobs,
+                settings.data_dir,
+                resolve_secret,
+                open_store=open_idempotency,
+            )
         )
     if settings.salesforce:
         from mcp_gateway.tools.salesforce import build_salesforce_toolset

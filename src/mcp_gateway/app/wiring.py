@@ -6,9 +6,11 @@ The CLI reads the environment (the master key) and hands it here; nothing below 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from mcp_gateway.app.toolsets import build_toolsets, builtin_tool_names
 from mcp_gateway.approvals.gate import StoreApprovalGate
@@ -27,15 +29,16 @@ from mcp_gateway.audit.keys import (
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.seal import Sealer
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
-from mcp_gateway.config import PostgresStore, Settings, SQLiteAuditStore
+from mcp_gateway.config import PostgresStore, Settings, SQLiteAuditStore, SQLiteStore
 from mcp_gateway.connectors.mcp.upstream import UpstreamConnection, required_secrets
+from mcp_gateway.connectors.orchestrators.idempotency import SQLIdempotencyStore
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.state import PolicyHolder, SecretsView
 from mcp_gateway.errors import ConfigError, GatewayError
-from mcp_gateway.identity.admin_tokens import SQLiteAdminStore, admin_store_path
-from mcp_gateway.identity.agents import SQLiteAgentStore
+from mcp_gateway.identity.admin_tokens import AdminTokens, PostgresAdminStore, SQLiteAdminStore
+from mcp_gateway.identity.agents import AgentTokens, PostgresAgentStore, SQLiteAgentStore, TokenStore
 from mcp_gateway.pins.gate import PinGuard
-from mcp_gateway.pins.store import SQLitePinStore
+from mcp_gateway.pins.store import SQLitePinStore, SQLPinStore
 from mcp_gateway.quotas.gate import StoreQuotaGate
 from mcp_gateway.quotas.store import QuotaStore, open_quota_store
 from mcp_gateway.telemetry import install_log_redaction
@@ -47,6 +50,7 @@ from mcp_gateway.vault.service import Vault
 from mcp_gateway.vault.store import SQLiteSecretStore
 
 logger = logging.getLogger(__name__)
+_Tokens = TypeVar("_Tokens", bound=TokenStore)
 
 
 def open_audit_sink(
@@ -85,17 +89,24 @@ def open_audit_writer(
     next gateway to start report them as unauthenticated.
     """
     sealer = None
-    vault = open_vault(settings, master_key_env=master_key_env)
-    if vault.sealed and warn_unsealed:
-        logger.warning(
-            "the vault is sealed: this command's audit records carry no seal and will be reported as"
-            " unauthenticated (set MCP_GATEWAY_MASTER_KEY or keep the key file)"
-        )
-    elif not vault.sealed:
-        try:
-            sealer = Sealer(ensure_audit_keys(vault).seal_key)
-        except GatewayError as exc:
-            logger.warning("audit records written without a seal: %s", exc)
+    secret_store = open_secret_store(settings)
+    try:
+        vault = Vault(secret_store, read_keyring(settings, master_key_env=master_key_env), check_keys=True)
+        if vault.sealed and warn_unsealed:
+            logger.warning(
+                "the vault is sealed: this command's audit records carry no seal and will be reported as"
+                " unauthenticated (set MCP_GATEWAY_MASTER_KEY or keep the key file)"
+            )
+        elif not vault.sealed:
+            try:
+                sealer = Sealer(ensure_audit_keys(vault).seal_key)
+            except GatewayError as exc:
+                logger.warning("audit records written without a seal: %s", exc)
+    finally:
+        # Only the seal key is needed from here on: leave no vault connection open behind the command.
+        close = getattr(secret_store, "close", None)
+        if close is not None:
+            close()
     return open_audit_sink(settings, sealer=sealer)
 
 
@@ -131,11 +142,44 @@ def open_vault(settings: Settings, *, master_key_env: str | None) -> Vault:
     return Vault(open_secret_store(settings), keyring, check_keys=True)
 
 
-def open_agents(settings: Settings) -> SQLiteAgentStore:
-    store = settings.agents
+def open_agents(settings: Settings, *, read_only: bool = False) -> AgentTokens:
+    """The agent-token store (``agents:``, or the top-level ``store:``).
+
+    Args:
+        read_only: for commands that only read: a PostgreSQL schema never set up is refused, not created.
+
+    Raises:
+        StoreError: it cannot be opened (read-only: it was never set up).
+    """
+    return _token_store(settings, settings.agents, SQLiteAgentStore, PostgresAgentStore, read_only)
+
+
+def open_admins(settings: Settings, *, read_only: bool = False) -> AdminTokens:
+    """The admin-token store (``admins:``, or the top-level ``store:``), shared by ``mcp-gateway admin``,
+    ``approvals approve/deny`` and every running gateway (see ``open_agents``)."""
+    return _token_store(settings, settings.admins, SQLiteAdminStore, PostgresAdminStore, read_only)
+
+
+def _token_store(
+    settings: Settings,
+    store: SQLiteStore | PostgresStore,
+    on_sqlite: Callable[[Path], _Tokens],
+    on_postgres: Callable[..., _Tokens],
+    read_only: bool,
+) -> _Tokens:
     if isinstance(store, PostgresStore):
-        raise ConfigError("agents: the postgres backend is not available yet; use sqlite")
-    return SQLiteAgentStore(settings.data_path(store.path))
+        return on_postgres(store.dsn, store.schema_name, create=not read_only)
+    return on_sqlite(settings.data_path(store.path))
+
+
+def sqlite_store_path(settings: Settings, name: str) -> Path | None:
+    """The SQLite file of store ``name`` (``agents``, ``admins``, ``pinning``), None on PostgreSQL:
+    what a read-only command checks for before it opens (and so creates) one."""
+    if name == "pinning":
+        pinning = settings.pinning
+        return settings.data_path(pinning.path) if pinning.backend == "sqlite" else None
+    store = settings.agents if name == "agents" else settings.admins
+    return settings.data_path(store.path) if isinstance(store, SQLiteStore) else None
 
 
 def public_key_path(settings: Settings) -> Path:
@@ -170,9 +214,35 @@ def open_audit_keys(settings: Settings, vault: Vault) -> AuditKeys | None:
     return keys
 
 
-def open_pin_store(settings: Settings) -> SQLitePinStore:
-    """The tool-pin store (shared by the running gateway and ``mcp-gateway upstreams``)."""
-    return SQLitePinStore(settings.data_path(settings.pinning.path))
+def open_pin_store(settings: Settings, *, read_only: bool = False) -> SQLPinStore:
+    """The tool-pin store (shared by the running gateways and ``mcp-gateway upstreams``).
+
+    Raises:
+        StoreError: it cannot be opened (read-only: a PostgreSQL schema never set up).
+    """
+    pinning = settings.pinning
+    if pinning.backend == "postgres" and pinning.dsn is not None:
+        from mcp_gateway.pins.store import PostgresPinStore
+
+        return PostgresPinStore(pinning.dsn, pinning.schema_name, create=not read_only)
+    return SQLitePinStore(settings.data_path(pinning.path))
+
+
+def open_idempotency_store(settings: Settings, clock: Callable[[], float] = time.time) -> SQLIdempotencyStore:
+    """The ``ops`` rerun idempotency keys: PostgreSQL when ``store:`` is set (replicas share the keys),
+    else SQLite in the data dir.
+
+    Raises:
+        StoreError, ConfigError: it cannot be opened.
+    """
+    if settings.store is not None:
+        from mcp_gateway.connectors.orchestrators.idempotency import PostgresIdempotencyStore
+
+        return PostgresIdempotencyStore(settings.store.url, settings.store.schema_name, clock)
+    from mcp_gateway.connectors.orchestrators.idempotency import IdempotencyStore
+    from mcp_gateway.tools.ops import STORE_FILE
+
+    return IdempotencyStore(settings.data_dir / STORE_FILE, clock)
 
 
 @dataclass
@@ -181,12 +251,12 @@ class Runtime:
 
     settings: Settings
     gateway: Gateway
-    agents: SQLiteAgentStore
+    agents: AgentTokens
     sink: AuditSink
-    pins: SQLitePinStore | None = None
+    pins: SQLPinStore | None = None
     approvals: ApprovalStore | None = None
     quotas: QuotaStore | None = None
-    admins: SQLiteAdminStore | None = None
+    admins: AdminTokens | None = None
 
     def close(self) -> None:
         self.sink.close()
@@ -274,7 +344,11 @@ def build_runtime(
     secrets.on_change = reconnect_users
     install_log_redaction(secrets)
     all_toolsets = {
-        toolset.name: toolset for toolset in (*build_toolsets(settings, secrets.resolve), *toolsets)
+        toolset.name: toolset
+        for toolset in (
+            *build_toolsets(settings, secrets.resolve, lambda clock: open_idempotency_store(settings, clock)),
+            *toolsets,
+        )
     }
     clash = set(all_toolsets) & set(upstreams)
     clash |= {up.name for up in upstreams.values() if up.prefix in {f"{name}." for name in all_toolsets}}
@@ -320,5 +394,5 @@ def build_runtime(
         pin_store,
         approvals=approval_store,
         quotas=quota_store,
-        admins=SQLiteAdminStore(admin_store_path(settings.data_dir)),
+        admins=open_admins(settings),
     )

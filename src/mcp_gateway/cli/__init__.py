@@ -19,18 +19,34 @@ from mcp_gateway.cli.admin import admin_app
 from mcp_gateway.cli.agents import agents_app
 from mcp_gateway.cli.approvals import approvals_app
 from mcp_gateway.cli.audit import audit_app
+from mcp_gateway.cli.common import (
+    ConfigOpt,
+    fail,
+    load_cli_settings,
+    master_key_env,
+    parse_expiry,
+    parse_since,
+    set_debug,
+)
 from mcp_gateway.cli.config_cmd import config_app
 from mcp_gateway.cli.db import db_app
-from mcp_gateway.cli.init import init
-from mcp_gateway.cli.quota import quota_app
-from mcp_gateway.cli.common import ConfigOpt, fail, load_cli_settings, master_key_env, parse_expiry
 from mcp_gateway.cli.demo import demo_app
+from mcp_gateway.cli.init import init
 from mcp_gateway.cli.policy import policy_app
+from mcp_gateway.cli.quota import quota_app
 from mcp_gateway.cli.upstreams import upstreams_app
 from mcp_gateway.cli.vault import vault_app
 from mcp_gateway.errors import GatewayError
 
-app = typer.Typer(help="MCP Gateway: a governed MCP gateway.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="MCP Gateway: a governed MCP gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Plain click help: typer's rich panels print a `<bool>` type after every flag (typer 0.29), and
+    # its pretty tracebacks show local variables; `main` prints failures as one line instead.
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(upstreams_app, name="upstreams")
 app.add_typer(agents_app, name="agents")
 app.add_typer(approvals_app, name="approvals")
@@ -44,17 +60,46 @@ app.add_typer(db_app, name="db")
 app.add_typer(quota_app, name="quota")
 app.command("init")(init)
 
-__all__ = ["app", "harden_process", "main", "parse_expiry"]
+__all__ = ["app", "harden_process", "main", "parse_expiry", "parse_since"]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"mcp-gateway {version('mcp-gateway')}")
+        except PackageNotFoundError:
+            typer.echo("mcp-gateway (version unknown: not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="print the version and exit"),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="print the traceback of a failure (also MCP_GATEWAY_DEBUG=1)")
+    ] = False,
+) -> None:
+    if debug:
+        set_debug(True)
 
 
 @app.command()
 def serve(
     config: ConfigOpt = None,
-    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default 8080)")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="HOST", help="bind address (default: the config's, else 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="port (default: the config's, else 8080)")
+    ] = None,
 ) -> None:
-    """Run the gateway."""
-    from mcp_gateway.app.runner import run_gateway
+    """Run the gateway until SIGINT/SIGTERM (the port is checked before anything starts)."""
+    from mcp_gateway.app.runner import bind_listener, run_gateway
 
     settings = load_cli_settings(config)
     if host is not None or port is not None:
@@ -63,7 +108,8 @@ def serve(
         )
         settings = settings.model_copy(update={"server": server})
     try:
-        run_gateway(settings, master_key_env=master_key_env())
+        listener = bind_listener(settings.server.host, settings.server.port)
+        run_gateway(settings, master_key_env=master_key_env(), listener=listener)
     except GatewayError as exc:
         raise fail(str(exc)) from None
 
@@ -107,8 +153,7 @@ def main() -> None:
 
     harden_process()
     configure_logging(os.environ.get("MCP_GATEWAY_LOG_LEVEL", "INFO"))
-    try:
-        app()
-    except GatewayError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    from mcp_gateway.cli.failures import run_cli
+
+    set_debug(os.environ.get("MCP_GATEWAY_DEBUG", "").lower() in ("1", "true", "yes", "on"))
+    sys.exit(run_cli(app, sys.argv[1:]))

@@ -7,16 +7,16 @@ from typing import Annotated
 import typer
 
 from mcp_gateway.cli import tokens
-from mcp_gateway.cli.common import ConfigOpt, load_cli_settings, read_settings
+from mcp_gateway.cli.common import ConfigOpt, ExpiresOpt, JsonOpt, load_cli_settings, read_settings
 
 agents_app = typer.Typer(help="Issue, list and revoke agent tokens.", no_args_is_help=True)
 
 
 @agents_app.command("create")
 def agents_create(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the agent's name, as policy names it")],
     config: ConfigOpt = None,
-    expires: Annotated[str | None, typer.Option(help="30d, 12h, or an ISO-8601 time")] = None,
+    expires: ExpiresOpt = None,
 ) -> None:
     """Issue a token for agent NAME. The token is printed once and stored only as a salted hash."""
     from mcp_gateway.app.wiring import open_agents
@@ -26,7 +26,7 @@ def agents_create(
 
 
 @agents_app.command("list")
-def agents_list(config: ConfigOpt = None) -> None:
+def agents_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List issued tokens (ids and dates only)."""
     from mcp_gateway.app.wiring import open_agents
     from mcp_gateway.config import SQLiteStore
@@ -34,11 +34,19 @@ def agents_list(config: ConfigOpt = None) -> None:
     settings = read_settings(config)
     if isinstance(settings.agents, SQLiteStore):
         tokens.require_store(settings.data_path(settings.agents.path), "agent token")
-    tokens.show(open_agents(settings))
+    tokens.show(open_agents(settings, read_only=True), as_json)
 
 
 @agents_app.command("revoke")
-def agents_revoke(name_or_token_id: str, config: ConfigOpt = None) -> None:
+def agents_revoke(
+    name_or_token_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME|TOKEN_ID", help="an agent's name (all its live tokens) or one token's id"
+        ),
+    ],
+    config: ConfigOpt = None,
+) -> None:
     """Revoke every token of an agent, or one token by its id."""
     from mcp_gateway.app.wiring import open_agents
 

@@ -36,8 +36,11 @@ AsOpt = Annotated[
 TokenOpt = Annotated[
     str | None, typer.Option("--admin-token", envvar=TOKEN_ENV, hidden=True, show_envvar=False)
 ]
-NoteOpt = Annotated[str | None, typer.Option("--note", help="why; kept with the decision and audited")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+NoteOpt = Annotated[
+    str | None, typer.Option("--note", metavar="TEXT", help="why; kept with the decision and audited")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON (times as Unix seconds)")]
+IdArg = Annotated[str, typer.Argument(metavar="APPROVAL_ID", help="the id a pending call returned (apr_...)")]
 
 
 def _open(settings: Settings) -> ApprovalStore:
@@ -74,9 +77,10 @@ def _open_existing(config: Path | None) -> ApprovalStore:
 def approvals_list(
     config: ConfigOpt = None,
     status: Annotated[
-        str | None, typer.Option(help="pending, approved, denied, used or expired (default: all)")
+        str | None,
+        typer.Option(metavar="STATUS", help="pending, approved, denied, used or expired (default: all)"),
     ] = None,
-    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 100,
+    limit: Annotated[int, typer.Option(metavar="N", help="at most this many, newest first")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """List approval requests, newest first."""
@@ -92,7 +96,7 @@ def approvals_list(
 
 
 @approvals_app.command("show")
-def approvals_show(approval_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def approvals_show(approval_id: IdArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show one request: who asked, for what, why, the arguments (redacted) and the decision."""
     store = _open_existing(config)
     try:
@@ -157,14 +161,13 @@ def _decide(
     note: str | None,
     token: str | None,
 ) -> None:
-    from mcp_gateway.app.wiring import open_audit_writer
+    from mcp_gateway.app.wiring import open_admins, open_audit_writer
     from mcp_gateway.approvals.decide import Approver, decide
     from mcp_gateway.errors import AuthError
-    from mcp_gateway.identity.admin_tokens import SQLiteAdminStore, admin_store_path
 
     settings = load_cli_settings(config)
     store = _open(settings)
-    admins = SQLiteAdminStore(admin_store_path(settings.data_dir))
+    admins = open_admins(settings)
     try:
         # Sealed with the vault's seal key when the vault opens, as the gateway's own records are.
         sink = open_audit_writer(settings, master_key_env=master_key_env())
@@ -223,7 +226,7 @@ def _decide(
 @approvals_app.command("approve")
 def approvals_approve(
     ctx: typer.Context,
-    approval_id: str,
+    approval_id: IdArg,
     config: ConfigOpt = None,
     declared: AsOpt = None,
     note: NoteOpt = None,
@@ -238,7 +241,7 @@ def approvals_approve(
 @approvals_app.command("deny")
 def approvals_deny(
     ctx: typer.Context,
-    approval_id: str,
+    approval_id: IdArg,
     config: ConfigOpt = None,
     declared: AsOpt = None,
     note: NoteOpt = None,

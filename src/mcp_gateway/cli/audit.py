@@ -13,13 +13,13 @@ import typer
 
 from mcp_gateway.audit.seal import Sealer
 from mcp_gateway.cli.common import (
-    DURATION,
     ConfigOpt,
+    JsonOpt,
     fail,
     iso,
     load_cli_settings,
     master_key_env,
-    parse_expiry,
+    parse_since,
     read_settings,
 )
 from mcp_gateway.config import Settings
@@ -59,8 +59,8 @@ def _read_sink(config: Path | None) -> Any:
 @audit_app.command("tail")
 def audit_tail(
     config: ConfigOpt = None,
-    n: Annotated[int, typer.Option("-n", help="how many records")] = 20,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    n: Annotated[int, typer.Option("-n", metavar="N", help="how many records")] = 20,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print the newest records."""
     sink = _read_sink(config)
@@ -77,16 +77,28 @@ def audit_tail(
 @audit_app.command("query")
 def audit_query(
     config: ConfigOpt = None,
-    agent: Annotated[str | None, typer.Option()] = None,
-    tool: Annotated[str | None, typer.Option()] = None,
-    decision: Annotated[str | None, typer.Option(help="allow or deny")] = None,
-    kind: Annotated[str | None, typer.Option(help="intent, outcome, denied, auth_failure, ...")] = None,
-    since: Annotated[str | None, typer.Option(help="1h, 2d, or an ISO-8601 time")] = None,
-    limit: Annotated[int, typer.Option()] = 100,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    agent: Annotated[str | None, typer.Option(metavar="AGENT", help="records of this agent")] = None,
+    tool: Annotated[str | None, typer.Option(metavar="TOOL", help="records of calls of this tool")] = None,
+    decision: Annotated[str | None, typer.Option(metavar="DECISION", help="allow or deny")] = None,
+    kind: Annotated[
+        str | None, typer.Option(metavar="KIND", help="intent, outcome, denied, auth_failure, admin, ...")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WHEN",
+            help="records from then on: 30m, 1h, 2d (ago), today, yesterday, or an ISO-8601 time",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="at most this many records")] = 100,
+    as_json: JsonOpt = False,
     arg_hmac: Annotated[
         str | None,
-        typer.Option("--arg-hmac", help="records with a sensitive argument of this HMAC (see `audit hash`)"),
+        typer.Option(
+            "--arg-hmac",
+            metavar="HMAC",
+            help="records with a sensitive argument of this HMAC (see `audit hash`)",
+        ),
     ] = None,
 ) -> None:
     """Search the audit log."""
@@ -94,15 +106,10 @@ def audit_query(
 
     if arg_hmac is not None and not HMAC_HEX.fullmatch(arg_hmac := arg_hmac.lower()):
         raise fail("--arg-hmac takes the 64 hex digits `mcp-gateway audit hash` prints")
-    now = time.time()
-    since_ts = None
-    if since:
-        try:
-            point = parse_expiry(since, now)
-            # A duration means "that long ago"; parse_expiry reads it forward from now.
-            since_ts = now - (point - now) if DURATION.match(since) else point
-        except GatewayError as exc:
-            raise fail(str(exc)) from None
+    try:
+        since_ts = parse_since(since, time.time()) if since else None
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
     sink = _read_sink(config)
     try:
         records = sink.query(
@@ -156,12 +163,17 @@ def audit_verify(
         list[Path] | None,
         typer.Option(
             "--public-key",
+            metavar="FILE",
             help="trusted audit-signing public key file(s); default: the data dir's audit-signing.pub",
         ),
     ] = None,
     expect_head: Annotated[
         str | None,
-        typer.Option("--expect-head", help="SEQ:HASH of a record kept elsewhere; the log must hold it"),
+        typer.Option(
+            "--expect-head",
+            metavar="SEQ:HASH",
+            help="a record's seq and hash kept elsewhere; the log must hold it",
+        ),
     ] = None,
 ) -> None:
     """Check the chain, every signed checkpoint and every record's MAC; exits 1 naming every problem.
@@ -244,7 +256,10 @@ def audit_verify(
 @audit_app.command("hash")
 def audit_hash(
     value: Annotated[
-        str | None, typer.Argument(help="the value; `-` or omitted: read from stdin, keeping it off argv")
+        str | None,
+        typer.Argument(
+            metavar="VALUE", help="the value; `-` or omitted: read from stdin, keeping it off argv"
+        ),
     ] = None,
     config: ConfigOpt = None,
     as_json: Annotated[

@@ -1,6 +1,7 @@
 """What every ``mcp-gateway`` command shares: the config option, settings, errors, time parsing.
 
-The environment is read here and nowhere else (``MCP_GATEWAY_CONFIG``, ``MCP_GATEWAY_MASTER_KEY``).
+The environment is read here and nowhere else (``MCP_GATEWAY_CONFIG``, ``MCP_GATEWAY_MASTER_KEY``,
+``MCP_GATEWAY_MASTER_KEY_FILE``).
 Secret values enter only through stdin or a hidden prompt, never argv, and are never printed.
 """
 
@@ -9,6 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import stat
+import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,8 +24,23 @@ from mcp_gateway.errors import ConfigError, GatewayError
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="gateway.yaml (default: $MCP_GATEWAY_CONFIG, else ./gateway.yaml if present)"
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="gateway.yaml (default: $MCP_GATEWAY_CONFIG, else ./gateway.yaml if present)",
     ),
+]
+
+
+ExpiresOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="WHEN",
+        help="when it stops working: 12h, 30d, 2w from now, or an ISO-8601 time (default: never)",
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="print one JSON object per line (times as Unix seconds)")
 ]
 
 
@@ -56,31 +75,133 @@ def read_settings(config: Path | None) -> Settings:
 
 
 def master_key_env() -> str | None:
-    return os.environ.get("MCP_GATEWAY_MASTER_KEY") or None
+    """The master key text: ``$MCP_GATEWAY_MASTER_KEY``, else the file ``$MCP_GATEWAY_MASTER_KEY_FILE`` names.
+
+    The file form is for container secrets (a Docker secret under ``/run/secrets``, a Kubernetes secret
+    volume), so the key stays out of the process environment. It holds what the variable would (one
+    urlsafe-base64 key, or a comma-separated list, current first); surrounding whitespace is ignored.
+    It may be readable by its group (a Kubernetes secret volume with ``fsGroup``), never by others.
+
+    Raises:
+        typer.Exit: both variables are set, or the file is unreadable, not a regular file or open to
+            other users, or empty (the message names the path and mode, never the content).
+    """
+    value = os.environ.get("MCP_GATEWAY_MASTER_KEY") or None
+    path = os.environ.get("MCP_GATEWAY_MASTER_KEY_FILE") or None
+    if path is None:
+        return value
+    if value is not None:
+        raise fail("set MCP_GATEWAY_MASTER_KEY or MCP_GATEWAY_MASTER_KEY_FILE, not both")
+    try:
+        # O_NONBLOCK: a FIFO put in the file's place is refused below instead of hanging the start.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+            # fstat the open file, not the path, so the file checked is the file read.
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise fail(f"MCP_GATEWAY_MASTER_KEY_FILE `{path}` is not a regular file")
+            if st.st_mode & 0o007:
+                raise fail(
+                    f"MCP_GATEWAY_MASTER_KEY_FILE `{path}` has mode {stat.S_IMODE(st.st_mode):04o}:"
+                    " other users may open it (at most 0640)"
+                )
+            data = fh.read()
+    except OSError as exc:
+        raise fail(f"cannot read MCP_GATEWAY_MASTER_KEY_FILE `{path}`: {exc.strerror}") from None
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise fail(f"MCP_GATEWAY_MASTER_KEY_FILE `{path}` is not key text") from None
+    if not text:
+        raise fail(f"MCP_GATEWAY_MASTER_KEY_FILE `{path}` is empty")
+    return text
+
+
+class _Debug:
+    on = False
+
+
+def set_debug(on: bool) -> None:
+    """``--debug`` or ``MCP_GATEWAY_DEBUG=1``: failures print their traceback before their one line."""
+    _Debug.on = on
+
+
+def debug_enabled() -> bool:
+    return _Debug.on
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: MESSAGE`` (one line, stderr) and return the ``typer.Exit`` to raise.
+
+    Called inside an ``except`` block with ``--debug`` on, the exception's traceback comes first.
+    """
+    if _Debug.on and sys.exc_info()[1] is not None:
+        traceback.print_exc(file=sys.stderr)
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
 
-DURATION = re.compile(r"^(\d+)([smhdw])$")
+DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_expiry(value: str, now: float) -> float:
-    """``30d``/``12h``/``90m``/``2w`` from now, or an ISO-8601 timestamp (UTC if no zone)."""
-    match = DURATION.match(value)
-    if match:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
-        return now + int(match.group(1)) * unit
+def _iso_time(value: str) -> float | None:
+    """An ISO-8601 date or time (UTC if it names no zone), or None."""
     try:
-        when = dt.datetime.fromisoformat(value)
+        when = dt.datetime.fromisoformat(value.strip())
     except ValueError:
-        raise GatewayError(f"expiry `{value}` is neither a duration like 30d nor an ISO-8601 time") from None
+        return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 
+def parse_since(value: str, now: float, *, option: str = "--since") -> float:
+    """A point in the past: ``90s``/``30m``/``1h``/``2d``/``1w`` ago, ``today`` or ``yesterday`` (local
+    midnight), or an ISO-8601 date or time (UTC if it names no zone).
+
+    Raises:
+        GatewayError: none of those (the message names ``option``), or a time in the future.
+    """
+    word = value.strip().lower()
+    match = DURATION.match(word)
+    if match:
+        return now - int(match.group(1)) * _UNITS[match.group(2)]
+    if word in ("today", "yesterday"):
+        day = dt.datetime.fromtimestamp(now).date()  # naive: the local calendar (and DST) decide
+        if word == "yesterday":
+            day -= dt.timedelta(days=1)
+        return dt.datetime.combine(day, dt.time()).timestamp()
+    point = _iso_time(value)
+    if point is None:
+        raise GatewayError(
+            f"{option} `{value}` is not a duration (30m, 1h, 2d), `today`, `yesterday` or an ISO-8601 time"
+        )
+    if point > now:
+        raise GatewayError(f"{option} `{value}` is in the future")
+    return point
+
+
+def parse_expiry(value: str, now: float, *, option: str = "--expires") -> float:
+    """A point in the future: ``90m``/``12h``/``30d``/``2w`` from now, or an ISO-8601 time (UTC if it
+    names no zone).
+
+    Raises:
+        GatewayError: neither (the message names ``option``), or a time already past.
+    """
+    match = DURATION.match(value.strip().lower())
+    if match:
+        amount = int(match.group(1))
+        if amount == 0:
+            raise GatewayError(f"{option} `{value}` must be longer than zero")
+        return now + amount * _UNITS[match.group(2)]
+    point = _iso_time(value)
+    if point is None:
+        raise GatewayError(f"{option} `{value}` is not a duration (12h, 30d, 2w) or an ISO-8601 time")
+    if point <= now:
+        raise GatewayError(f"{option} `{value}` is already past")
+    return point
+
+
 def iso(ts: float | None) -> str:
+    """A Unix time as ISO-8601 UTC to the second (``2026-12-03T21:23:40+00:00``); ``-`` for None."""
     return "-" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")

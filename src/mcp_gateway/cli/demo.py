@@ -14,7 +14,7 @@ from mcp_gateway.errors import GatewayError
 
 demo_app = typer.Typer(help="Play the quickstart's demo agent through the stories.", no_args_is_help=True)
 
-DirOpt = Annotated[Path, typer.Option("--dir", help="the quickstart directory")]
+DirOpt = Annotated[Path, typer.Option("--dir", metavar="DIR", help="the quickstart directory")]
 DEFAULT_DIR = Path(".mcp-gateway-quickstart")
 
 
@@ -38,10 +38,25 @@ def _play(directory: Path, story: Callable[[Any], Awaitable[Any]]) -> None:
 
     try:
         anyio.run(main)
-    except OSError as exc:
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
         raise fail(
-            f"cannot reach the quickstart gateway at {url}: is `mcp-gateway quickstart` running? ({exc})"
+            f"cannot reach the quickstart gateway at {url}: is `mcp-gateway quickstart` running?"
         ) from None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception an anyio task group wrapped in it) says "no server there"."""
+    import asyncio
+
+    import httpx2
+
+    if isinstance(exc, BaseExceptionGroup):
+        # Sibling tasks cancelled because of the failed connection say nothing of their own.
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        return bool(inner) and all(_unreachable(e) for e in inner)
+    return isinstance(exc, OSError | httpx2.ConnectError | httpx2.ConnectTimeout)
 
 
 @demo_app.command("fix-amount")
@@ -71,7 +86,9 @@ def rerun(directory: DirOpt = DEFAULT_DIR) -> None:
 @demo_app.command("patch")
 def patch(
     directory: DirOpt = DEFAULT_DIR,
-    approval_id: Annotated[str | None, typer.Option(help="run the approved patch")] = None,
+    approval_id: Annotated[
+        str | None, typer.Option(metavar="APPROVAL_ID", help="run the patch this approval allows")
+    ] = None,
 ) -> None:
     """A 10x Salesforce Amount change: parked for approval, then run once with `--approval-id`."""
     from mcp_gateway.demo.agent import patch as story
@@ -81,7 +98,7 @@ def patch(
 
 @demo_app.command("revert")
 def revert(
-    audit_id: Annotated[str, typer.Option(help="the audit_id a patch returned")],
+    audit_id: Annotated[str, typer.Option(metavar="AUDIT_ID", help="the audit_id a patch returned")],
     directory: DirOpt = DEFAULT_DIR,
 ) -> None:
     """Undo a Salesforce patch from the before-image in its audit record."""

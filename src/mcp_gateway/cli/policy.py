@@ -71,7 +71,10 @@ def pinned_catalog(settings: Settings) -> dict[str, UpstreamCatalog]:
 
 @policy_app.command("check")
 def policy_check(
-    path: Annotated[Path | None, typer.Argument()] = None,
+    path: Annotated[
+        Path | None,
+        typer.Argument(metavar="PATH", help="a policy file or directory (default: the config's `policies`)"),
+    ] = None,
     config: ConfigOpt = None,
     catalog: Annotated[
         bool,
@@ -118,11 +121,16 @@ def policy_check(
 
 @policy_app.command("explain")
 def policy_explain(
-    agent: str,
-    tool: str,
-    args_json: Annotated[str, typer.Argument(metavar="ARGS-JSON")] = "{}",
+    agent: Annotated[str, typer.Argument(metavar="AGENT", help="the calling agent")],
+    tool: Annotated[str, typer.Argument(metavar="TOOL", help="the tool it calls, as the agent sees it")],
+    args_json: Annotated[
+        str, typer.Argument(metavar="ARGS-JSON", help="the call's arguments, a JSON object")
+    ] = "{}",
     config: ConfigOpt = None,
-    path: Annotated[Path | None, typer.Option("--policy", help="policy file or directory")] = None,
+    path: Annotated[
+        Path | None,
+        typer.Option("--policy", metavar="PATH", help="policy file or directory (default: the config's)"),
+    ] = None,
 ) -> None:
     """Show the decision for AGENT calling TOOL with ARGS-JSON, the rule that decided it, and the
     approvals and quotas that apply."""

@@ -1,4 +1,4 @@
-"""What ``agents`` and ``admin`` share: issuing, listing and revoking tokens of a ``SQLiteTokenStore``.
+"""What ``agents`` and ``admin`` share: issuing, listing and revoking tokens of a ``TokenStore``.
 
 Issuing and revoking are audited like approval decisions: a ``token_issue`` / ``token_revoke`` record
 (``status: requested``) is durable before the store changes (no audit, no act), and a second record
@@ -7,6 +7,8 @@ says what happened (the new token's public id, or how many were revoked). Neithe
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -16,10 +18,10 @@ from mcp_gateway.cli.common import fail, iso, parse_expiry
 from mcp_gateway.cli.recorded import Recorder, audit_recorder
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import GatewayError
-from mcp_gateway.identity.agents import SQLiteTokenStore
+from mcp_gateway.identity.agents import TokenStore
 
 
-def _audited(settings: Settings, kind: str, store: SQLiteTokenStore, target: str) -> Recorder:
+def _audited(settings: Settings, kind: str, store: TokenStore, target: str) -> Recorder:
     """A recorder of ``kind`` events about ``target``'s tokens (raises if the audit store cannot write)."""
     return audit_recorder(settings, kind, holder_kind=store.holder, target=target)
 
@@ -30,7 +32,7 @@ def require_store(path: Path, what: str) -> None:
         raise fail(f"no {what} store at `{path}`: no token was ever issued with this config")
 
 
-def issue(store: SQLiteTokenStore, name: str, expires: str | None, settings: Settings) -> None:
+def issue(store: TokenStore, name: str, expires: str | None, settings: Settings) -> None:
     """Create a token for ``name``: the record to stderr, the token alone to stdout (printed once)."""
     try:
         expires_at = parse_expiry(expires, time.time()) if expires else None
@@ -53,10 +55,15 @@ def issue(store: SQLiteTokenStore, name: str, expires: str | None, settings: Set
     typer.echo(token)
 
 
-def show(store: SQLiteTokenStore) -> None:
-    """One line per token: name, id, live/expired/revoked, dates (never a secret or a hash)."""
+def show(store: TokenStore, as_json: bool = False) -> None:
+    """One line per token: name, id, live/expired/revoked, dates (never a secret or a hash).
+
+    ``as_json``: one JSON object per token, its times as Unix seconds.
+    """
     try:
         records = store.list()
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
     finally:
         store.close()
     now = time.time()
@@ -66,13 +73,16 @@ def show(store: SQLiteTokenStore) -> None:
             if rec.revoked_at
             else ("expired" if rec.expires_at and rec.expires_at < now else "live")
         )
+        if as_json:
+            typer.echo(json.dumps({**dataclasses.asdict(rec), "state": state}, sort_keys=True))
+            continue
         typer.echo(
             f"{rec.name}\t{rec.token_id}\t{state}"
             f"\tcreated {iso(rec.created_at)}\texpires {iso(rec.expires_at)}"
         )
 
 
-def revoke(store: SQLiteTokenStore, name_or_token_id: str, label: str, settings: Settings) -> None:
+def revoke(store: TokenStore, name_or_token_id: str, label: str, settings: Settings) -> None:
     """Revoke a holder's live tokens or one token by id; an error when none matched."""
     try:
         record = _audited(settings, "token_revoke", store, name_or_token_id)

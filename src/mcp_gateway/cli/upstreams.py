@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 
 from mcp_gateway.cli.common import (
     ConfigOpt,
+    JsonOpt,
     fail,
     iso,
     load_cli_settings,
@@ -15,7 +17,7 @@ from mcp_gateway.cli.common import (
 from mcp_gateway.errors import GatewayError
 
 upstreams_app = typer.Typer(
-    help="Review and approve upstream tool, prompt and resource definitions (pins).", no_args_is_help=True
+    help="Review and approve upstream definitions (pinned tools, prompts, resources).", no_args_is_help=True
 )
 
 _PIN_STATUS = {"pinned": "pinned", "changed": "changed-blocked", "new": "new-blocked"}
@@ -24,14 +26,21 @@ _PIN_STATUS = {"pinned": "pinned", "changed": "changed-blocked", "new": "new-blo
 @upstreams_app.command("list")
 def upstreams_list(
     config: ConfigOpt = None,
-    diff: Annotated[bool, typer.Option("--diff", help="show what changed in each blocked tool")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="show what changed in each blocked item")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List upstream tools, prompts, resources and templates with their pin status (pinned,
     changed-blocked, new-blocked), hashes and pin format (v1: taken before every field was pinned)."""
-    from mcp_gateway.app.wiring import open_pin_store
+    from mcp_gateway.app.wiring import open_pin_store, sqlite_store_path
     from mcp_gateway.pins.model import definition_diff
 
-    store = open_pin_store(load_cli_settings(config))
+    settings = load_cli_settings(config)
+    path = sqlite_store_path(settings, "pinning")
+    if path is not None and not path.is_file():
+        # Only reads: never create the store (a gateway that listed an upstream would have made it).
+        typer.echo("no pins yet (pins are taken when the gateway first lists an upstream)", err=True)
+        return
+    store = open_pin_store(settings, read_only=True)
     try:
         pins = store.all()
     finally:
@@ -39,6 +48,26 @@ def upstreams_list(
     if not pins:
         typer.echo("no pins yet (pins are taken when the gateway first lists an upstream)", err=True)
     for pin in pins:
+        if as_json:
+            fields = (
+                "upstream",
+                "tool",
+                "kind",
+                "hash",
+                "presented_hash",
+                "pinned_at",
+                "changed_at",
+                "version",
+            )
+            shown = {
+                "name": pin.name,
+                "status": _PIN_STATUS[pin.status],
+                **{f: getattr(pin, f) for f in fields},
+            }
+            if diff and pin.status != "pinned":
+                shown["diff"] = definition_diff(pin.definition, pin.presented_definition, label=pin.name)
+            typer.echo(json.dumps(shown, sort_keys=True))
+            continue
         typer.echo(
             f"{pin.name}\t{_PIN_STATUS[pin.status]}\tpinned {pin.hash or '-'}"
             f"\tpresented {pin.presented_hash or '-'}\tsince {iso(pin.changed_at or pin.pinned_at)}"
@@ -59,7 +88,12 @@ def upstreams_approve(
     ],
     config: ConfigOpt = None,
     expect_hash: Annotated[
-        str | None, typer.Option("--expect-hash", help="approve only if this (prefix) is what it presents")
+        str | None,
+        typer.Option(
+            "--expect-hash",
+            metavar="HASH",
+            help="approve only if the definition presented has this hash (prefix)",
+        ),
     ] = None,
 ) -> None:
     """Accept the definition NAME presents now as its pin; a running gateway unblocks it."""

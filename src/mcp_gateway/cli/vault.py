@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from mcp_gateway.cli.common import (
     ConfigOpt,
+    JsonOpt,
     fail,
+    iso,
     load_cli_settings,
     master_key_env,
 )
@@ -25,6 +28,7 @@ from mcp_gateway.cli.recorded import Recorder, audit_recorder
 from mcp_gateway.errors import GatewayError
 
 vault_app = typer.Typer(help="Manage encrypted secrets.", no_args_is_help=True)
+SecretNameArg = Annotated[str, typer.Argument(metavar="NAME", help="the secret's name")]
 
 
 def _failed(record: Recorder, exc: GatewayError, **detail: Any) -> typer.Exit:
@@ -66,7 +70,7 @@ def vault_init(config: ConfigOpt = None) -> None:
 
 
 @vault_app.command("put")
-def vault_put(name: str, config: ConfigOpt = None) -> None:
+def vault_put(name: SecretNameArg, config: ConfigOpt = None) -> None:
     """Store secret NAME; the value is read from stdin, or from a hidden prompt on a terminal."""
     from mcp_gateway.app.wiring import open_vault
     from mcp_gateway.vault.service import validate_name
@@ -102,17 +106,26 @@ def vault_put(name: str, config: ConfigOpt = None) -> None:
 
 
 @vault_app.command("list")
-def vault_list(config: ConfigOpt = None) -> None:
-    """List secrets: names and metadata, never values."""
+def vault_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List secrets: name, key id, created and updated (UTC); never values."""
     from mcp_gateway.app.wiring import open_vault
 
-    vault = open_vault(load_cli_settings(config), master_key_env=master_key_env())
-    for meta in vault.list():
-        typer.echo("\t".join(f"{k}={v}" for k, v in meta.items()))
+    try:
+        secrets = open_vault(load_cli_settings(config), master_key_env=master_key_env()).list()
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
+    for meta in secrets:
+        if as_json:
+            typer.echo(json.dumps(meta, sort_keys=True))
+        else:
+            typer.echo(
+                f"{meta.get('name')}\tkey {meta.get('key_id', '-')}"
+                f"\tcreated {iso(meta.get('created_at'))}\tupdated {iso(meta.get('updated_at'))}"
+            )
 
 
 @vault_app.command("rm")
-def vault_rm(name: str, config: ConfigOpt = None) -> None:
+def vault_rm(name: SecretNameArg, config: ConfigOpt = None) -> None:
     """Delete secret NAME."""
     from mcp_gateway.app.wiring import open_vault
     from mcp_gateway.vault.service import validate_name

@@ -150,6 +150,9 @@ async def patch(agent: Agent, approval_id: str | None = None) -> dict[str, Any]:
 
 
 async def revert(agent: Agent, audit_id: str) -> bool:
-    """Put back the before-image an earlier patch recorded in the audit log."""
-    ok, _ = await agent.call("salesforce.revert_patch", {"audit_id": audit_id})
+    """Put back the before-image an earlier patch recorded in the audit log (a second revert says the
+    patch is already reverted and writes nothing)."""
+    ok, body = await agent.call("salesforce.revert_patch", {"audit_id": audit_id})
+    if ok and isinstance(body, dict) and body.get("status") == "already_reverted":
+        agent.say(f"\n# Patch {audit_id} is already reverted: nothing was written.")
     return ok

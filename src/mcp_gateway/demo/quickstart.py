@@ -3,30 +3,49 @@
 It writes a data dir with a master key file, the demo secrets, a demo agent and its token, a demo
 policy and a ``gateway.yaml`` with:
 
-- ``mcp-server-time`` over stdio (a demo secret injected into its environment);
+- the package's small time server (``mcp_gateway.demo.time_server``) over stdio, a demo secret
+  injected into its environment;
 - an Apache Iceberg lake (SQL catalog on SQLite in the data dir) seeded with the three data stories;
-- a dbt Cloud account and a Salesforce org, both served by the package's emulators on the next two
-  ports (contract-faithful test doubles: no real dbt Cloud or Salesforce is reachable from a demo).
+- a Salesforce org on ``--port`` + 1 and a dbt Cloud account on ``--port`` + 2, both served by the
+  package's emulators (contract-faithful test doubles: no real dbt Cloud or Salesforce is reachable).
 
 ``run`` starts the two emulators in threads and serves the gateway. ``mcp-gateway demo ...``
 (``demo.py``) then plays an agent through the stories with the token written to ``demo-agent.token``.
+
+Re-running is safe. While a quickstart serves a folder it holds a lock on ``quickstart.lock`` there
+(released by the kernel when the process ends, however it ends), so a second ``prepare`` on that
+folder says so in one line and changes nothing: the live token stays valid and no new one is printed.
+The three ports are checked before anything is changed. After a stopped quickstart the folder is
+reused: the key, the secrets, an edited policy and the still-valid token are kept; the config is
+rewritten (the port may change) and the demo tables are reset.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import secrets
 import shlex
+import socket
 import sys
-from dataclasses import dataclass
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import yaml
 
 from mcp_gateway.app.runner import run_gateway
 from mcp_gateway.app.wiring import key_file_path, open_agents, open_vault
 from mcp_gateway.config import Settings, load_settings
-from mcp_gateway.errors import ConfigError
+from mcp_gateway.demo.commands import program
+from mcp_gateway.errors import ConfigError, GatewayError
 from mcp_gateway.vault.keys import init_key_file
 
 DEMO_AGENT = "demo-agent"
@@ -35,6 +54,18 @@ DBT_ACCOUNT = 1
 DBT_JOB = 42
 SF_CLIENT_ID = "mcp-gateway-demo"
 SECRETS = ("demo-api-token", "sf-sandbox-secret", "dbt-token")
+LOCK_FILE = "quickstart.lock"
+READY_WAIT_SECONDS = 120.0
+"""How long ``run`` reports progress while waiting for ``/readyz``, before saying where to look."""
+
+Progress = Callable[[str], None]
+
+
+def say(line: str) -> None:
+    """The default progress sink: one line to stderr (stdout carries the banner)."""
+    sys.stderr.write(f"quickstart: {line}\n")
+    sys.stderr.flush()
+
 
 _POLICY = """\
 # Demo policy: what `demo-agent` may do. Edit it while the gateway runs; it reloads on save.
@@ -137,6 +168,65 @@ class Demo:
     token: str
     url: str
     instructions: str
+    lock: IO[str] | None = field(default=None, repr=False, compare=False)
+    """The open ``quickstart.lock``, locked while this process may serve the folder."""
+    progress: Progress = field(default=say, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Give up the folder's lock (the process's end does so too)."""
+        if self.lock is not None:
+            self.lock.close()
+
+
+def _hold_lock(directory: Path, port: int) -> IO[str]:
+    """Lock ``quickstart.lock`` in ``directory`` for this process, recording its pid and port.
+
+    Raises:
+        GatewayError: another process holds it (one line: which pid, which endpoint, where the token is).
+    """
+    path = directory / LOCK_FILE
+    fh = open(path, "a+", encoding="utf-8")  # held open (and locked) for the process's life
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        try:
+            held = json.loads(fh.read() or "{}")
+        except ValueError:
+            held = {}
+        fh.close()
+        where = f"pid {held.get('pid', '?')}, http://127.0.0.1:{held.get('port', '?')}/mcp"
+        raise GatewayError(
+            f"a quickstart is already running in `{directory}` ({where}); its token is in"
+            f" `{directory / TOKEN_FILE}`; stop it (Ctrl-C) to start another here"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(json.dumps({"pid": os.getpid(), "port": port}) + "\n")
+    fh.flush()
+    return fh
+
+
+def _check_ports(port: int) -> None:
+    """The gateway's port and the emulators' (the next two) must be free, before anything changes.
+
+    Raises:
+        GatewayError: one of them is taken, naming which and what the quickstart wanted it for.
+    """
+    for number, role in (
+        (port, "the gateway"),
+        (port + 1, "the Salesforce emulator"),
+        (port + 2, "the dbt Cloud emulator"),
+    ):
+        with socket.socket() as sock:
+            try:
+                # Bind, not connect: a port held by an outgoing connection cannot be listened on either.
+                sock.bind(("127.0.0.1", number))
+            except OSError:
+                raise GatewayError(
+                    f"port {number} (for {role}; the quickstart uses --port {port} and the next two)"
+                    " is in use: is a gateway or another quickstart running? choose another --port"
+                ) from None
 
 
 def _gateway_yaml(directory: Path, port: int) -> str:
@@ -153,7 +243,7 @@ upstreams:
   time:
     transport: stdio
     command: {python}
-    args: [-m, mcp_server_time, --local-timezone, UTC]
+    args: [-m, mcp_gateway.demo.time_server]       # a small MCP server shipped in the package
     env:
       # Injected from the vault at spawn time; the agent never sees it.
       DEMO_API_TOKEN: secret://demo-api-token
@@ -191,8 +281,41 @@ def _demo_policy() -> str:
     return _POLICY + "\n# The data stories' quality gates (switch-in runs them on the branch).\n" + sections
 
 
-def prepare(directory: Path, *, port: int) -> Demo:
-    """Create (or refresh) the demo set-up in ``directory``: demo data reset, a fresh demo token."""
+def prepare(
+    directory: Path, *, port: int, progress: Progress = say, check_ports: bool = True, exe: str | None = None
+) -> Demo:
+    """Create (or reuse) the demo set-up in ``directory``: demo data reset, the token kept if still valid.
+
+    Args:
+        directory: the demo folder (created if missing).
+        port: the gateway's port; the emulators take the next two.
+        progress: told one line per slow step.
+        check_ports: refuse at once if a port is taken (before anything in the folder changes).
+        exe: how the banner names ``mcp-gateway`` (default: as the running program is reachable).
+
+    Raises:
+        GatewayError: a quickstart already serves ``directory``, a port is taken, or a step failed.
+    """
+    fresh = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = _hold_lock(directory, port)
+    try:
+        if check_ports:
+            _check_ports(port)
+    except BaseException:
+        lock.close()
+        if fresh:  # refused before anything was set up: leave no folder behind
+            (directory / LOCK_FILE).unlink(missing_ok=True)
+            directory.rmdir()
+        raise
+    try:
+        return _prepare(directory, port, progress, lock, exe or program())
+    except BaseException:
+        lock.close()
+        raise
+
+
+def _prepare(directory: Path, port: int, progress: Progress, lock: IO[str], exe: str) -> Demo:
     (directory / "policies").mkdir(parents=True, exist_ok=True)
     config_path = directory / "gateway.yaml"
     config_path.write_text(_gateway_yaml(directory, port), encoding="utf-8")
@@ -210,19 +333,34 @@ def prepare(directory: Path, *, port: int) -> Demo:
     for name in SECRETS:
         if name not in existing:
             vault.put(name, f"demo-{secrets.token_urlsafe(24)}".encode())
+    started = time.monotonic()
+    progress("seeding the demo lake (three Iceberg tables; a re-run resets them) ...")
     _seed_lake(settings)
+    progress(f"demo lake ready ({time.monotonic() - started:.1f}s)")
+    token_path = directory / TOKEN_FILE
+    token, reused = _demo_token(settings, token_path)
+    url = f"http://127.0.0.1:{port}/mcp"
+    text = _instructions(config_path, directory, url, token, exe=exe, reused=reused)
+    return Demo(config_path, token, url, text, lock=lock, progress=progress)
+
+
+def _demo_token(settings: Settings, token_path: Path) -> tuple[str, bool]:
+    """The token in ``token_path`` if the store still accepts it for the demo agent, else a new one
+    (the demo agent's other tokens revoked) written there 0600; and whether it was reused."""
     agents = open_agents(settings)
     try:
+        with contextlib.suppress(OSError, GatewayError):
+            token = token_path.read_text(encoding="utf-8").strip()
+            if agents.verify(token).agent == DEMO_AGENT:
+                return token, True
         agents.revoke(DEMO_AGENT)
         _, token = agents.create(DEMO_AGENT)
     finally:
         agents.close()
-    token_path = directory / TOKEN_FILE
     token_path.touch(mode=0o600)
     os.chmod(token_path, 0o600)
     token_path.write_text(token + "\n", encoding="utf-8")
-    url = f"http://127.0.0.1:{port}/mcp"
-    return Demo(config_path, token, url, _instructions(config_path, directory, url, token))
+    return token, False
 
 
 def _seed_lake(settings: Settings) -> None:
@@ -233,36 +371,46 @@ def _seed_lake(settings: Settings) -> None:
         seed_demo(warehouse)
 
 
-def _instructions(config_path: Path, directory: Path, url: str, token: str) -> str:
+def _instructions(
+    config_path: Path,
+    directory: Path,
+    url: str,
+    token: str,
+    *,
+    exe: str = "mcp-gateway",
+    reused: bool = False,
+) -> str:
     cfg = shlex.quote(str(config_path))
     qs = shlex.quote(str(directory))
+    kept = "the previous run's token, still valid; " if reused else ""
+    mcp_gateway = exe
     return f"""\
 MCP Gateway quickstart
   config      {config_path}
   endpoint    {url}
   agent       {DEMO_AGENT}
   token       {token}
-  (shown once, also in {directory / TOKEN_FILE} (0600); stored only as a salted hash)
+  ({kept}also in {directory / TOKEN_FILE} (0600); stored only as a salted hash)
 
 Play the agent, in another shell (each step is a governed, audited MCP call):
-  mcp-gateway demo fix-amount --dir {qs}   # story 2: branch, fix, verify, switch in, roll back
-  mcp-gateway demo checks --dir {qs}       # stories 1 and 3: an empty table, mixed currencies
-  mcp-gateway demo rerun --dir {qs}        # a failed dbt Cloud job: context, rerun, status
-  mcp-gateway demo patch --dir {qs}        # a 10x Salesforce change waits for a human
-  mcp-gateway approvals list -c {cfg}
-  export MCP_GATEWAY_ADMIN_TOKEN=$(mcp-gateway admin create you -c {cfg})   # once: your admin token
-  mcp-gateway approvals approve -c {cfg} APPROVAL_ID     # decided as the token's holder, audited
-  mcp-gateway demo patch --dir {qs} --approval-id APPROVAL_ID
-  mcp-gateway demo revert --dir {qs} --audit-id AUDIT_ID      # put the before-image back
+  {mcp_gateway} demo fix-amount --dir {qs}   # story 2: branch, fix, verify, switch in, roll back
+  {mcp_gateway} demo checks --dir {qs}       # stories 1 and 3: an empty table, mixed currencies
+  {mcp_gateway} demo rerun --dir {qs}        # a failed dbt Cloud job: context, rerun, status
+  {mcp_gateway} demo patch --dir {qs}        # a 10x Salesforce change waits for a human
+  {mcp_gateway} approvals list -c {cfg}
+  export MCP_GATEWAY_ADMIN_TOKEN=$({mcp_gateway} admin create you -c {cfg})   # once: your admin token
+  {mcp_gateway} approvals approve -c {cfg} APPROVAL_ID     # decided as the token's holder, audited
+  {mcp_gateway} demo patch --dir {qs} --approval-id APPROVAL_ID
+  {mcp_gateway} demo revert --dir {qs} --audit-id AUDIT_ID      # put the before-image back
 
 Or connect any MCP client, e.g. the MCP Inspector CLI:
   npx @modelcontextprotocol/inspector --cli {url} --transport http \\
       --header "Authorization: Bearer {token}" --method tools/list
 
 And look at the record:
-  mcp-gateway audit tail -c {cfg}        # every call, allowed or denied
-  mcp-gateway audit verify -c {cfg}      # check the hash chain and signed checkpoints
-  mcp-gateway policy explain -c {cfg} {DEMO_AGENT} time.get_current_time '{{"timezone": "Asia/Seoul"}}'
+  {mcp_gateway} audit tail -c {cfg}        # every call, allowed or denied
+  {mcp_gateway} audit verify -c {cfg}      # check the hash chain and signed checkpoints
+  {mcp_gateway} policy explain -c {cfg} {DEMO_AGENT} time.get_current_time '{{"timezone": "Asia/Seoul"}}'
 """
 
 
@@ -286,8 +434,44 @@ def start_emulators(settings: Settings) -> list[object]:
     return [serve_in_thread(sf_app, sf_port), serve_in_thread(dbt_app, dbt_port)]
 
 
+def _watch_ready(url: str, progress: Progress, stop: threading.Event) -> None:
+    """Report when ``/readyz`` answers 200 (a progress line every 10 s meanwhile; bounded)."""
+    ready_url = url.removesuffix("/mcp") + "/readyz"
+    started = time.monotonic()
+    next_note = started + 10
+    while not stop.is_set():
+        waited = time.monotonic() - started
+        if waited > READY_WAIT_SECONDS:
+            progress(f"not ready after {waited:.0f}s: see the log above and {ready_url}")
+            return
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            with urllib.request.urlopen(ready_url, timeout=2) as answer:  # noqa: S310 - our own loopback URL
+                if answer.status == 200:
+                    progress(f"ready ({waited:.1f}s): {url}")
+                    return
+        if time.monotonic() >= next_note:
+            progress(f"still waiting for the gateway and its upstream ({waited:.0f}s) ...")
+            next_note += 10
+        stop.wait(0.2)
+
+
 def run(demo: Demo) -> None:
-    """Start the emulators and serve the demo gateway until interrupted."""
+    """Start the emulators and serve the demo gateway until interrupted (the folder stays locked)."""
     settings = load_settings(demo.config_path)
-    start_emulators(settings)
-    run_gateway(settings, master_key_env=None)
+    port = settings.server.port
+    demo.progress(
+        f"starting the Salesforce emulator (port {port + 1}) and the dbt Cloud emulator (port {port + 2}) ..."
+    )
+    try:
+        start_emulators(settings)
+    except RuntimeError as exc:
+        raise GatewayError(f"{exc}: is the port taken? choose another --port") from None
+    demo.progress(f"starting the gateway on 127.0.0.1:{port} and its upstream `time` ...")
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_ready, args=(demo.url, demo.progress, stop), daemon=True)
+    watcher.start()
+    try:
+        run_gateway(settings, master_key_env=None)
+    finally:
+        stop.set()
+        demo.release()

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mcp_gateway.errors import CallRefused, GatewayError
 from mcp_gateway.policy.model import parse_rate
 
-__all__ = ["ALL_TOOLS", "QuotaCheck", "QuotaExceeded", "QuotaUnavailable", "quota_checks"]
+__all__ = [
+    "ALL_TOOLS",
+    "QuotaCheck",
+    "QuotaExceeded",
+    "QuotaUnavailable",
+    "QuotaUsage",
+    "parse_key",
+    "quota_checks",
+    "usage_of",
+]
 
 ALL_TOOLS = "*"
 """The ``tool`` of a quota on all of an agent's calls together."""
@@ -100,3 +109,70 @@ def _parse(text: str) -> tuple[int, int]:
         return parse_rate(text)
     except ValueError:
         raise GatewayError(f"quota `{text}` must look like `3/hour`") from None
+
+
+def parse_key(key: str) -> tuple[str, str, str] | None:
+    """``(agent, tool, limit)`` of a ``QuotaCheck.key``; None for anything else."""
+    try:
+        parts = json.loads(key)
+    except ValueError:
+        return None
+    if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
+        return None
+    agent, tool, limit = parts
+    return agent, tool, limit
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    """How much of one quota is used at a moment (what ``mcp-gateway quota show`` prints).
+
+    Attributes:
+        key: the store's key (``QuotaCheck.key``).
+        agent, tool, limit, amount, seconds: as in ``QuotaCheck``.
+        used: calls counted in the window that ends at the moment asked about.
+        room_at: when the next call fits again, if the quota is full now; else None.
+        clear_at: when the newest counted call leaves the window (nothing counted from then on).
+    """
+
+    key: str
+    agent: str
+    tool: str
+    limit: str
+    amount: int
+    seconds: int
+    used: int
+    room_at: float | None
+    clear_at: float
+
+    @property
+    def subject(self) -> str:
+        return "(all tools)" if self.tool == ALL_TOOLS else self.tool
+
+
+def usage_of(key: str, times: Iterable[float], now: float) -> QuotaUsage | None:
+    """The usage of the quota ``key`` whose calls were counted at ``times``; None when ``key`` is not a
+    quota key, its limit does not parse, or no call is in its window at ``now``."""
+    parsed = parse_key(key)
+    if parsed is None:
+        return None
+    agent, tool, limit = parsed
+    try:
+        amount, seconds = parse_rate(limit)
+    except ValueError:
+        return None
+    window = sorted(t for t in times if t > now - seconds)
+    if not window:
+        return None
+    full = len(window) >= amount
+    return QuotaUsage(
+        key=key,
+        agent=agent,
+        tool=tool,
+        limit=limit,
+        amount=amount,
+        seconds=seconds,
+        used=len(window),
+        room_at=window[len(window) - amount] + seconds if full else None,
+        clear_at=window[-1] + seconds,
+    )

@@ -11,6 +11,10 @@ starts it afresh.
     SQLiteQuotaStore  default; a file in the data directory, so a restart resets nothing
     RedisQuotaStore   replicas share one count; one Lua script per call makes check-and-count atomic
 
+Both also answer an admin (``QuotaAdmin``): how much of each quota is used, and a reset of chosen
+quotas (``mcp-gateway quota show`` / ``quota reset``). ``open_quota_admin(..., read_only=True)``
+never creates a store.
+
 Why not the ``limits`` library's moving window: it tests and hits one key at a time and reads the
 clock itself, so "check every quota, then count all of them" could not be one atomic step. The
 window arithmetic here is small and tested; the quota text is parsed by the same ``parse_rate`` that
@@ -28,10 +32,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from mcp_gateway.quotas.model import QuotaCheck, QuotaUnavailable
+from mcp_gateway.quotas.model import QuotaCheck, QuotaUnavailable, QuotaUsage, usage_of
 from mcp_gateway.quotas.settings import QuotaSettings
 
-__all__ = ["QuotaStore", "RedisQuotaStore", "SQLiteQuotaStore", "open_quota_store"]
+__all__ = [
+    "QuotaAdmin",
+    "QuotaStore",
+    "RedisQuotaStore",
+    "SQLiteQuotaStore",
+    "open_quota_admin",
+    "open_quota_store",
+]
 
 
 class QuotaStore(Protocol):
@@ -49,6 +60,26 @@ class QuotaStore(Protocol):
     def close(self) -> None: ...
 
 
+class QuotaAdmin(QuotaStore, Protocol):
+    """A quota store as an admin sees it."""
+
+    def usage(self, now: float) -> list[QuotaUsage]:
+        """Every quota with a call in its window at ``now``, by key.
+
+        Raises:
+            QuotaUnavailable: the store cannot be read.
+        """
+        ...
+
+    def reset(self, keys: Sequence[str]) -> int:
+        """Forget every counted call of the quotas ``keys``; how many of them held any.
+
+        Raises:
+            QuotaUnavailable: the store cannot be written.
+        """
+        ...
+
+
 class SQLiteQuotaStore:
     """A sliding-window log of call times in SQLite (WAL, ``synchronous=FULL``).
 
@@ -56,14 +87,30 @@ class SQLiteQuotaStore:
 
     Args:
         path: the database file (``quotas.db`` in the data directory).
+        read_only: open an existing file for reading only (never create or change it).
 
     Raises:
-        QuotaUnavailable: the file cannot be opened or initialised.
+        QuotaUnavailable: the file cannot be opened or initialised (``read_only``: or does not exist).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
+        if read_only:
+            if not self._path.is_file():
+                raise QuotaUnavailable(
+                    f"no quota store at `{self._path}`: no call was counted against a quota with this config"
+                )
+            try:
+                self._db = sqlite3.connect(
+                    f"{self._path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    timeout=10.0,
+                    check_same_thread=False,
+                )
+            except sqlite3.Error as exc:
+                raise QuotaUnavailable(f"cannot open the quota store: {type(exc).__name__}") from exc
+            return
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -121,6 +168,27 @@ class SQLiteQuotaStore:
         if refusals:
             wait, check = max(refusals, key=lambda item: item[0])
             raise check.exceeded(wait)
+
+    def usage(self, now: float) -> list[QuotaUsage]:
+        """See ``QuotaAdmin.usage``."""
+        times: dict[str, list[float]] = {}
+        with self._lock:
+            try:
+                rows = self._db.execute("SELECT key, ts FROM quota_hits ORDER BY key").fetchall()
+            except sqlite3.Error as exc:
+                raise QuotaUnavailable(f"cannot read the quota store: {type(exc).__name__}") from exc
+        for key, ts in rows:
+            times.setdefault(key, []).append(ts)
+        found = (usage_of(key, hits, now) for key, hits in times.items())
+        return [usage for usage in found if usage is not None]
+
+    def reset(self, keys: Sequence[str]) -> int:
+        """See ``QuotaAdmin.reset``."""
+        held = 0
+        with self._tx() as db:
+            for key in keys:
+                held += db.execute("DELETE FROM quota_hits WHERE key = ?", (key,)).rowcount > 0
+        return held
 
     def close(self) -> None:
         with self._lock:
@@ -215,8 +283,51 @@ class RedisQuotaStore:
         if int(worst) > 0:
             raise checks[int(worst) - 1].exceeded(float(wait))
 
+    def usage(self, now: float) -> list[QuotaUsage]:
+        """See ``QuotaAdmin.usage`` (reads only: SCAN, then each key's calls still in its window)."""
+        found: list[QuotaUsage] = []
+        try:
+            for raw in self._client.scan_iter(match=_glob_escape(self._prefix) + "*", count=500):
+                name = raw.decode() if isinstance(raw, bytes) else str(raw)
+                hits: Any = self._client.zrange(name, 0, -1, withscores=True)  # [(member, score)]
+                usage = usage_of(name[len(self._prefix) :], [float(score) for _, score in hits], now)
+                if usage is not None:
+                    found.append(usage)
+        except self._redis_error as exc:
+            raise QuotaUnavailable(f"the quota store (redis) cannot be read: {type(exc).__name__}") from exc
+        return sorted(found, key=lambda usage: usage.key)
+
+    def reset(self, keys: Sequence[str]) -> int:
+        """See ``QuotaAdmin.reset``."""
+        if not keys:
+            return 0
+        try:
+            return int(self._client.delete(*[self._prefix + key for key in keys]))
+        except self._redis_error as exc:
+            raise QuotaUnavailable(f"the quota store (redis) failed: {type(exc).__name__}") from exc
+
     def close(self) -> None:
         self._client.close()
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob (``SCAN MATCH``)."""
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
+
+
+def open_quota_admin(settings: QuotaSettings, data_dir: Path, *, read_only: bool = False) -> QuotaAdmin:
+    """The configured quota store, for an admin.
+
+    Args:
+        read_only: never create the store (SQLite: open an existing file read-only).
+
+    Raises:
+        QuotaUnavailable: it cannot be opened (``read_only``: or there is none yet).
+    """
+    if settings.store == "redis":
+        return RedisQuotaStore(settings.redis_url, key_prefix=settings.key_prefix)
+    path = settings.path if settings.path.is_absolute() else data_dir / settings.path
+    return SQLiteQuotaStore(path, read_only=read_only)
 
 
 def open_quota_store(settings: QuotaSettings, data_dir: Path) -> QuotaStore:

@@ -28,13 +28,21 @@ from pydantic import Field
 
 from mcp_gateway.connectors.orchestrators.base import Orchestrator, OrchestratorError, RerunMode, RunInfo
 from mcp_gateway.connectors.orchestrators.config import JobSettings, OrchestratorSettings
-from mcp_gateway.connectors.orchestrators.idempotency import IdempotencyStore, LaunchRecord, iso, rerun_key
+from mcp_gateway.connectors.orchestrators.idempotency import (
+    IdempotencyStore,
+    LaunchRecord,
+    SQLIdempotencyStore,
+    iso,
+    rerun_key,
+)
 from mcp_gateway.errors import ConfigError, SecretNotFound
 from mcp_gateway.tools.base import BuiltinTool, ToolContext, ToolFailure, ToolInput, Toolset
 from mcp_gateway.types import SecretValue
 
 AdapterFactory = Callable[[Any, Callable[[str], SecretValue]], Orchestrator]
 """Builds an adapter from (its settings, resolve_secret)."""
+OpenIdempotency = Callable[[Callable[[], float]], SQLIdempotencyStore]
+"""Opens the idempotency store (given the toolset's clock); the composition root picks the backend."""
 
 # kind → (module, class); imported on first use so a missing optional adapter breaks only its kind.
 _BUILTIN: dict[str, tuple[str, str]] = {
@@ -83,6 +91,7 @@ class _Ops:
         resolve_secret: Callable[[str], SecretValue],
         extra_adapters: Mapping[str, AdapterFactory],
         clock: Callable[[], float],
+        open_store: OpenIdempotency | None = None,
     ) -> None:
         for name, job in jobs.items():
             if job.orchestrator not in orchestrators:
@@ -94,7 +103,8 @@ class _Ops:
         self.extra_adapters = dict(extra_adapters)
         self.clock = clock
         self.adapters: dict[str, Orchestrator] = {}
-        self.store: IdempotencyStore | None = None
+        self.store: SQLIdempotencyStore | None = None
+        self.open_store = open_store
         self.locks: dict[str, anyio.Lock] = {}
 
     def job(self, name: str) -> tuple[JobSettings, Orchestrator]:
@@ -117,9 +127,12 @@ class _Ops:
             self.adapters[name] = factory(settings, self.resolve_secret)
         return self.adapters[name]
 
-    def idempotency(self) -> IdempotencyStore:
+    def idempotency(self) -> SQLIdempotencyStore:
         if self.store is None:
-            self.store = IdempotencyStore(self.data_dir / STORE_FILE, self.clock)
+            if self.open_store is not None:
+                self.store = self.open_store(self.clock)
+            else:
+                self.store = IdempotencyStore(self.data_dir / STORE_FILE, self.clock)
         return self.store
 
     async def stop(self) -> None:
@@ -144,6 +157,7 @@ def build_ops_toolset(
     resolve_secret: Callable[[str], SecretValue],
     extra_adapters: Mapping[str, AdapterFactory] | None = None,
     clock: Callable[[], float] = time.time,
+    open_store: OpenIdempotency | None = None,
 ) -> Toolset:
     """The ``ops`` toolset over the configured orchestrators and jobs.
 
@@ -154,11 +168,12 @@ def build_ops_toolset(
         resolve_secret: vault lookup by secret name, used by adapters at call time.
         extra_adapters: kind → adapter factory ``(settings, resolve_secret)``, overriding the built-ins.
         clock: epoch seconds now; ages idempotency keys (tests inject one instead of sleeping).
+        open_store: opens the idempotency store on first use (None: SQLite in ``data_dir``).
 
     Raises:
         ConfigError: a job names an orchestrator that is not configured.
     """
-    ops = _Ops(orchestrators, jobs, data_dir, resolve_secret, extra_adapters or {}, clock)
+    ops = _Ops(orchestrators, jobs, data_dir, resolve_secret, extra_adapters or {}, clock, open_store)
 
     async def rerun_job(ctx: ToolContext, args: RerunJobInput) -> dict[str, Any]:
         job, adapter = ops.job(args.job)

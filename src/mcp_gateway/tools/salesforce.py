@@ -4,7 +4,8 @@
     salesforce.patch_record(org, object, id, fields)    reads the before-image, checks approval
                                                         conditions, records before/after, PATCHes
     salesforce.revert_patch(audit_id)                   PATCHes an earlier patch's before-image back,
-                                                        unless the record changed since
+                                                        unless the record changed since (a record
+                                                        that holds it already: "already reverted")
 
 Which orgs, objects, fields and values an agent may touch is the policy engine's job (it sees the
 arguments); this module enforces what only the tool can know: the record's current values (for the
@@ -184,6 +185,28 @@ class _Tools:
             current = await client.get_record(sobject, record_id, list(after))
         except SalesforceError as exc:
             raise ToolFailure(str(exc), exc.facts()) from exc
+        now = {name: current.get(name) for name in after}
+        if now == before and before != after:
+            # The record holds the patch's before-image again (an earlier revert, or the same values
+            # put back by hand): there is nothing to write, so nothing to approve either.
+            ctx.audit_detail.update(
+                org=org,
+                object=sobject,
+                id=record_id,
+                reverts=args.audit_id,
+                already_reverted=True,
+                applied=False,
+            )
+            return {
+                "status": "already_reverted",
+                "message": f"patch `{args.audit_id}` is already reverted: `{sobject}/{record_id}` holds its"
+                " before-image; nothing written",
+                "org": org,
+                "object": sobject,
+                "id": record_id,
+                "now": now,
+                "reverted": args.audit_id,
+            }
         conflicts = {
             name: {"after_patch": value, "now": current.get(name)}
             for name, value in after.items()
@@ -195,7 +218,6 @@ class _Tools:
                 f"`{sobject}/{record_id}` changed since patch `{args.audit_id}` ({shown}); not reverted",
                 {"conflicts": conflicts, "reverts": args.audit_id},
             )
-        now = {name: current.get(name) for name in after}
         reasons = _approval_reasons(ctx, now, before)
         if reasons and not ctx.approved:
             raise NeedsApproval(

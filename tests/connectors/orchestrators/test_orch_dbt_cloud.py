@@ -227,6 +227,18 @@ async def test_a_full_run_goes_from_queued_to_success(
 
 
 @pytest.mark.e2e
+async def test_the_emulators_run_links_name_its_own_address_not_dbt_clouds(
+    emulator: tuple[DbtCloudEmulator, RunningServer],
+) -> None:
+    _, server = emulator
+    adapter = DbtCloudOrchestrator(_settings(server.url), _resolver())
+    started = await adapter.rerun(str(NIGHTLY), "full", "key-link")
+    assert started.url is not None and started.url.startswith(server.url + "/deploy/")
+    assert "getdbt.com" not in started.url
+    await adapter.aclose()
+
+
+@pytest.mark.e2e
 async def test_a_failed_run_is_rerun_from_failure_and_then_succeeds(
     emulator: tuple[DbtCloudEmulator, RunningServer],
 ) -> None:

@@ -195,6 +195,21 @@ async def test_revert_restores_the_before_image(env: Env) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_second_revert_says_already_reverted_and_writes_nothing(env: Env) -> None:
+    args = {"org": "prod", "object": "Opportunity", "id": OPP, "fields": {"Amount": 1200000}}
+    patched, _ = await env.run("salesforce.patch_record", args)
+    await env.run("salesforce.revert_patch", {"audit_id": patched["audit_id"]})
+    served = env.server.emulator.orgs[0].api_usage
+    again, ctx = await env.run("salesforce.revert_patch", {"audit_id": patched["audit_id"]})
+    assert again["status"] == "already_reverted" and "already reverted" in again["message"]
+    assert "changed since" not in again["message"]
+    assert ctx.audit_detail["already_reverted"] is True and ctx.audit_detail["applied"] is False
+    # One REST request, the read: a revert that wrote would also PATCH and read back.
+    assert env.server.emulator.orgs[0].api_usage == served + 1
+    assert env.server.emulator.record("Opportunity", OPP)["Amount"] == 1000000.0
+
+
+@pytest.mark.anyio
 async def test_revert_after_a_concurrent_change_is_refused_and_names_the_field(env: Env) -> None:
     args = {
         "org": "prod",

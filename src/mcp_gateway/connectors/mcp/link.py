@@ -23,6 +23,8 @@ behind each URI) and renewed after a reconnect.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
@@ -67,6 +69,8 @@ ResourceListener = Callable[[str, str], Awaitable[None]]
 """Told of an upstream's ``notifications/resources/updated``: (upstream name, URI)."""
 
 _MAX_BACKOFF = 30.0
+_STDERR_WAIT_SECONDS = 1.0
+_STDERR_LINE_CHARS = 300
 _T = TypeVar("_T")
 
 
@@ -105,6 +109,9 @@ class UpstreamLink:
         self._asks = UpstreamAsks(name, self._in_flight)
         self.last_error: str | None = None
         self.needs_vault = False
+        # A stdio upstream's last stderr line (scrubbed): why a process that exited at start failed.
+        self._stderr_tail: deque[str] = deque(maxlen=1)
+        self._stderr_thread: threading.Thread | None = None
         self.on_resource_updated: ResourceListener | None = None
         self._subscribed: set[str] = set()
         if pins is not None:
@@ -160,7 +167,7 @@ class UpstreamLink:
                 self.needs_vault = True
                 self.last_error = "vault is sealed"
             except Exception as exc:
-                self.last_error = self._redactor().scrub_text(describe(exc))
+                self.last_error = self._redactor().scrub_text(describe(exc)) + await self._stderr_said()
                 logger.warning("upstream %s unavailable: %s", self.name, self.last_error)
             finally:
                 self._client = None
@@ -171,6 +178,18 @@ class UpstreamLink:
             with anyio.move_on_after(backoff):
                 await self._reconnect.wait()
             backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _stderr_said(self) -> str:
+        """``; last stderr line: ...`` of a stdio upstream that failed, or ``""``."""
+        thread = self._stderr_thread
+        if thread is None:
+            return ""
+        # The pump logs what it holds at EOF, which follows the exit at once: a short bounded wait.
+        await anyio.to_thread.run_sync(thread.join, _STDERR_WAIT_SECONDS)
+        if not self._stderr_tail:
+            return ""
+        line = self._stderr_tail[-1]
+        return f"; last stderr line: {line[:_STDERR_LINE_CHARS]}"
 
     def _client_over(self, transport: Any) -> Client:
         config = self.config
@@ -193,8 +212,10 @@ class UpstreamLink:
     async def _open(self, stack: AsyncExitStack) -> Client:
         config = self.config
         if isinstance(config, StdioUpstream):
+            self._stderr_tail.clear()
+            self._stderr_thread = None
             env = {key: substitute(value, self._resolve) for key, value in config.env.items()}
-            errlog, _ = stderr_pipe(self.name, self._redactor)
+            errlog, self._stderr_thread = stderr_pipe(self.name, self._redactor, tail=self._stderr_tail)
             stack.callback(errlog.close)
             params = StdioServerParameters(
                 command=config.command, args=list(config.args), env=env, cwd=config.cwd

@@ -8,6 +8,7 @@ import os
 import selectors
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import TextIO
@@ -30,12 +31,14 @@ def stderr_pipe(
     *,
     idle_seconds: float = IDLE_SECONDS,
     max_delay_seconds: float = MAX_DELAY_SECONDS,
+    tail: deque[str] | None = None,
 ) -> tuple[TextIO, threading.Thread]:
     """A pipe for the upstream's stderr; a daemon thread logs its lines, scrubbed in a window.
 
     The window (``stderr_window.py``) holds lines so that a secret split across them is scrubbed
     whole; what it holds is logged after ``idle_seconds`` of quiet, after ``max_delay_seconds`` at
-    most, and at EOF (the upstream exited and the returned writer was closed).
+    most, and at EOF (the upstream exited and the returned writer was closed). ``tail``, if given,
+    receives each logged (scrubbed) line, so a failed start can say what the upstream last said.
     """
     read_fd, write_fd = os.pipe()
     writer = os.fdopen(write_fd, "w", encoding="utf-8")
@@ -50,6 +53,8 @@ def stderr_pipe(
             return
         for line in lines:
             logger.info("upstream %s stderr: %s", name, line.rstrip())
+            if tail is not None and line.strip():
+                tail.append(line.strip())
 
     def pump() -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -94,7 +94,8 @@ class DbtCloudEmulator:
         account_id: the only account this emulator serves.
         token: the service token every request must carry (``Token`` or ``Bearer`` scheme).
         jobs: job id → job.
-        href_base: base of the ``href`` links in run objects.
+        href_base: base of the ``href`` links in run objects; default: the emulator's own address as
+            the request reached it (a double must not send anyone to the real dbt Cloud).
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class DbtCloudEmulator:
         account_id: int,
         token: str,
         jobs: Mapping[int, DbtJob],
-        href_base: str = "https://cloud.getdbt.com",
+        href_base: str | None = None,
         environment_id: int = 7,
         project_id: int = 3,
     ) -> None:
@@ -112,7 +113,7 @@ class DbtCloudEmulator:
         self.runs: dict[int, _Run] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self._token = token
-        self._href_base = href_base.rstrip("/")
+        self._href_base = href_base.rstrip("/") if href_base is not None else None
         self._environment_id = environment_id
         self._project_id = project_id
         self._next_id = 1000
@@ -144,7 +145,7 @@ class DbtCloudEmulator:
             return _error(400, "The request was invalid.", data={"cause": ["This field is required."]})
         with self._lock:
             run = self._new_run(job_id, cause, self.jobs[job_id].steps)
-        return _ok(self._run_json(run, related=("trigger",)))
+        return _ok(self._run_json(run, request, related=("trigger",)))
 
     async def _rerun(self, request: Request) -> JSONResponse:
         denied = self._guard(request)
@@ -165,7 +166,7 @@ class DbtCloudEmulator:
                 run.rerun_of = latest.id
             else:
                 run = self._new_run(job_id, "Triggered via API (rerun)", job.steps)
-        return _ok(self._run_json(run, related=("trigger",)))
+        return _ok(self._run_json(run, request, related=("trigger",)))
 
     async def _list_runs(self, request: Request) -> JSONResponse:
         denied = self._guard(request)
@@ -193,7 +194,7 @@ class DbtCloudEmulator:
                 and (status_in is None or run.status in status_in)
             ]
             runs.sort(key=lambda run: run.id, reverse=order_by == "-id")
-            page = [self._run_json(run, related=related) for run in runs[offset : offset + limit]]
+            page = [self._run_json(run, request, related=related) for run in runs[offset : offset + limit]]
         extra = {
             "filters": {k: v for k, v in query.items() if k not in ("limit", "offset", "order_by")},
             "order_by": order_by,
@@ -211,7 +212,9 @@ class DbtCloudEmulator:
             if run is None:
                 return _error(404, "The requested resource was not found.")
             self._advance(run)
-            return _ok(self._run_json(run, related=_related(request.query_params.get("include_related"))))
+            return _ok(
+                self._run_json(run, request, related=_related(request.query_params.get("include_related")))
+            )
 
     async def _http_error(self, request: Request, exc: Exception) -> JSONResponse:
         code = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -258,8 +261,9 @@ class DbtCloudEmulator:
                 for i in range(len(run.steps))
             ]
 
-    def _run_json(self, run: _Run, *, related: tuple[str, ...] = ()) -> dict[str, Any]:
+    def _run_json(self, run: _Run, request: Request, *, related: tuple[str, ...] = ()) -> dict[str, Any]:
         job = self.jobs[run.job_id]
+        base = self._href_base or str(request.base_url).rstrip("/")
         done = run.status in (SUCCESS, ERROR, CANCELLED)
         data: dict[str, Any] = {
             "id": run.id,
@@ -287,7 +291,7 @@ class DbtCloudEmulator:
             "is_running": run.status == RUNNING,
             "can_retry": run.status == ERROR,
             "retrying_run_id": run.rerun_of,
-            "href": f"{self._href_base}/deploy/{self.account_id}/projects/{self._project_id}/runs/{run.id}/",
+            "href": f"{base}/deploy/{self.account_id}/projects/{self._project_id}/runs/{run.id}/",
         }
         if "trigger" in related:
             data["trigger"] = {"cause": run.cause, "job_definition_id": run.job_id}
