@@ -169,7 +169,7 @@ BOILERPLATE = (
 )
 
 WATCH = [
-    ("auth: SQLiteAgentStore.verify", "SQLiteAgentStore.verify"),
+    ("auth: AgentTokens.verify", "AgentTokens.verify"),
     ("policy: evaluate", "evaluate (" + "mcp_gateway/policy"),
     ("SecretsView.redactor / _refresh", "SecretsView.redactor"),
     ("vault generation() sqlite query", "_SQLSecretStore.generation"),

@@ -314,3 +314,21 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("recorded results")
         for line in SUMMARY:
             terminalreporter.write_line(line)
+
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+"""The local PostgreSQL (trust auth) that store tests use, each in a schema of its own."""
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema name for one test; the schema is dropped at teardown."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    name = f"store_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

@@ -76,3 +76,13 @@ def test_the_shipped_example_policies_are_valid() -> None:
     assert evaluate(policy, "pipeline-fixer", "time.get_current_time", {"timezone": "UTC"}).allowed
     assert not evaluate(policy, "pipeline-fixer", "time.get_current_time", {"timezone": "Asia/Tokyo"}).allowed
     assert not evaluate(policy, "reporting-bot", "everything.echo", {"message": "x"}).allowed
+
+
+def test_a_secret_pasted_into_a_tagged_key_is_not_repeated_by_the_error(tmp_path: Path) -> None:
+    # pydantic quotes a discriminator's value in its message even with inputs hidden.
+    path = tmp_path / "gateway.yaml"
+    path.write_text("upstreams:\n  x:\n    transport: sk-live-0123456789abcdef\n    command: echo\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "sk-live-0123456789abcdef" not in str(caught.value)
+    assert "upstreams.x: must be one of 'stdio', 'http'" in str(caught.value)

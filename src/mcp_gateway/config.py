@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from mcp_gateway.approvals.settings import ApprovalSettings
 from mcp_gateway.connectors.mcp.config import Upstream
@@ -57,6 +58,10 @@ class ServerSettings(_Model):
     fast_path: bool = True
     """Answer plain 2026-07-28 ``tools/call`` requests on the lean path (``hotpath.py``); off: the SDK
     answers every request (same answers, more CPU per call)."""
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    """How long an idle HTTP keep-alive connection stays open. Behind a load balancer that pools
+    connections, set it above the balancer's idle timeout, so the balancer closes first and never
+    sends a request down a connection the gateway is closing."""
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For`` and
     ``X-Forwarded-Proto`` are believed: the client address audit records carry. Empty (the default):
@@ -85,6 +90,68 @@ class PostgresStore(_Model):
 
 
 Store = Annotated[SQLiteStore | PostgresStore, Field(discriminator="backend")]
+
+
+class SharedStore(_Model):
+    """``store:``: one PostgreSQL database for every store that names no backend of its own.
+
+    Either a DSN string (``store: postgresql://host:5432/db``) or ``{url: ..., schema: ...}``.
+    """
+
+    url: str = Field(min_length=1)
+    schema_name: str = Field(default="mcp_gateway", alias="schema", min_length=1, max_length=63)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        if sep and scheme not in ("postgresql", "postgres"):
+            raise ValueError("store: url must be a postgresql:// URL or a libpq `key=value` string")
+        return value
+
+
+def _with_shared_store(data: dict[str, Any]) -> dict[str, Any]:
+    """Point every store section that names no backend (nor a SQLite ``path``) at ``store:``.
+
+    A section's own keys win, so ``audit: {schema: audit}`` keeps the shared DSN in another schema and
+    ``approvals: {store: sqlite}`` stays on SQLite.
+    """
+    shared = data.get("store")
+    url: Any
+    schema: Any
+    if isinstance(shared, str):
+        url, schema = shared, "mcp_gateway"
+    elif isinstance(shared, dict):
+        url, schema = shared.get("url"), shared.get("schema", "mcp_gateway")
+    elif isinstance(shared, SharedStore):
+        url, schema = shared.url, shared.schema_name
+    else:
+        return data
+    if not isinstance(url, str) or not url:
+        return data  # the `store` field itself reports it
+    data = dict(data)
+    sections = {
+        "audit": ({"backend", "path"}, {"backend": "postgres", "dsn": url, "schema": schema}),
+        "agents": ({"backend", "path"}, {"backend": "postgres", "dsn": url, "schema": schema}),
+        "admins": ({"backend", "path"}, {"backend": "postgres", "dsn": url, "schema": schema}),
+        "pinning": ({"backend", "path"}, {"backend": "postgres", "dsn": url, "schema": schema}),
+        "approvals": ({"store", "path"}, {"store": "postgres", "dsn": url, "schema": schema}),
+    }
+    for key, (explicit, postgres) in sections.items():
+        section = data.get(key)
+        if section is None:
+            data[key] = postgres
+        elif isinstance(section, dict) and not explicit & section.keys():
+            data[key] = {**postgres, **section}
+    vault = data.get("vault")
+    if vault is None or (isinstance(vault, dict) and "store" not in vault):
+        data["vault"] = {**(vault or {}), "store": {"backend": "postgres", "dsn": url, "schema": schema}}
+    return data
 
 
 class _AuditOptions(_Model):
@@ -135,6 +202,11 @@ class PinningSettings(_Model):
 
     path: Path = Path("pins.db")
     """The SQLite pin store, relative to ``data_dir``."""
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    """``postgres``: pins in the ``dsn``'s ``schema``, shared by replicas (the top-level ``store:``
+    sets all three when the section names no backend)."""
+    dsn: str | None = None
+    schema_name: str = Field(default="mcp_gateway", alias="schema")
     new_tools: Literal["auto", "approve"] = "approve"
     """A tool, prompt or resource template that appears on an upstream after its first listing:
     ``approve`` blocks it until an admin approves it; ``auto`` pins it on first sight (and offers it at
@@ -149,6 +221,12 @@ class PinningSettings(_Model):
     """A call to an upstream item whose listing was reviewed longer ago than this re-lists that
     upstream first (one re-list shared by concurrent calls); 0: before every call; null: never."""
 
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> PinningSettings:
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("pinning: backend `postgres` needs a `dsn`")
+        return self
+
 
 class Settings(_Model):
     """Everything the gateway needs to start."""
@@ -157,7 +235,13 @@ class Settings(_Model):
     policies: Path = Path("policies")
     server: ServerSettings = ServerSettings()
     audit: AuditStore = SQLiteAuditStore(path=Path("audit.db"))
+    store: SharedStore | None = None
+    """One PostgreSQL database for every store section that names no backend of its own (audit,
+    vault, approvals, agents, admins, pinning, and the ``ops`` rerun idempotency keys); unset: SQLite
+    files in ``data_dir``."""
     agents: Store = SQLiteStore(path=Path("agents.db"))
+    admins: Store = SQLiteStore(path=Path("admins.db"))
+    """Admin API tokens (``mcp-gateway admin``)."""
     vault: VaultSettings = VaultSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     pinning: PinningSettings = PinningSettings()
@@ -181,6 +265,11 @@ class Settings(_Model):
             if not UPSTREAM_NAME.match(name):
                 raise ValueError(f"name `{name}` must match {UPSTREAM_NAME.pattern}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_store(cls, data: Any) -> Any:
+        return _with_shared_store(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _jobs_name_orchestrators(self) -> Settings:
@@ -217,6 +306,42 @@ def _resolve_relative(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return raw
 
 
+_SHOWN_PROBLEMS = 5
+_KEY_SHOWN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A validation error's location; a key that is no name is not echoed (``-c /etc/shadow`` would
+    print its lines as unknown keys)."""
+    return ".".join(str(p) if isinstance(p, int) or _KEY_SHOWN.fullmatch(p) else "<key>" for p in loc)
+
+
+def scalar_values(node: object) -> set[str]:
+    """Every string or number value (not key) in parsed YAML: text an error message must not repeat."""
+    if isinstance(node, dict):
+        return set().union(*(scalar_values(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(scalar_values(v) for v in node))
+    return {str(node)} if isinstance(node, str | int | float) and not isinstance(node, bool) else set()
+
+
+def error_text(err: ErrorDetails, values: set[str]) -> str:
+    """A validation error's message that never repeats a value written in the file.
+
+    ``hide_input_in_errors`` keeps most inputs out of pydantic's messages, but not all: a union's
+    discriminator tag is quoted in ``union_tag_invalid`` (a token pasted into ``transport:`` would be
+    printed), so that message is rebuilt, and any other library message repeating a value of the
+    file is replaced by its error type. The gateway's own validators (``value_error``) choose what
+    they name.
+    """
+    if err["type"] == "union_tag_invalid":
+        return f"must be one of {(err.get('ctx') or {}).get('expected_tags', '')}"
+    text = err["msg"]
+    if err["type"] != "value_error" and any(value in text for value in values if len(value) >= 4):
+        return f"invalid value ({err['type']})"
+    return text
+
+
 def load_settings(path: Path | None, **overrides: Any) -> Settings:
     """Read ``gateway.yaml`` (or use defaults when ``path`` is None) and apply overrides.
 
@@ -247,10 +372,12 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
-        )
-        raise ConfigError(f"{path or 'settings'}: {problems}") from None
+        errors = exc.errors(include_input=False)
+        values = scalar_values(raw)
+        shown = [f"{_where(err['loc'])}: {error_text(err, values)}" for err in errors[:_SHOWN_PROBLEMS]]
+        if len(errors) > _SHOWN_PROBLEMS:
+            shown.append(f"and {len(errors) - _SHOWN_PROBLEMS} more")
+        raise ConfigError(f"{path or 'settings'}: {'; '.join(shown)}") from None
     _check_prefixes(settings, path, text if path is not None else "")
     return settings
 

@@ -21,7 +21,7 @@ from mcp_gateway.audit.keys import (
 from mcp_gateway.audit.sensitive import arg_hmac, hmac_marker, marker_matches, mask_sensitive
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.errors import AuditError, SecretNotFound, VaultSealed
-from mcp_gateway.types import AuditEvent
+from mcp_gateway.types import AuditEvent, SecretValue
 from mcp_gateway.vault.crypto import Keyring, MasterKey
 from mcp_gateway.vault.service import Vault
 from mcp_gateway.vault.store import SQLiteSecretStore
@@ -85,6 +85,40 @@ def test_audit_keys_are_created_once_sealed_in_the_vault_and_then_reused(vault: 
     assert first.hmac_key == again.hmac_key == load_hmac_key(vault) and len(first.hmac_key) == 32
     assert {SIGNING_KEY_NAME, HMAC_KEY_NAME} <= {m["name"] for m in vault.list()}
     assert repr(first) == f"AuditKeys(key_id='{first.key_id}')"  # no key material in a repr
+
+
+class _LateReplica:
+    """A vault seen by a replica that read "no keys yet" just before another replica created them:
+    its first lookup of each name misses, and the other replica's ``ensure_audit_keys`` runs then."""
+
+    def __init__(self, vault: Vault, other: Vault) -> None:
+        self._vault, self._other = vault, other
+        self._missed: set[str] = set()
+
+    @property
+    def sealed(self) -> bool:
+        return self._vault.sealed
+
+    def resolve(self, name: str) -> SecretValue:
+        if name not in self._missed:
+            self._missed.add(name)
+            ensure_audit_keys(self._other)
+            raise SecretNotFound(name)
+        return self._vault.resolve(name)
+
+    def add(self, name: str, value: bytes) -> bool:
+        return self._vault.add(name, value)
+
+
+def test_replicas_creating_audit_keys_together_end_with_the_same_keys(tmp_path: Path) -> None:
+    key = Keyring(MasterKey.generate())
+    first = Vault(SQLiteSecretStore(tmp_path / "vault.db"), key)
+    second = Vault(SQLiteSecretStore(tmp_path / "vault.db"), key)
+    late = ensure_audit_keys(_LateReplica(second, first))
+    early = ensure_audit_keys(first)
+    # The late replica's own keys lost the race: it uses the stored ones, so both sign and seal alike.
+    assert late.key_id == early.key_id
+    assert (late.hmac_key, late.seal_key) == (early.hmac_key, early.seal_key)
 
 
 def test_a_sealed_vault_has_no_audit_keys_and_none_are_made(tmp_path: Path) -> None:

@@ -17,12 +17,30 @@ from mcp_gateway.approvals.settings import ApprovalSettings
 from mcp_gateway.approvals.sqlcore import ADDED_COLUMNS, FIELDS, QUERIES, Cursor, SQLApprovalStore
 from mcp_gateway.approvals.store import ApprovalStore, ApprovalStoreUnavailable
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.storage.database import describe_pg_error
+from mcp_gateway.storage.migrate import Migration, connect_migrated
 from mcp_gateway.types import Clock, system_clock
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PostgresApprovalStore", "SQLiteApprovalStore", "open_approval_store"]
+__all__ = ["MIGRATIONS", "PostgresApprovalStore", "SQLiteApprovalStore", "open_approval_store"]
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "create approvals",
+        (
+            QUERIES["create_table"],
+            QUERIES["create_index"],
+            # A table made before the two-person rule gets its columns.
+            *(f"ALTER TABLE {{t}} ADD COLUMN IF NOT EXISTS {c} {ddl}" for c, ddl in ADDED_COLUMNS.items()),
+        ),
+        {"t": "approvals"},
+        {"i": "approvals_status"},
+    ),
+)
+"""The PostgreSQL migrations of the ``approvals`` component (1: the table made before migrations existed)."""
 
 
 class SQLiteApprovalStore(SQLApprovalStore):
@@ -137,18 +155,17 @@ class PostgresApprovalStore(SQLApprovalStore):
             "real": sql.SQL("DOUBLE PRECISION"),
         }
         self._q = {k: sql.SQL(v).format(**names) for k, v in QUERIES.items()}
-        with self._tx() as cur:
-            # Replicas starting together would race on CREATE SCHEMA IF NOT EXISTS without this lock.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mcp_gateway.approvals:{schema}",))
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            cur.execute(self._q["create_table"])
-            cur.execute(self._q["create_index"])
-            for column, ddl in ADDED_COLUMNS.items():
-                cur.execute(
-                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                        self._table, sql.Identifier(column), sql.SQL(ddl)
-                    )
+        with self._lock:
+            try:
+                # Versioned, under an advisory lock: replicas starting together migrate once.
+                self._conn = connect_migrated(
+                    dsn, schema, "approvals", MIGRATIONS, connect_timeout=connect_timeout
                 )
+            except psycopg.Error as exc:
+                why = describe_pg_error(exc, dsn)
+                raise ApprovalStoreUnavailable(
+                    f"the approval store (postgres schema `{schema}`) cannot be set up: {why}"
+                ) from exc
 
     def __repr__(self) -> str:
         return f"PostgresApprovalStore(schema={self._schema!r})"

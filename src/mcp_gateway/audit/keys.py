@@ -44,7 +44,7 @@ class KeyVault(Protocol):
 
     def resolve(self, name: str) -> SecretValue: ...
 
-    def put(self, name: str, value: bytes) -> None: ...
+    def add(self, name: str, value: bytes) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +78,10 @@ def _get_or_create(vault: KeyVault, name: str) -> bytes:
     except SecretNotFound:
         pass
     text = base64.urlsafe_b64encode(secrets.token_bytes(_KEY_BYTES)).rstrip(b"=")
-    vault.put(name, text)
-    logger.info("created audit key `%s` in the vault", name)
-    # Read back rather than trust our own copy: a replica starting at the same moment may have
-    # written its key last, and every replica must then use that one.
+    # Insert only if absent, then read back: of replicas starting together on a new shared vault, the
+    # first writer's key wins and every replica uses it (a plain put would let each keep its own).
+    if vault.add(name, text):
+        logger.info("created audit key `%s` in the vault", name)
     return _decode(vault.resolve(name))
 
 

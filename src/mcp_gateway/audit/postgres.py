@@ -27,13 +27,14 @@ from mcp_gateway.audit.rows import (
 )
 from mcp_gateway.audit.seal import SEAL_COLUMNS, AuditSeal, Sealer, seal_from_row, seal_to_row
 from mcp_gateway.errors import AuditError, AuditWriteError
+from mcp_gateway.storage.migrate import Migration, migrate
 from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
 
 CHAIN_LOCK_CLASS = 0x6D637067
 """First key of the advisory lock (``pg_advisory_xact_lock(CHAIN_LOCK_CLASS, hashtext(schema))``)."""
 
 _COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in COLUMN_NAMES)
-_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
+_TABLE = """CREATE TABLE IF NOT EXISTS {audit} (
     seq bigint PRIMARY KEY,
     ts double precision NOT NULL,
     kind text NOT NULL,
@@ -49,7 +50,7 @@ _TABLE = """CREATE TABLE IF NOT EXISTS {table} (
 )"""
 # args/detail are kept as the exact JSON text that was hashed: jsonb would reorder keys and
 # normalise numbers, and a record must read back byte-for-byte to verify.
-_CHECKPOINT_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
+_CHECKPOINT_TABLE = """CREATE TABLE IF NOT EXISTS {checkpoints} (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     seq bigint NOT NULL,
     hash text NOT NULL,
@@ -57,7 +58,7 @@ _CHECKPOINT_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
     key_id text NOT NULL,
     signature text NOT NULL
 )"""
-_SEAL_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
+_SEAL_TABLE = """CREATE TABLE IF NOT EXISTS {seals} (
     first_seq bigint NOT NULL,
     last_seq bigint NOT NULL,
     prev_hash text NOT NULL,
@@ -65,6 +66,23 @@ _SEAL_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
     key_id text NOT NULL,
     mac text NOT NULL
 )"""
+_INDEXED = ("agent", "tool", "ts", "call_id")
+MIGRATIONS = (
+    Migration(
+        1,
+        "create audit, checkpoints, seals",
+        (
+            _TABLE,
+            _CHECKPOINT_TABLE,
+            _SEAL_TABLE,
+            "CREATE INDEX IF NOT EXISTS {seals_last_seq} ON {seals} (last_seq)",
+            *(f"CREATE INDEX IF NOT EXISTS {{audit_{c}}} ON {{audit}} ({c})" for c in _INDEXED),
+        ),
+        {"audit": "audit", "checkpoints": "checkpoints", "seals": "seals"},
+        {"seals_last_seq": "seals_last_seq", **{f"audit_{c}": f"audit_{c}" for c in _INDEXED}},
+    ),
+)
+"""The PostgreSQL migrations of the ``audit`` component (1: the tables made before migrations existed)."""
 _SEAL_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in SEAL_COLUMNS)
 _CHECKPOINT_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in CHECKPOINT_COLUMNS.split(", "))
 
@@ -121,27 +139,8 @@ class PostgresAuditSink:
             return
         with self._lock:
             try:
-                conn = self._connection()
-                with conn.transaction():
-                    # Replicas starting together would race on CREATE ... IF NOT EXISTS.
-                    self._lock_chain(conn)
-                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-                    conn.execute(sql.SQL(_TABLE).format(table=self._table))
-                    conn.execute(sql.SQL(_CHECKPOINT_TABLE).format(table=self._checkpoints))
-                    conn.execute(sql.SQL(_SEAL_TABLE).format(table=self._seals))
-                    conn.execute(
-                        sql.SQL("CREATE INDEX IF NOT EXISTS seals_last_seq ON {} (last_seq)").format(
-                            self._seals
-                        )
-                    )
-                    for column in ("agent", "tool", "ts", "call_id"):
-                        conn.execute(
-                            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})").format(
-                                name=sql.Identifier(f"audit_{column}"),
-                                table=self._table,
-                                column=sql.Identifier(column),
-                            )
-                        )
+                # Versioned, under an advisory lock: replicas starting together migrate once.
+                migrate(self._connection(), schema, "audit", MIGRATIONS)
             except psycopg.Error as exc:
                 self._discard()
                 raise AuditWriteError(

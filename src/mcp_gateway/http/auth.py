@@ -17,7 +17,7 @@ from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway.audit.log import AuditLog
-from mcp_gateway.errors import AuditUnavailable, AuthError
+from mcp_gateway.errors import AuditUnavailable, AuthError, StoreError
 from mcp_gateway.identity.agents import AgentStore, token_id_of
 from mcp_gateway.identity.oauth import OAuthVerifier, VerifiedToken, is_agent_token, token_fingerprint
 from mcp_gateway.types import AuditEvent, Principal
@@ -80,6 +80,12 @@ class AuthMiddleware:
             token_id = token_fingerprint(token) if oauth is not None else token_id_of(token) or ""
             await self._audit_failure(str(exc), token_id, scope, oauth=oauth is not None)
             await self._unauthorized(send, str(exc))
+            return
+        except StoreError as exc:
+            # The token store cannot answer (a shared database down): nobody is let in, and the caller
+            # is told to retry rather than that its token is bad.
+            logger.error("agent token store unavailable: %s", exc)
+            await self._unavailable(send)
             return
         if verified is not None and oauth is not None:
             if not oauth.required_scopes <= principal.scopes:
@@ -175,6 +181,23 @@ class AuthMiddleware:
             f'{self._scope_param(self.oauth)}resource_metadata="{self.metadata_url}"'
         )
         await self._send_challenge(send, 401, body, challenge)
+
+    async def _unavailable(self, send: Send) -> None:
+        body = json.dumps(
+            {"error": "temporarily_unavailable", "error_description": "the token store cannot be reached"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", b"5"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     async def _send_challenge(self, send: Send, status: int, body: bytes, challenge: str) -> None:
         await send(

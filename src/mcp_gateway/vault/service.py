@@ -122,6 +122,19 @@ class Vault:
         validate_name(name)
         self._store.put(name, seal(self._keys(), name, value))
 
+    def add(self, name: str, value: bytes) -> bool:
+        """Seal and store ``value`` as ``name`` only if nothing is stored under it yet (atomic in the
+        store); ``True`` if this call stored it.
+
+        Raises:
+            VaultError: the name is invalid, the store cannot add atomically, or the store failed.
+            VaultSealed: no master key is loaded.
+        """
+        validate_name(name)
+        if not isinstance(self._store, SwappableStore):
+            raise VaultError("this secret store cannot add a secret atomically")
+        return self._store.add(name, seal(self._keys(), name, value))
+
     def resolve(self, name: str) -> SecretValue:
         """The plaintext of secret ``name``.
 

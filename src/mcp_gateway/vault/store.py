@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mcp_gateway.errors import VaultError
+from mcp_gateway.storage.database import describe_pg_error
+from mcp_gateway.storage.migrate import Migration, connect_migrated
 from mcp_gateway.types import Clock, system_clock
 from mcp_gateway.vault.crypto import envelope_key_id
 
@@ -45,9 +47,12 @@ METADATA_FIELDS = ("name", "key_id", "created_at", "updated_at")
 
 @runtime_checkable
 class SwappableStore(Protocol):
-    """A store that can replace an envelope only if it is still the one read (compare-and-swap)."""
+    """A store that can replace an envelope only if it is still the one read (compare-and-swap), and
+    store one only if the name is free."""
 
     def swap(self, name: str, expected: bytes, envelope: bytes) -> bool: ...
+
+    def add(self, name: str, envelope: bytes) -> bool: ...
 
 
 @runtime_checkable
@@ -82,6 +87,8 @@ _QUERIES = {
     "put": "INSERT INTO {t} (name, envelope, key_id, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)"
     " ON CONFLICT (name) DO UPDATE SET envelope = excluded.envelope, key_id = excluded.key_id,"
     " updated_at = excluded.updated_at",
+    "add": "INSERT INTO {t} (name, envelope, key_id, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)"
+    " ON CONFLICT (name) DO NOTHING",
     "swap": "UPDATE {t} SET envelope = %s, key_id = %s WHERE name = %s AND envelope = %s",
     "delete": "DELETE FROM {t} WHERE name = %s",
     "bump": "UPDATE {m} SET value = value + 1 WHERE key = 'generation'",
@@ -101,6 +108,15 @@ _QUERIES = {
     "remove_check": "DELETE FROM {k} WHERE key_id = %s",
 }
 _SCHEMA_STEPS = ("create_secrets", "create_meta", "init_generation", "create_checks")
+MIGRATIONS = (
+    Migration(
+        1,
+        "create secrets, meta, key_checks",
+        tuple(_QUERIES[step] for step in _SCHEMA_STEPS),
+        {"t": "secrets", "m": "meta", "k": "key_checks"},
+    ),
+)
+"""The PostgreSQL migrations of the ``vault`` component (1: the tables made before migrations existed)."""
 
 
 class _SQLSecretStore:
@@ -125,6 +141,20 @@ class _SQLSecretStore:
         with self._tx(write=True) as cur:
             cur.execute(self._q["put"], (name, envelope, key_id, now, now))
             cur.execute(self._q["bump"])
+
+    def add(self, name: str, envelope: bytes) -> bool:
+        """Store ``envelope`` as ``name`` only if nothing is stored under it; ``True`` if it was stored.
+
+        One statement, so two writers racing (replicas starting together on a new shared vault) end with
+        one value that both read back, never one each.
+        """
+        key_id, now = envelope_key_id(envelope), self._clock()
+        with self._tx(write=True) as cur:
+            cur.execute(self._q["add"], (name, envelope, key_id, now, now))
+            added = cur.rowcount == 1
+            if added:
+                cur.execute(self._q["bump"])
+        return added
 
     def swap(self, name: str, expected: bytes, envelope: bytes) -> bool:
         """Replace the envelope of ``name`` only if it is still ``expected``; ``updated_at`` is kept."""
@@ -311,12 +341,15 @@ class PostgresSecretStore(_SQLSecretStore):
         self._q = {k: sql.SQL(v).format(**names, **types) for k, v in _QUERIES.items()}
         # Self-conflicting, so a count and the inserts after it are one step across replicas.
         self._q["lock_checks"] = sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(names["k"])
-        with self._tx(write=True) as cur:
-            # Replicas starting together would race on CREATE SCHEMA IF NOT EXISTS without this lock.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mcp_gateway.vault:{schema}",))
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            for step in _SCHEMA_STEPS:
-                cur.execute(self._q[step])
+        with self._lock:
+            try:
+                # Versioned, under an advisory lock: replicas starting together migrate once.
+                self._conn = connect_migrated(dsn, schema, "vault", MIGRATIONS)
+            except psycopg.Error as exc:
+                why = describe_pg_error(exc, dsn)
+                raise VaultError(
+                    f"postgres secret store (schema `{schema}`) cannot be set up: {why}"
+                ) from exc
 
     def __repr__(self) -> str:
         return f"PostgresSecretStore(schema={self._schema!r})"
@@ -331,7 +364,8 @@ class PostgresSecretStore(_SQLSecretStore):
                 with self._conn.transaction(), self._conn.cursor() as cur:
                     yield cur
             except self._psycopg.Error as exc:
-                raise VaultError(f"postgres secret store failed: {exc}") from exc
+                why = describe_pg_error(exc, self._dsn)
+                raise VaultError(f"postgres secret store (schema `{self._schema}`) failed: {why}") from exc
 
     def close(self) -> None:
         """Close the connection, if open."""
