@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import anyio
 import httpx
 import psycopg
 import pytest
@@ -45,3 +47,65 @@ async def test_a_token_store_that_cannot_be_read_answers_503_and_lets_nobody_in(
     assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
     assert json.loads(refused.text)["error"] == "temporarily_unavailable"
     assert "inner app" not in refused.text and PG_DSN not in refused.text
+
+
+def _waiting_on_lock(schema: str) -> bool:
+    with psycopg.connect(PG_DSN, autocommit=True) as probe:
+        row = probe.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+            (f"%{schema}%agent_tokens%",),
+        ).fetchone()
+    return row is not None and row[0] > 0
+
+
+@pytest.mark.anyio
+async def test_a_slow_token_store_stalls_only_the_callers_it_must_answer(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    agents = PostgresAgentStore(PG_DSN, pg_schema, cache_seconds=0.9)
+    _, known = agents.create("ops-agent")
+    _, fresh = agents.create("other-agent")
+    sink = SQLiteAuditSink(tmp_path / "audit.db")
+    async with AuditLog(sink) as log:
+        app = AuthMiddleware(_inner, agents=agents, audit=log, metadata_url="http://gw/.well-known/x")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            assert (
+                await client.post("/mcp", headers={"Authorization": f"Bearer {known}"})
+            ).status_code == 200
+            # Another session holds the token table: a check that must read it waits for the lock.
+            blocker = psycopg.connect(PG_DSN)
+            blocker.execute(
+                sql.SQL("LOCK TABLE {}.agent_tokens IN ACCESS EXCLUSIVE MODE").format(
+                    sql.Identifier(pg_schema)
+                )
+            )
+            # Released after 5 s whatever happens: a check run on the event loop would otherwise hold
+            # the loop, and this test, for good.
+            release = threading.Timer(5.0, blocker.rollback)
+            release.start()
+            waiting: list[httpx.Response] = []
+            try:
+                async with anyio.create_task_group() as group:
+
+                    async def slow() -> None:
+                        waiting.append(
+                            await client.post("/mcp", headers={"Authorization": f"Bearer {fresh}"})
+                        )
+
+                    group.start_soon(slow)
+                    with anyio.fail_after(4.0):
+                        while not _waiting_on_lock(pg_schema):
+                            await anyio.sleep(0.01)
+                    # The remembered token is answered while the other check waits on the database.
+                    with anyio.fail_after(0.5):
+                        served = await client.post("/mcp", headers={"Authorization": f"Bearer {known}"})
+                    assert served.status_code == 200 and not waiting
+                    release.cancel()
+                    blocker.rollback()  # the waiting check completes
+            finally:
+                release.cancel()
+                blocker.close()
+            assert waiting[0].status_code == 200
+    agents.close()
+    sink.close()

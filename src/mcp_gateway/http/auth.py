@@ -12,13 +12,14 @@ import logging
 from contextvars import ContextVar
 from typing import Final
 
+import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.errors import AuditUnavailable, AuthError, StoreError
-from mcp_gateway.identity.agents import AgentStore, token_id_of
+from mcp_gateway.identity.agents import AgentStore, PostgresAgentStore, token_id_of
 from mcp_gateway.identity.oauth import OAuthVerifier, VerifiedToken, is_agent_token, token_fingerprint
 from mcp_gateway.types import AuditEvent, Principal
 
@@ -54,6 +55,9 @@ class AuthMiddleware:
     ) -> None:
         self.app = app
         self.agents = agents
+        # A store across the network is asked off the event loop (a slow or unreachable database must
+        # not stall every other request); a verification it remembers is answered at once.
+        self._remote = agents if isinstance(agents, PostgresAgentStore) else None
         self.audit = audit
         self.metadata_url = metadata_url
         self.oauth = oauth
@@ -73,6 +77,11 @@ class AuthMiddleware:
             if oauth is not None:
                 verified = await oauth.verify(token)
                 principal = verified.principal
+            elif self._remote is not None:
+                remembered = self._remote.verify_remembered(token)
+                if remembered is None:
+                    remembered = await anyio.to_thread.run_sync(self._remote.verify, token)
+                principal = remembered
             else:
                 principal = self.agents.verify(token)
         except AuthError as exc:
