@@ -160,6 +160,21 @@ def parse_jsonrpc(response: Response, request_id: int) -> dict[str, Any]:
     return message
 
 
+def check_echo(result: dict[str, Any], text: str) -> None:
+    """Raise ``CallFailed`` unless a ``tools/call`` result (wire form, camelCase) echoes ``text``.
+
+    The one check every client applies. An upstream echo answers with the text as its first content
+    item; the gateway's built-in echo may answer with ``structuredContent: {"text": ...}``.
+    """
+    if result.get("isError"):
+        raise CallFailed(f"tool error: {str(result.get('content'))[:200]}")
+    content = result.get("content") or [{}]
+    first = content[0] if isinstance(content[0], dict) else {}
+    structured = result.get("structuredContent")
+    if first.get("text") != text and not (isinstance(structured, dict) and structured.get("text") == text):
+        raise CallFailed("echo mismatch")
+
+
 class McpChannel:
     """An MCP client of one era over one connection, stripped to what the benchmark sends."""
 
@@ -221,15 +236,7 @@ class McpChannel:
         result = message.get("result")
         if not isinstance(result, dict):
             raise CallFailed(f"JSON-RPC error: {message.get('error')}")
-        if result.get("isError"):
-            raise CallFailed(f"tool error: {str(result.get('content'))[:200]}")
-        content = result.get("content") or [{}]
-        structured = result.get("structuredContent")
-        # An upstream echo answers with the text; the gateway's built-in echo with {"text": ...}.
-        if content[0].get("text") != text and not (
-            isinstance(structured, dict) and structured.get("text") == text
-        ):
-            raise CallFailed("echo mismatch")
+        check_echo(result, text)
 
     async def close(self) -> None:
         if self.session_id:
@@ -260,7 +267,9 @@ class SdkChannel:
         http = await stack.enter_async_context(
             httpx2.AsyncClient(headers={"Authorization": self.auth}, timeout=TIMEOUT)
         )
-        mode = "legacy" if self.era == "legacy" else "auto"
+        # Pinned, not "auto": a server without 2026-07-28 must fail the modern cells, not be
+        # measured in the handshake era under a modern label.
+        mode = "legacy" if self.era == "legacy" else MODERN_VERSION
         self._client = await stack.enter_async_context(
             Client(streamable_http_client(self.url, http_client=http), mode=mode)
         )
@@ -268,10 +277,7 @@ class SdkChannel:
 
     async def call(self, tool: str, text: str) -> None:
         result = await self._client.call_tool(tool, {"text": text})
-        if result.is_error:
-            raise CallFailed(f"tool error: {str(result.content)[:200]}")
-        if not result.content or getattr(result.content[0], "text", None) != text:
-            raise CallFailed("echo mismatch")
+        check_echo(result.model_dump(mode="json", by_alias=True, exclude_none=True), text)
 
     async def close(self) -> None:
         if self._stack is not None:

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="run all benchmarks; write bench/results/latest.md")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke test, not figures")
     parser.add_argument("--profile", action="store_true", help="also run the py-spy profile")
-    parser.add_argument("--repeat", type=int, default=1, help="proxy: run each cell N times, keep the best")
+    parser.add_argument("--repeat", type=int, default=1, help="proxy: N interleaved rounds, medians")
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     quiet = ["--wait-quiet", str(min(args.wait_quiet, 30.0))] if args.wait_quiet > 0 else []
-    quiet += ["--repeat", str(args.repeat)] if args.repeat > 1 else []
+    # proxy.py defaults to 3 interleaved rounds; run_all keeps one unless --repeat asks for more.
+    quiet += ["--rounds", str(max(1, args.repeat))]
     plan: list[tuple[str, list[str]]] = [
         ("proxy", (["--calls", "200", "--max-seconds", "3"] if args.quick else []) + quiet),
         ("micro", ["--quick"] if args.quick else []),

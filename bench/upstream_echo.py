@@ -5,7 +5,8 @@ answered 401 (the value is not checked; the gateway injects ``Bearer <vault secr
 else is the SDK's default ``MCPServer`` app (SSE responses, stateful 2025-11-25 sessions, the
 per-request 2026-07-28 path), so "direct" numbers are what a stock SDK server does.
 
-Run: ``python bench/upstream_echo.py --port 8931 [--json-response]``
+Run: ``python bench/upstream_echo.py --port 8931 [--json-response]``, or ``--stdio`` for the same server
+over stdin/stdout (what the stdio-fronting peers in ``peers.py`` spawn; no credential there).
 """
 
 from __future__ import annotations
@@ -47,9 +48,15 @@ class RequireAuthorization:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int)
     parser.add_argument("--json-response", action="store_true", help="answer JSON instead of SSE")
+    parser.add_argument("--stdio", action="store_true", help="serve over stdin/stdout instead of HTTP")
     args = parser.parse_args()
+    if args.stdio:
+        server.run("stdio")
+        return
+    if args.port is None:
+        parser.error("--port is required unless --stdio")
     app = server.streamable_http_app(host="127.0.0.1", json_response=args.json_response)
     uvicorn.run(
         RequireAuthorization(app),
