@@ -332,3 +332,51 @@ def pg_schema() -> Iterator[str]:
     yield name
     with psycopg.connect(PG_DSN, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The local Redis the quota tests use, each under a key prefix of its own."""
+
+
+@contextlib.contextmanager
+def quota_stores(backend: str, folder: Path) -> Iterator[Callable[[], Any]]:
+    """Opens the same quota store again on each call (a restart, or another replica): SQLite in
+    ``folder`` or the real Redis under a fresh prefix; every store closed and the keys removed after.
+
+    The prefix holds glob characters: Redis SCAN must match it literally, never a neighbour's keys.
+    """
+    import uuid
+
+    from mcp_gateway.quotas.store import RedisQuotaStore, SQLiteQuotaStore
+
+    prefix = f"mgw-test:[{uuid.uuid4().hex}]*?:"
+    opened: list[SQLiteQuotaStore | RedisQuotaStore] = []
+
+    def open_store() -> SQLiteQuotaStore | RedisQuotaStore:
+        store: SQLiteQuotaStore | RedisQuotaStore
+        if backend == "sqlite":
+            store = SQLiteQuotaStore(folder / "quotas.db")
+        else:
+            store = RedisQuotaStore(REDIS_URL, key_prefix=prefix)
+        opened.append(store)
+        return store
+
+    try:
+        yield open_store
+    finally:
+        for store in opened:
+            store.close()
+        if backend == "redis":
+            clean_redis_prefix(prefix)
+
+
+def clean_redis_prefix(prefix: str) -> None:
+    """Delete every Redis key under ``prefix``, matched literally (glob characters escaped)."""
+    import redis
+
+    literal = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in prefix)
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{literal}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

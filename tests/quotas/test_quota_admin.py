@@ -7,46 +7,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
+from conftest import REDIS_URL, clean_redis_prefix, quota_stores
 from mcp_gateway.quotas.model import QuotaExceeded, QuotaUnavailable, parse_key, quota_checks, usage_of
 from mcp_gateway.quotas.settings import QuotaSettings
 from mcp_gateway.quotas.store import QuotaAdmin, RedisQuotaStore, SQLiteQuotaStore, open_quota_admin
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_700_000_000.0
 Opener = Callable[[], QuotaAdmin]
 
 
-def _clean(prefix: str) -> None:
-    literal = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in prefix)
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{literal}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    # Glob characters in the prefix: SCAN must match it literally, never a neighbour's keys.
-    prefix = f"mgw-test:[{uuid.uuid4().hex}]*?:"
-    opened: list[QuotaAdmin] = []
-
-    def open_store() -> QuotaAdmin:
-        store: QuotaAdmin
-        if request.param == "sqlite":
-            store = SQLiteQuotaStore(tmp_path / "quotas.db")
-        else:
-            store = RedisQuotaStore(REDIS_URL, key_prefix=prefix)
-        opened.append(store)
-        return store
-
-    yield open_store
-    for store in opened:
-        store.close()
-    if request.param == "redis":
-        _clean(prefix)
+    with quota_stores(request.param, tmp_path) as open_store:
+        yield open_store
 
 
 def _hit(store: QuotaAdmin, agent: str, tool: str, times: list[float]) -> None:
@@ -107,8 +81,8 @@ def test_a_redis_usage_never_reads_another_prefixs_keys() -> None:
         store.close()
         other.close()
     finally:
-        _clean(mine)
-        _clean(theirs)
+        clean_redis_prefix(mine)
+        clean_redis_prefix(theirs)
 
 
 def test_a_read_only_sqlite_store_is_never_created(tmp_path: Path) -> None:

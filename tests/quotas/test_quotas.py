@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
+from conftest import quota_stores
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.quotas.model import QuotaExceeded, QuotaUnavailable, quota_checks
 from mcp_gateway.quotas.settings import QuotaSettings
 from mcp_gateway.quotas.store import QuotaStore, RedisQuotaStore, SQLiteQuotaStore, open_quota_store
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_700_000_000.0
 
 Opener = Callable[[], QuotaStore]
@@ -24,27 +22,8 @@ Opener = Callable[[], QuotaStore]
 @pytest.fixture(params=["sqlite", "redis"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens the same store again on each call (a restart, or another replica); cleaned up after."""
-    prefix = f"mgw-test:{uuid.uuid4().hex}:"
-    opened: list[QuotaStore] = []
-
-    def open_store() -> QuotaStore:
-        store: QuotaStore
-        if request.param == "sqlite":
-            store = SQLiteQuotaStore(tmp_path / "quotas.db")
-        else:
-            store = RedisQuotaStore(REDIS_URL, key_prefix=prefix)
-        opened.append(store)
-        return store
-
-    yield open_store
-    for store in opened:
-        store.close()
-    if request.param == "redis":
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with quota_stores(request.param, tmp_path) as open_store:
+        yield open_store
 
 
 def test_a_quota_allows_n_calls_in_the_window_then_says_when_to_retry(opener: Opener) -> None:
