@@ -25,13 +25,16 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from mcp_gateway.alerts.config import AlertSettings
 from mcp_gateway.approvals.settings import ApprovalSettings
 from mcp_gateway.connectors.mcp.config import Upstream
 from mcp_gateway.connectors.orchestrators.config import JobSettings, OrchestratorSettings
 from mcp_gateway.connectors.salesforce.config import SalesforceOrgSettings
+from mcp_gateway.connectors.siem.config import SiemSettings
 from mcp_gateway.connectors.warehouse.config import WarehouseSettings
 from mcp_gateway.core.limits import LimitSettings
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.identity.console import ConsoleSettings
 from mcp_gateway.identity.settings import OAuthSettings
 from mcp_gateway.quotas.settings import QuotaSettings
 from mcp_gateway.telemetry import TelemetrySettings
@@ -257,6 +260,9 @@ class Settings(_Model):
     """Jobs agents may name in ``ops.rerun_job``: orchestrator and the orchestrator's own id."""
     salesforce: dict[str, SalesforceOrgSettings] = Field(default_factory=dict)
     """Salesforce orgs for the ``salesforce`` toolset, by the name agents pass as ``org``."""
+    console: ConsoleSettings = ConsoleSettings()
+    siem: SiemSettings = SiemSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("warehouses", "orchestrators", "salesforce")
     @classmethod

@@ -1,0 +1,1 @@
+"""The security console: server-rendered pages for people (audit, chain health, approvals, ...)."""
