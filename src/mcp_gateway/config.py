@@ -23,10 +23,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 
 from mcp_gateway.alerts.config import AlertSettings
 from mcp_gateway.approvals.settings import ApprovalSettings
+from mcp_gateway.config_errors import SHOWN_PROBLEMS, location
+from mcp_gateway.config_errors import error_text as error_text
+from mcp_gateway.config_errors import scalar_values as scalar_values
 from mcp_gateway.connectors.mcp.config import Upstream
 from mcp_gateway.connectors.orchestrators.config import JobSettings, OrchestratorSettings
 from mcp_gateway.connectors.salesforce.config import SalesforceOrgSettings
@@ -36,6 +38,8 @@ from mcp_gateway.core.limits import LimitSettings
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.identity.console import ConsoleSettings
 from mcp_gateway.identity.settings import OAuthSettings
+from mcp_gateway.monitors.config import MonitorSettings
+from mcp_gateway.pins.settings import PinningSettings
 from mcp_gateway.quotas.settings import QuotaSettings
 from mcp_gateway.telemetry import TelemetrySettings
 
@@ -200,37 +204,6 @@ class VaultSettings(_Model):
     key_file: Path | None = Path("master.key")
 
 
-class PinningSettings(_Model):
-    """Definition pinning against rug pulls: tools, prompts, resources (see ``pins/gate.py``)."""
-
-    path: Path = Path("pins.db")
-    """The SQLite pin store, relative to ``data_dir``."""
-    backend: Literal["sqlite", "postgres"] = "sqlite"
-    """``postgres``: pins in the ``dsn``'s ``schema``, shared by replicas (the top-level ``store:``
-    sets all three when the section names no backend)."""
-    dsn: str | None = None
-    schema_name: str = Field(default="mcp_gateway", alias="schema")
-    new_tools: Literal["auto", "approve"] = "approve"
-    """A tool, prompt or resource template that appears on an upstream after its first listing:
-    ``approve`` blocks it until an admin approves it; ``auto`` pins it on first sight (and offers it at
-    once to every agent whose grant pattern matches it)."""
-    new_resources: Literal["auto", "approve"] = "auto"
-    """The same for concrete resources, which come and go with the data behind them; a changed
-    resource definition is blocked either way."""
-    relist_seconds: float | None = Field(default=300.0, gt=0)
-    """Re-list every upstream's tools, prompts and resources this often (besides on change
-    notifications); null: never."""
-    recheck_seconds: float | None = Field(default=5.0, ge=0)
-    """A call to an upstream item whose listing was reviewed longer ago than this re-lists that
-    upstream first (one re-list shared by concurrent calls); 0: before every call; null: never."""
-
-    @model_validator(mode="after")
-    def _dsn_for_postgres(self) -> PinningSettings:
-        if self.backend == "postgres" and not self.dsn:
-            raise ValueError("pinning: backend `postgres` needs a `dsn`")
-        return self
-
-
 class Settings(_Model):
     """Everything the gateway needs to start."""
 
@@ -263,8 +236,10 @@ class Settings(_Model):
     console: ConsoleSettings = ConsoleSettings()
     siem: SiemSettings = SiemSettings()
     alerts: AlertSettings = AlertSettings()
+    monitors: dict[str, MonitorSettings] = Field(default_factory=dict)
+    """Quality checks the gateway runs on a schedule; a failing one raises an incident."""
 
-    @field_validator("warehouses", "orchestrators", "salesforce")
+    @field_validator("warehouses", "orchestrators", "salesforce", "monitors")
     @classmethod
     def _section_names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
@@ -284,6 +259,11 @@ class Settings(_Model):
                 raise ValueError(
                     f"job `{job}` names orchestrator `{spec.orchestrator}`, which is not configured"
                 )
+        for name, monitor in self.monitors.items():
+            if monitor.table.split(".", 1)[0] not in self.warehouses:
+                raise ValueError(f"monitor `{name}` measures `{monitor.table}`, in no configured warehouse")
+            if monitor.job is not None and monitor.job not in self.jobs:
+                raise ValueError(f"monitor `{name}` names job `{monitor.job}`, which is not configured")
         return self
 
     @field_validator("upstreams")
@@ -310,42 +290,6 @@ def _resolve_relative(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         if key in raw and isinstance(raw[key], str) and not Path(raw[key]).is_absolute():
             raw[key] = str(base / raw[key])
     return raw
-
-
-_SHOWN_PROBLEMS = 5
-_KEY_SHOWN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def _where(loc: tuple[int | str, ...]) -> str:
-    """A validation error's location; a key that is no name is not echoed (``-c /etc/shadow`` would
-    print its lines as unknown keys)."""
-    return ".".join(str(p) if isinstance(p, int) or _KEY_SHOWN.fullmatch(p) else "<key>" for p in loc)
-
-
-def scalar_values(node: object) -> set[str]:
-    """Every string or number value (not key) in parsed YAML: text an error message must not repeat."""
-    if isinstance(node, dict):
-        return set().union(*(scalar_values(v) for v in node.values()))
-    if isinstance(node, list):
-        return set().union(*(scalar_values(v) for v in node))
-    return {str(node)} if isinstance(node, str | int | float) and not isinstance(node, bool) else set()
-
-
-def error_text(err: ErrorDetails, values: set[str]) -> str:
-    """A validation error's message that never repeats a value written in the file.
-
-    ``hide_input_in_errors`` keeps most inputs out of pydantic's messages, but not all: a union's
-    discriminator tag is quoted in ``union_tag_invalid`` (a token pasted into ``transport:`` would be
-    printed), so that message is rebuilt, and any other library message repeating a value of the
-    file is replaced by its error type. The gateway's own validators (``value_error``) choose what
-    they name.
-    """
-    if err["type"] == "union_tag_invalid":
-        return f"must be one of {(err.get('ctx') or {}).get('expected_tags', '')}"
-    text = err["msg"]
-    if err["type"] != "value_error" and any(value in text for value in values if len(value) >= 4):
-        return f"invalid value ({err['type']})"
-    return text
 
 
 def load_settings(path: Path | None, **overrides: Any) -> Settings:
@@ -380,9 +324,9 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         errors = exc.errors(include_input=False)
         values = scalar_values(raw)
-        shown = [f"{_where(err['loc'])}: {error_text(err, values)}" for err in errors[:_SHOWN_PROBLEMS]]
-        if len(errors) > _SHOWN_PROBLEMS:
-            shown.append(f"and {len(errors) - _SHOWN_PROBLEMS} more")
+        shown = [f"{location(err['loc'])}: {error_text(err, values)}" for err in errors[:SHOWN_PROBLEMS]]
+        if len(errors) > SHOWN_PROBLEMS:
+            shown.append(f"and {len(errors) - SHOWN_PROBLEMS} more")
         raise ConfigError(f"{path or 'settings'}: {'; '.join(shown)}") from None
     _check_prefixes(settings, path, text if path is not None else "")
     return settings

@@ -216,7 +216,7 @@ def test_audit_query_filters_and_prints_json(config: Path) -> None:
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 2 and all(r["agent"] == "a" for r in rows)
     code, out, _ = _run("audit", "tail", "-c", str(config), "-n", "3")
-    assert code == 0 and len(out.splitlines()) == 3
+    assert code == 0 and len(out.splitlines()) == 1 + 3 and out.startswith("SEQ")  # a header, then 3
 
 
 @pytest.mark.e2e

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpcore
+import httpcore2
 import httpx
 import httpx2
 import pytest
@@ -23,8 +25,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mcp_gateway.connectors.mcp.pinned_transport import PinnedTransport2
-from mcp_gateway.connectors.netguard import BlockedAddress, GuardedTransport, IPAddress
+from mcp_gateway.connectors.mcp.pinned_transport import PinnedBackend2, PinnedTransport2
+from mcp_gateway.connectors.netguard import (
+    BlockedAddress,
+    GuardedTransport,
+    HostRefused,
+    IPAddress,
+    PinnedBackend,
+)
 
 pytestmark = pytest.mark.anyio
 HOSTNAME = "upstream.example"
@@ -197,3 +205,52 @@ def test_pooled_connections_are_dropped_before_a_default_uvicorn_server_closes_t
         pool: Any = transport._pool  # the pool the pinned backend replaced
         assert pool._keepalive_expiry is not None
         assert pool._keepalive_expiry <= server_idle / 2
+
+
+class _Sockets:
+    """An inner network backend that records where it was asked to connect, and connects nowhere."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+
+    async def connect_tcp(self, address: str, *_: Any) -> Any:
+        self.opened.append(address)
+        raise AssertionError("the guard let a refused host through")
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+async def _slow(host: str, port: int) -> list[IPAddress]:
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+def _backend(stack: str, inner: _Sockets, resolver: Any) -> Any:
+    cls = PinnedBackend if stack == "httpcore" else PinnedBackend2
+    return cls(allow_private_network=False, resolver=resolver, inner=inner)
+
+
+@pytest.mark.parametrize(
+    ("stack", "refused"),
+    [("httpcore", "HostRefused"), ("httpcore2", "ConnectError")],
+)
+async def test_both_pinned_backends_share_one_guard_and_differ_only_in_what_a_refusal_becomes(
+    stack: str, refused: str
+) -> None:
+    core: Any = httpcore if stack == "httpcore" else httpcore2
+    inner = _Sockets()
+    # A refused host: HostRefused passes up under httpx (GuardedTransport makes it BlockedAddress);
+    # under the SDK client it is that stack's ConnectError, naming the host and why.
+    expected = HostRefused if refused == "HostRefused" else core.ConnectError
+    with pytest.raises(expected, match=r"host `upstream\.example` resolves to a loopback address") as caught:
+        await _backend(stack, inner, to_loopback).connect_tcp(HOSTNAME, 80, timeout=5)
+    assert isinstance(caught.value, HostRefused) == (refused == "HostRefused")
+    # What both stacks treat alike: an unresolvable host, a slow resolver, a unix socket.
+    with pytest.raises(core.ConnectError, match=r"host `nowhere\.example` does not resolve"):
+        await _backend(stack, inner, nowhere).connect_tcp("nowhere.example", 80, timeout=5)
+    with pytest.raises(core.ConnectTimeout, match="did not resolve in time"):
+        await _backend(stack, inner, _slow).connect_tcp(HOSTNAME, 80, timeout=0.05)
+    with pytest.raises(core.ConnectError, match="does not open unix sockets"):
+        await _backend(stack, inner, to_loopback).connect_unix_socket("/run/x.sock")
+    assert inner.opened == []

@@ -71,6 +71,9 @@ def _free(port: int) -> bool:
 def test_story_two_fixes_the_amount_on_a_branch_switches_it_in_and_rolls_it_back(quickstart: Path) -> None:
     out = _cli("demo", "fix-amount", "--dir", str(quickstart))
     lines = out.splitlines()
+    # The agent finds the bad row by reading the table (data.sample_rows), not from a hard-coded id.
+    sampled = lines[next(i for i, line in enumerate(lines) if "data.sample_rows" in line) + 1]
+    assert '"rows": [[3, "Initech platform", 10000000.0]]' in sampled and sampled.lstrip().startswith("✓")
     refused_main = next(
         i for i, line in enumerate(lines) if '"branch": "main"' in line and "update_rows" in line
     )
@@ -104,7 +107,11 @@ def test_a_ten_fold_salesforce_change_runs_only_after_a_human_approves_it(quicks
     admin_token = _cli("admin", "create", "alice", "-c", config).strip()
     _cli("approvals", "approve", "-c", config, approval_id.group(1), stdin=admin_token + "\n")
     done = _cli("demo", "patch", "--dir", str(quickstart), "--approval-id", approval_id.group(1))
-    assert '"after": {"Amount": 10000000.0}' in done
+    assert '"before": {"Amount": 10000000.0}' in done and '"after": {"Amount": 1000000.0}' in done
+    rerun = done.splitlines()[
+        next(i for i, line in enumerate(done.splitlines()) if "ops.rerun_job" in line) + 1
+    ]
+    assert rerun.lstrip().startswith("✓")  # the pipeline that read the wrong amount is re-run
     audit_id = re.search(r'"audit_id": "([0-9a-f]+)"', done)
     assert audit_id is not None
     replay = _cli("demo", "patch", "--dir", str(quickstart), "--approval-id", approval_id.group(1))

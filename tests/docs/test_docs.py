@@ -58,7 +58,7 @@ GENERATED = (".mcp-gateway-quickstart/", "my-gateway/")
 RUNTIME_FILES = {"gateway.yaml"}  # the config file every deployment writes, not a file of this repository
 SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 RUN_ID = re.compile(
-    r"\b(?:proxy|micro|process|profile|redaction|audit-writers)-\d{8}T\d{6}Z(?:-start-of-round)?\b"
+    r"\b(?:proxy|micro|process|profile|redaction|audit-writers|audit-search)-\d{8}T\d{6}Z(?:-start-of-round)?\b"
 )
 CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
 LINK = re.compile(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -371,7 +371,7 @@ def test_the_checks_catch_what_they_are_for() -> None:
     assert link_problem(page, "../../outside.md") == "points outside the repository"
     assert link_problem(page, "architecture.md#invariants") is None
     assert is_repository_path("DESIGN.md") and not path_exists("DESIGN.md")
-    assert is_repository_path("http/lean.py") and path_exists("http/lean.py")
+    assert is_repository_path("http/modern.py") and path_exists("http/modern.py")
     assert not is_repository_path("tools/call") and not is_repository_path("/readyz")
     assert not path_exists("bench/results/proxy-20261126T040137Z")
     assert not run_id_exists("proxy-20261126T040137Z")

@@ -157,7 +157,7 @@ def test_every_readme_demo_command_runs_and_says_what_the_readme_says(shell: She
     assert '"check": "named(distinct_currencies)", "value": 2' in output_of("demo checks")
     assert '"state": "success"' in output_of("demo rerun")
     assert '"status": "pending_approval"' in output_of("demo patch")
-    assert '"after": {"Amount": 10000000.0}' in output_of(f"--approval-id {approval}")
+    assert '"after": {"Amount": 1000000.0}' in output_of(f"--approval-id {approval}")
     assert "demo-agent" in output_of("audit tail -c .mcp-gateway-quickstart/gateway.yaml")
     verify = output_of("audit verify -c .mcp-gateway-quickstart/gateway.yaml")
     assert verify.startswith("ok:") and "chain intact" in verify

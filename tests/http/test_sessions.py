@@ -1,33 +1,34 @@
-"""The lean ``tools/call`` path inside a 2025-11-25 session answers exactly as the SDK's session does,
-only for sessions and requests it may serve, relays the upstream's log messages, and honours a
-client's cancellation.
+"""2025-11-25 sessions on the gateway's own dispatch: answers equal to a bare SDK server's where the spec
+fixes them, sessions bound to their credential, ended by DELETE or idle time, one GET stream each, and
+a request cancelled by ``notifications/cancelled`` or by its client's disconnect.
 
-Two gateways with the same policy and upstream, one with ``server.fast_path: false``, each get a raw
-session (``initialize``, ``notifications/initialized``) and the same raw requests on it. The SDK
-answers a session's POST with SSE, the lean path with JSON unless it has something to stream (both
-are 2025-11-25 wire forms), so answers are compared as the JSON-RPC messages they carry.
+The bare SDK server (``sdk_front.py``) and the gateway (its upstream's tools unprefixed) stand in front
+of the same upstream; each gets a raw session and the same raw requests. The SDK answers a session's
+POST with SSE, the gateway with JSON unless it has something to stream (both are 2025-11-25 wire
+forms), so answers are compared as the JSON-RPC messages they carry.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sdk_front import SdkFront
 
-from conftest import CONSTRAINED_ECHO, GatewayFactory, RunningGateway, grants_policy, leaky_stdio, wait_until
-from mcp_gateway.http.lean import FastToolCall
+from conftest import GatewayFactory, RunningGateway, grants_policy, leaky_stdio, wait_until
+from mcp_gateway.http.legacy import LegacyDoor
+from mcp_gateway.http.modern import EraRouter
 
-POLICY = grants_policy(
-    {
-        "agent-a": [CONSTRAINED_ECHO, "leaky.leak_env", "leaky.log_env", "leaky.sleep"],
-        "agent-b": ["leaky.echo"],
-    }
-)
+pytestmark = pytest.mark.e2e
 
+POLICY = grants_policy({"agent-a": ["echo", "leak_env", "log_env", "sleep"], "agent-b": ["echo"]})
+SLEEPER = grants_policy({"agent-a": ["leaky.sleep"]})
 SECRET = "tok-ABCDEF-0123456789-secret"
 VERSION = "2025-11-25"
 ACCEPT = "application/json, text/event-stream"
@@ -42,47 +43,37 @@ def _call(
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": body_params}
 
 
-SERVED: list[tuple[str, dict[str, Any]]] = [
-    ("allowed upstream call", _call("leaky.echo", {"text": "hello"})),
-    ("string id, no arguments member", _call("leaky.echo", None, request_id="req-7")),
-    ("constraint denial is an error result", _call("leaky.echo", {"text": "forbidden"})),
-    ("ungranted tool is a JSON-RPC error", _call("leaky.drop_everything", {})),
-    ("upstream echo of a vault secret is redacted", _call("leaky.leak_env", {"var": "API_TOKEN"})),
+# (label, body, header overrides): the answer is the same from both.
+SAME: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+    ("a plain call", _call("echo", {"text": "hello"}), {}),
+    ("a string id, no arguments member", _call("echo", None, request_id="req-7"), {}),
+    ("a progress token nobody reports to", _call("echo", {"text": "p"}, _meta={"progressToken": "t1"}), {}),
+    ("no protocol version header", _call("echo", {"text": "x"}), {"MCP-Protocol-Version": ""}),
+    ("another handshake version", _call("echo", {"text": "x"}), {"MCP-Protocol-Version": "2025-06-18"}),
+    ("ping", {"jsonrpc": "2.0", "id": 5, "method": "ping"}, {}),
+    ("an unknown method", {"jsonrpc": "2.0", "id": 6, "method": "tools/destroy"}, {}),
+    ("a method of the other era", {"jsonrpc": "2.0", "id": 7, "method": "server/discover"}, {}),
+    ("malformed params", {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": 3}}, {}),
+    ("an unknown session", _call("echo", {"text": "x"}), {"Mcp-Session-Id": "0" * 32}),
+    ("no session", _call("echo", {"text": "x"}), {"Mcp-Session-Id": ""}),
+    ("foreign Origin", _call("echo", {"text": "x"}), {"Origin": "http://evil.example"}),
+    ("Accept without SSE", _call("echo", {"text": "x"}), {"Accept": "application/json"}),
+    ("wrong Content-Type", _call("echo", {"text": "x"}), {"Content-Type": "text/plain"}),
+    ("foreign Host (DNS rebinding)", _call("echo", {"text": "x"}), {"Host": "evil.example:80"}),
+    ("a notification", {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}, {}),
 ]
-
-# (label, body, header overrides) that the SDK must answer.
-PASSED_ON: list[tuple[str, dict[str, Any], dict[str, str]]] = [
-    ("progress token", _call("leaky.echo", {"text": "p"}, _meta={"progressToken": "t1"}), {}),
-    ("no protocol version header", _call("leaky.echo", {"text": "x"}), {"MCP-Protocol-Version": ""}),
-    (
-        "another version than negotiated",
-        _call("leaky.echo", {"text": "x"}),
-        {"MCP-Protocol-Version": "2025-06-18"},
-    ),
-    ("unknown session", _call("leaky.echo", {"text": "x"}), {"Mcp-Session-Id": "0" * 32}),
-    ("unknown params member", _call("leaky.echo", {"text": "x"}, task={"ttl": 1}), {}),
-    ("another method", {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, {}),
-    ("foreign Origin", _call("leaky.echo", {"text": "x"}), {"Origin": "http://evil.example"}),
-    ("Accept without SSE", _call("leaky.echo", {"text": "x"}), {"Accept": "application/json"}),
-    ("wrong Content-Type", _call("leaky.echo", {"text": "x"}), {"Content-Type": "text/plain"}),
-    ("foreign Host (DNS rebinding)", _call("leaky.echo", {"text": "x"}), {"Host": "evil.example:80"}),
-]
-
-
-def _served(gw: RunningGateway) -> int:
-    fast = gw.layer(FastToolCall)
-    assert isinstance(fast, FastToolCall)
-    return fast.served
 
 
 def _headers(token: str, session: str | None) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {token}", "Accept": ACCEPT, "Content-Type": "application/json"}
+    headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     if session is not None:
         headers |= {"Mcp-Session-Id": session, "MCP-Protocol-Version": VERSION}
     return headers
 
 
-def open_session(gw: RunningGateway, agent: str = "agent-a", *, handshake: bool = True) -> str:
+def open_session(url: str, token: str) -> str:
     initialize = {
         "jsonrpc": "2.0",
         "id": 0,
@@ -93,22 +84,20 @@ def open_session(gw: RunningGateway, agent: str = "agent-a", *, handshake: bool 
             "clientInfo": {"name": "raw", "version": "1"},
         },
     }
-    opened = httpx.post(gw.url, json=initialize, headers=_headers(gw.tokens[agent], None), timeout=30)
+    opened = httpx.post(url, json=initialize, headers=_headers(token, None), timeout=30)
     assert opened.status_code == 200, opened.text
     session = opened.headers["mcp-session-id"]
-    if handshake:
-        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        done = httpx.post(gw.url, json=note, headers=_headers(gw.tokens[agent], session), timeout=30)
-        assert done.status_code == 202
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert httpx.post(url, json=note, headers=_headers(token, session), timeout=30).status_code == 202
     return session
 
 
 def post(
-    gw: RunningGateway, session: str, body: dict[str, Any], overrides: dict[str, str] | None = None
+    url: str, token: str, session: str, body: dict[str, Any], overrides: dict[str, str] | None = None
 ) -> httpx.Response:
-    headers = _headers(gw.tokens["agent-a"], session) | (overrides or {})
+    headers = _headers(token, session) | (overrides or {})
     headers = {k: v for k, v in headers.items() if v != ""}
-    return httpx.post(gw.url, content=json.dumps(body).encode(), headers=headers, timeout=30)
+    return httpx.post(url, content=json.dumps(body).encode(), headers=headers, timeout=30)
 
 
 def messages(response: httpx.Response) -> tuple[int, list[Any]]:
@@ -116,127 +105,164 @@ def messages(response: httpx.Response) -> tuple[int, list[Any]]:
     kind = response.headers.get("content-type", "").split(";")[0]
     if kind == "text/event-stream":
         found = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
-        return response.status_code, [m for m in found if m]  # the SDK's priming event has no data
-    if kind == "application/json":
+        return response.status_code, [m for m in found if m]
+    if kind == "application/json" and response.content:
         return response.status_code, [response.json()]
     return response.status_code, [response.text]
 
 
-def _audit_shape(gw: RunningGateway, since: int) -> list[tuple[Any, ...]]:
-    return [(r.kind, r.tool, r.decision, r.status, r.args) for r in gw.audit()[since:]]
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, SdkFront]]:
+    from conftest import gateways
 
-
-@pytest.fixture
-def pair(make_gateway: GatewayFactory, tmp_path: Path) -> tuple[RunningGateway, RunningGateway]:
-    def build(name: str, fast: bool) -> RunningGateway:
-        upstream = leaky_stdio(tmp_path / f"{name}-calls.log", {"API_TOKEN": "secret://api-token"})
-        upstream["protocol"] = "legacy"  # log messages reach the gateway on the upstream's session
-        return make_gateway(
+    tmp = tmp_path_factory.mktemp("sessions")
+    upstream = leaky_stdio(tmp / "calls.log", {"API_TOKEN": "secret://api-token"})
+    # Log messages reach the gateway on the upstream's session.
+    served = {**upstream, "protocol": "legacy", "prefix": ""}
+    with gateways(tmp) as make_gateway:
+        gw = make_gateway(
             POLICY,
-            name=name,
-            agents=["agent-a", "agent-b"],
+            agents=("agent-a", "agent-b"),
             secrets={"api-token": SECRET},
-            upstreams={"leaky": upstream},
-            server_options={"fast_path": fast},
+            upstreams={"leaky": served},
             watch_policy=False,
         )
+        with SdkFront(upstream["command"], upstream["args"], upstream["env"]).serve() as front:
+            yield gw, front
 
-    return build("fast", True), build("sdk", False)
+
+def _door(gw: RunningGateway) -> LegacyDoor:
+    door = gw.layer(EraRouter).app
+    assert isinstance(door, LegacyDoor)
+    return door
 
 
-def test_calls_in_a_session_are_answered_and_audited_exactly_as_the_sdk_session_does(
-    pair: tuple[RunningGateway, RunningGateway],
+@pytest.mark.parametrize(("label", "body", "overrides"), SAME, ids=[case[0] for case in SAME])
+def test_a_session_is_answered_as_a_bare_sdk_servers_where_the_spec_fixes_the_answer(
+    pair: tuple[RunningGateway, SdkFront], label: str, body: dict[str, Any], overrides: dict[str, str]
 ) -> None:
-    fast, sdk = pair
-    sessions = open_session(fast), open_session(sdk)
-    for label, body in SERVED:
-        before = (_served(fast), len(fast.audit()), len(sdk.audit()))
-        lean, reference = post(fast, sessions[0], body), post(sdk, sessions[1], body)
-        assert messages(lean) == messages(reference), label
-        assert lean.headers["mcp-session-id"] == sessions[0], label
-        assert _served(fast) == before[0] + 1, f"{label}: not served by the lean path"
-        assert _audit_shape(fast, before[1]) == _audit_shape(sdk, before[2]), label
-        assert _audit_shape(fast, before[1]), f"{label}: nothing audited"
-    leaked = messages(post(fast, sessions[0], SERVED[4][1]))
-    assert leaked[0] == 200 and "leak_env" not in str(leaked) and SECRET not in json.dumps(leaked[1])
+    gw, front = pair
+    token = gw.tokens["agent-a"]
+    ours = post(gw.url, token, open_session(gw.url, token), body, overrides)
+    reference = post(front.url, "", open_session(front.url, ""), body, overrides)
+    assert messages(ours) == messages(reference), label
 
 
-@pytest.mark.parametrize(("label", "body", "overrides"), PASSED_ON, ids=[case[0] for case in PASSED_ON])
-def test_requests_the_lean_path_must_not_serve_get_the_sdk_sessions_answer(
-    pair: tuple[RunningGateway, RunningGateway], label: str, body: dict[str, Any], overrides: dict[str, str]
+def test_a_body_that_is_not_json_is_refused_as_the_sdk_refuses_it(
+    pair: tuple[RunningGateway, SdkFront],
 ) -> None:
-    fast, sdk = pair
-    sessions = open_session(fast), open_session(sdk)
-    before = _served(fast)
-    lean = post(fast, sessions[0], body, overrides)
-    reference = post(sdk, sessions[1], body, overrides)
-    assert messages(lean) == messages(reference), label
-    assert _served(fast) == before, f"{label}: the lean path answered it"
+    gw, front = pair
+    token = gw.tokens["agent-a"]
+    broken = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call"'
+    answers = []
+    for url, key in ((gw.url, token), (front.url, "")):
+        headers = _headers(key, open_session(url, key))
+        answers.append(httpx.post(url, content=broken, headers=headers, timeout=30))
+    assert [(a.status_code, a.json()["error"]["code"]) for a in answers] == [(400, -32700)] * 2
 
 
-def test_another_credentials_session_is_refused_by_the_sdk_and_audited(
-    pair: tuple[RunningGateway, RunningGateway],
-) -> None:
-    fast, _ = pair
-    session = open_session(fast, "agent-b")
-    before, records = _served(fast), len(fast.audit())
-    refused = post(fast, session, _call("leaky.echo", {"text": "hijack"}))
-    assert refused.status_code == 404 and _served(fast) == before
-    assert [r.status for r in fast.audit()[records:]] == ["session_refused"]
+def test_another_credentials_session_is_refused_and_audited(pair: tuple[RunningGateway, SdkFront]) -> None:
+    gw, _ = pair
+    session = open_session(gw.url, gw.tokens["agent-b"])
+    records = len(gw.audit())
+    refused = post(gw.url, gw.tokens["agent-a"], session, _call("echo", {"text": "hijack"}))
+    assert refused.status_code == 404
+    assert [r.status for r in gw.audit()[records:]] == ["session_refused"]
 
 
-def test_a_session_is_served_only_once_the_sdk_has_seen_it_after_the_handshake(
-    pair: tuple[RunningGateway, RunningGateway],
-) -> None:
-    fast, _ = pair
-    session = open_session(fast, handshake=False)
-    before = _served(fast)
-    first = post(fast, session, _call("leaky.echo", {"text": "one"}))
-    second = post(fast, session, _call("leaky.echo", {"text": "two"}, request_id=2))
-    assert messages(first)[0] == messages(second)[0] == 200
-    assert _served(fast) == before + 1  # the SDK served the first and so learned the session
-    closed = httpx.delete(fast.url, headers=_headers(fast.tokens["agent-a"], session), timeout=30)
+def test_delete_ends_a_session_and_its_id_is_refused_after(pair: tuple[RunningGateway, SdkFront]) -> None:
+    gw, _ = pair
+    token = gw.tokens["agent-a"]
+    session = open_session(gw.url, token)
+    assert post(gw.url, token, session, _call("echo", {"text": "one"})).status_code == 200
+    closed = httpx.delete(gw.url, headers=_headers(token, session), timeout=30)
     assert closed.status_code == 200
-    gone = post(fast, session, _call("leaky.echo", {"text": "three"}, request_id=3))
-    assert gone.status_code == 404 and _served(fast) == before + 1
+    assert post(gw.url, token, session, _call("echo", {"text": "two"})).status_code == 404
+    assert httpx.delete(gw.url, headers=_headers(token, session), timeout=30).status_code == 404
 
 
-def test_upstream_log_messages_stream_to_the_caller_scrubbed_before_the_result(
-    pair: tuple[RunningGateway, RunningGateway],
+def test_an_idle_session_expires(pair: tuple[RunningGateway, SdkFront]) -> None:
+    gw, _ = pair
+    table = _door(gw).sessions
+    token = gw.tokens["agent-a"]
+    kept = table.idle_timeout
+    table.idle_timeout = 0.3
+    try:
+        session = open_session(gw.url, token)
+        wait_until(lambda: session not in table, 10, "the session's idle expiry")
+    finally:
+        table.idle_timeout = kept
+    assert post(gw.url, token, session, _call("echo", {"text": "x"})).status_code == 404
+
+
+def test_a_session_has_one_get_stream_and_delete_ends_it(pair: tuple[RunningGateway, SdkFront]) -> None:
+    gw, _ = pair
+    token = gw.tokens["agent-a"]
+    session = open_session(gw.url, token)
+    headers = _headers(token, session)
+    with httpx.Client(timeout=30) as client, client.stream("GET", gw.url, headers=headers) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        second = httpx.get(gw.url, headers=headers, timeout=30)
+        assert second.status_code == 409
+        assert httpx.delete(gw.url, headers=headers, timeout=30).status_code == 200
+        assert list(stream.iter_raw()) in ([], [b""])  # the stream ends with the session
+
+
+def test_log_messages_stream_to_the_caller_scrubbed_before_the_result(
+    pair: tuple[RunningGateway, SdkFront],
 ) -> None:
-    fast, sdk = pair
-    body = _call("leaky.log_env", {"var": "API_TOKEN"})
-    before = _served(fast)
-    lean = post(fast, open_session(fast), body)
-    reference = post(sdk, open_session(sdk), body)
-    assert lean.headers["content-type"].startswith("text/event-stream") and _served(fast) == before + 1
-    assert messages(lean) == messages(reference)
-    _, sent = messages(lean)
+    gw, _ = pair
+    token = gw.tokens["agent-a"]
+    answer = post(gw.url, token, open_session(gw.url, token), _call("log_env", {"var": "API_TOKEN"}))
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    _, sent = messages(answer)
     assert [m.get("method", "result" in m) for m in sent] == ["notifications/message", True]
-    assert SECRET not in lean.text and "API_TOKEN is" in sent[0]["params"]["data"]
+    assert SECRET not in answer.text and "API_TOKEN is" in sent[0]["params"]["data"]
 
 
-def test_a_cancelled_call_ends_with_the_sdks_cancel_error_and_a_cancelled_outcome(
-    pair: tuple[RunningGateway, RunningGateway], tmp_path: Path
+def test_a_cancelled_call_ends_with_the_cancel_error_and_a_cancelled_outcome(
+    make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
-    fast, _ = pair
-    call_log = tmp_path / "fast-calls.log"
-    session = open_session(fast)
-    before, records = _served(fast), len(fast.audit())
+    gw = make_gateway(SLEEPER, watch_policy=False)
+    token = gw.tokens["agent-a"]
+    session = open_session(gw.url, token)
+    records = len(gw.audit())
     answer: list[httpx.Response] = []
     caller = threading.Thread(
-        target=lambda: answer.append(
-            post(fast, session, _call("leaky.sleep", {"seconds": 30}, request_id=41))
-        )
+        target=lambda: answer.append(post(gw.url, token, session, _call("leaky.sleep", {"seconds": 30}, 41)))
     )
     caller.start()
-    wait_until(lambda: call_log.exists() and "sleep" in call_log.read_text(), 20, "the upstream call")
+    wait_until(lambda: gw.call_log.exists() and "sleep" in gw.call_log.read_text(), 20, "the upstream call")
     cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 41}}
-    assert post(fast, session, cancel).status_code == 202
+    assert post(gw.url, token, session, cancel).status_code == 202
     caller.join(20)
-    assert not caller.is_alive() and _served(fast) == before + 1
+    assert not caller.is_alive()
     assert messages(answer[0]) == (
         200,
         [{"jsonrpc": "2.0", "id": 41, "error": {"code": -32800, "message": "Request cancelled"}}],
     )
-    assert [(r.kind, r.status) for r in fast.audit()[records:]] == [("intent", ""), ("outcome", "cancelled")]
+    assert [(r.kind, r.status) for r in gw.audit()[records:]] == [("intent", ""), ("outcome", "cancelled")]
+
+
+def test_a_session_client_that_disconnects_cancels_its_call_and_the_outcome_says_cancelled(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = make_gateway(SLEEPER, watch_policy=False)
+    token = gw.tokens["agent-a"]
+    session = open_session(gw.url, token)
+    body = json.dumps(_call("leaky.sleep", {"seconds": 60}, 9)).encode()
+    port = int(gw.base.rsplit(":", 1)[1])
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nAccept: {ACCEPT}\r\nMcp-Session-Id: {session}\r\n"
+        f"MCP-Protocol-Version: {VERSION}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head + body)
+        wait_until(
+            lambda: gw.call_log.exists() and "sleep" in gw.call_log.read_text(), 20, "the upstream call"
+        )
+    outcomes = lambda: [r.status for r in gw.audit() if r.tool == "leaky.sleep" and r.kind == "outcome"]  # noqa: E731
+    wait_until(lambda: outcomes() != [], 20, "the call's outcome")
+    assert outcomes() == ["cancelled"]

@@ -268,7 +268,7 @@ def test_no_canary_reaches_an_audit_record(attack: Exposure) -> None:
 
 
 def test_no_canary_reaches_an_exported_span(attack: Exposure) -> None:
-    assert sum('"name": "mcp_gateway.tools/call"' in s for s in attack.spans) == len(CALLS) * len(ERAS)
+    assert sum('"mcp.method.name": "tools/call"' in s for s in attack.spans) == len(CALLS) * len(ERAS)
     leaks = find_leaks(attack.canaries, attack.spans)
     assert leaks == [], f"seed {attack.seed}: {len(leaks)} leaks to the spans, e.g. {leaks[:5]}"
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from conftest import ERAS, FIXTURES, GatewayFactory, connect
 from mcp_gateway.audit.verify import verify
-from mcp_gateway.http.lean import FastToolCall
+from mcp_gateway.http.modern import EraRouter
 
 pytestmark = pytest.mark.e2e
 
@@ -327,9 +327,9 @@ def test_no_malformed_request_gets_a_5xx_or_hangs_and_the_gateway_serves_afterwa
     # Not vacuous: the fuzz got past the transport (answers 200, some calls audited) and was refused.
     assert seen.get(200, 0) >= EXAMPLES // 20 and any(400 <= code < 500 for code in seen), seen
     assert any(r.tool == "leaky.echo" for r in gw.audit() if r.kind in ("intent", "denied"))
-    lean = gw.layer(FastToolCall)
-    # The lean paths were fuzzed too: session-less 2026-07-28 calls and calls in the 2025-11-25 session.
-    assert isinstance(lean, FastToolCall) and lean.served > lean.served_in_session > 0
+    doors = gw.layer(EraRouter)
+    # Both front doors were fuzzed: session-less 2026-07-28 requests and requests in the 2025-11-25 session.
+    assert doors.modern.served > 0 and doors.app.served > 0
 
     async def normal_calls() -> list[str]:
         texts = []

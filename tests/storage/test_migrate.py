@@ -22,7 +22,18 @@ from mcp_gateway.types import AuditEvent
 from mcp_gateway.vault.store import PostgresSecretStore
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-COMPONENTS = {"audit", "vault", "approvals", "agent_tokens", "admin_tokens", "pins", "rerun_keys"}
+COMPONENTS = {
+    "audit",
+    "vault",
+    "approvals",
+    "agent_tokens",
+    "admin_tokens",
+    "pins",
+    "rerun_keys",
+    "request_states",
+    "incidents",
+    "siem_cursor",
+}
 
 
 def shared(schema: str) -> Settings:

@@ -11,7 +11,18 @@ from mcp_gateway.config import PostgresStore, Settings, SQLiteStore, load_settin
 from mcp_gateway.errors import ConfigError
 
 URL = "postgresql://postgres@127.0.0.1:5432/test"
-ALL = ["audit", "vault", "approvals", "agent_tokens", "admin_tokens", "pins", "rerun_keys"]
+ALL = [
+    "audit",
+    "vault",
+    "approvals",
+    "agent_tokens",
+    "admin_tokens",
+    "pins",
+    "rerun_keys",
+    "request_states",
+    "incidents",
+    "siem_cursor",
+]
 
 
 def test_a_dsn_string_puts_every_store_on_postgres_in_the_default_schema(tmp_path: Path) -> None:
@@ -52,7 +63,15 @@ def test_a_section_naming_its_own_backend_overrides_the_shared_store() -> None:
     assert isinstance(settings.agents, SQLiteStore)
     assert settings.approvals.store == "sqlite" and settings.pinning.backend == "sqlite"
     assert isinstance(settings.audit, PostgresStore) and settings.audit.schema_name == "audit_only"
-    assert [c.name for c in postgres_components(settings)] == ["audit", "vault", "admin_tokens", "rerun_keys"]
+    assert [c.name for c in postgres_components(settings)] == [
+        "audit",
+        "vault",
+        "admin_tokens",
+        "rerun_keys",
+        "request_states",
+        "incidents",
+        "siem_cursor",
+    ]
 
 
 def test_without_a_store_setting_everything_stays_on_sqlite_files() -> None:

@@ -39,7 +39,11 @@ def postgres_components(settings: Settings) -> list[Component]:
     from mcp_gateway.approvals.sql import MIGRATIONS as APPROVALS
     from mcp_gateway.audit.postgres import MIGRATIONS as AUDIT
     from mcp_gateway.connectors.orchestrators.idempotency import MIGRATIONS as RERUN_KEYS
+    from mcp_gateway.connectors.siem.cursor import MIGRATIONS as SIEM_CURSOR
+    from mcp_gateway.console.sessions import MIGRATIONS as CONSOLE_SESSIONS
+    from mcp_gateway.core.spent_states import MIGRATIONS as REQUEST_STATES
     from mcp_gateway.identity.agents import token_migrations
+    from mcp_gateway.incidents.store import MIGRATIONS as INCIDENTS
     from mcp_gateway.pins.store import MIGRATIONS as PINS
     from mcp_gateway.vault.store import MIGRATIONS as VAULT
 
@@ -59,6 +63,12 @@ def postgres_components(settings: Settings) -> list[Component]:
         found.append(Component("pins", pinning.dsn, pinning.schema_name, PINS))
     if settings.store is not None:
         found.append(Component("rerun_keys", settings.store.url, settings.store.schema_name, RERUN_KEYS))
+        shared = (settings.store.url, settings.store.schema_name)
+        found.append(Component("request_states", *shared, REQUEST_STATES))
+        found.append(Component("incidents", *shared, INCIDENTS))
+        found.append(Component("siem_cursor", *shared, SIEM_CURSOR))
+        if settings.console.enabled:
+            found.append(Component("console_sessions", *shared, CONSOLE_SESSIONS))
     return found
 
 

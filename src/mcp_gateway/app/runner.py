@@ -58,9 +58,10 @@ def run_gateway(
     """
     import uvicorn
 
+    from mcp_gateway.app.observed import watched
     from mcp_gateway.app.wiring import build_runtime
     from mcp_gateway.http.app import create_app
-    from mcp_gateway.telemetry import configure_tracing
+    from mcp_gateway.telemetry import configure_telemetry, watch_gateway
     from mcp_gateway.vault.service import NO_MASTER_KEY
 
     if listener is None:
@@ -70,7 +71,8 @@ def run_gateway(
     except BaseException:
         listener.close()
         raise
-    provider = configure_tracing(settings.telemetry)
+    telemetry = configure_telemetry(settings.telemetry)
+    unwatch = watch_gateway(watched(runtime))
     vault = runtime.gateway.secrets.vault
     if vault.sealed and vault.seal_reason == NO_MASTER_KEY:
         # A key that is not the vault's was already reported, once, by the vault itself.
@@ -82,6 +84,10 @@ def run_gateway(
         approvals=runtime.approvals,
         verify_admin=runtime.admins.verify if runtime.admins is not None else None,
     )
+    if settings.console.enabled:
+        from mcp_gateway.app.console import with_console
+
+        app = with_console(app, settings, runtime)
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -101,6 +107,6 @@ def run_gateway(
         uvicorn.Server(config).run(sockets=[listener])
     finally:
         listener.close()
+        unwatch()
         runtime.close()
-        if provider is not None:
-            provider.shutdown()
+        telemetry.shutdown()

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from mcp_gateway.app.monitoring import AlertBoard, add_services, approval_notifier
+from mcp_gateway.app.policy_history import open_policy_history
+from mcp_gateway.app.quality import open_incidents
 from mcp_gateway.app.toolsets import build_toolsets, builtin_tool_names
 from mcp_gateway.approvals.gate import StoreApprovalGate
-from mcp_gateway.approvals.notify import ApprovalNotifier
 from mcp_gateway.approvals.sql import open_approval_store
 from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.audit.checkpointer import Checkpointer
@@ -33,6 +35,7 @@ from mcp_gateway.config import PostgresStore, Settings, SQLiteAuditStore, SQLite
 from mcp_gateway.connectors.mcp.upstream import UpstreamConnection, required_secrets
 from mcp_gateway.connectors.orchestrators.idempotency import SQLIdempotencyStore
 from mcp_gateway.core.gateway import Gateway
+from mcp_gateway.core.request_state import open_request_states
 from mcp_gateway.core.state import PolicyHolder, SecretsView
 from mcp_gateway.errors import ConfigError, GatewayError
 from mcp_gateway.identity.admin_tokens import AdminTokens, PostgresAdminStore, SQLiteAdminStore
@@ -257,13 +260,17 @@ class Runtime:
     approvals: ApprovalStore | None = None
     quotas: QuotaStore | None = None
     admins: AdminTokens | None = None
+    alerts: AlertBoard | None = None
 
     def close(self) -> None:
         self.sink.close()
         self.agents.close()
-        for store in (self.pins, self.approvals, self.quotas, self.admins):
+        self.gateway.policy.close()
+        stores = (self.pins, self.approvals, self.quotas, self.admins, self.gateway.states.spent)
+        for store in (*stores, self.gateway.incidents):
             if store is not None:
                 store.close()
+        self.gateway.secrets.vault.close()
 
 
 def build_runtime(
@@ -286,7 +293,8 @@ def build_runtime(
         ConfigError, VaultError: the stores cannot be opened.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    policy = PolicyHolder.load(settings.policies, builtin_tools=builtin_tool_names())
+    history = open_policy_history(settings)  # each load, at start and on every reload
+    policy = PolicyHolder.load(settings.policies, builtin_tools=builtin_tool_names(), history=history)
     vault = open_vault(settings, master_key_env=master_key_env)
     secrets = SecretsView(vault, reload_keys=lambda: read_keyring(settings, master_key_env=master_key_env))
     keys = open_audit_keys(settings, vault)
@@ -343,10 +351,13 @@ def build_runtime(
 
     secrets.on_change = reconnect_users
     install_log_redaction(secrets)
+    incidents = open_incidents(settings)
     all_toolsets = {
         toolset.name: toolset
         for toolset in (
-            *build_toolsets(settings, secrets.resolve, lambda clock: open_idempotency_store(settings, clock)),
+            *build_toolsets(
+                settings, secrets.resolve, lambda clock: open_idempotency_store(settings, clock), incidents
+            ),
             *toolsets,
         )
     }
@@ -355,17 +366,7 @@ def build_runtime(
     if clash:
         raise ConfigError(f"upstream(s) {sorted(clash)} collide with built-in toolsets (name or prefix)")
     approval_store = open_approval_store(settings.approvals, settings.data_dir)
-    webhook = settings.approvals.webhook_url
-    notifier = (
-        ApprovalNotifier(
-            webhook,
-            resolve_secret=secrets.resolve,
-            allow_private_network=settings.approvals.allow_private_network,
-            timeout_seconds=settings.approvals.notify_timeout_seconds,
-        )
-        if webhook is not None
-        else None
-    )
+    notifier = approval_notifier(settings, secrets)
     quota_store = open_quota_store(settings.quotas, settings.data_dir)
     gateway = Gateway(
         quotas=StoreQuotaGate(quota_store),
@@ -380,12 +381,10 @@ def build_runtime(
         pins=pins,
         toolsets=all_toolsets,
         audit_hmac_key=keys.hmac_key if keys is not None else None,
+        states=open_request_states(vault, settings.data_dir, settings.store),
+        incidents=incidents,
     )
-    if notifier is not None:
-        gateway.services.append(notifier.run)
-    if checkpointer is not None and checkpointer.interval > 0:
-        gateway.services.append(audit.run_checkpoints)
-    gateway.services.append(audit.failures.run)
+    board = add_services(settings, gateway, sink, approval_store, incidents, notifier)
     return Runtime(
         settings,
         gateway,
@@ -395,4 +394,5 @@ def build_runtime(
         approvals=approval_store,
         quotas=quota_store,
         admins=open_admins(settings),
+        alerts=board,
     )

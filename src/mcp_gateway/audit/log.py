@@ -46,6 +46,7 @@ from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.flood import FailureRecorder
 from mcp_gateway.audit.record import normalize_event
 from mcp_gateway.errors import AuditError, AuditUnavailable, AuditWriteError
+from mcp_gateway.telemetry import audit_committed
 from mcp_gateway.types import AuditEvent, AuditRecord, AuditSink, LoopAuditSink
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class AuditLog:
             size += len(self._queue[0].events)
             batch.append(self._queue.popleft())
         events = [event for waiter in batch for event in waiter.events]
+        started = time.perf_counter()
         try:
             records = self._commit_on_loop(events)
             if records is None:
@@ -232,12 +234,14 @@ class AuditLog:
             if len(records) != len(events):
                 raise AuditError(f"audit sink returned {len(records)} records for {len(events)} events")
         except BaseException as exc:
+            audit_committed(time.perf_counter() - started, type(exc).__name__)
             logger.error("audit batch of %d events failed: %s", len(events), _describe(exc))
             for waiter in batch:
                 waiter.fail(_describe(exc), exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        audit_committed(time.perf_counter() - started)
         start = 0
         for waiter in batch:
             waiter.finish(records[start : start + len(waiter.events)])

@@ -20,12 +20,16 @@ from mcp_gateway.audit.record import chain_encoded
 from mcp_gateway.audit.rows import (
     CHECKPOINT_COLUMNS,
     COLUMN_NAMES,
+    COLUMNS,
+    REPLACED_INDEXES,
+    SEARCH_INDEXES,
     checkpoint_from_row,
     from_row,
     hmac_marker_text,
     to_row,
 )
 from mcp_gateway.audit.seal import SEAL_COLUMNS, AuditSeal, Sealer, seal_from_row, seal_to_row
+from mcp_gateway.audit.search import AuditPage, AuditSearch, run_search
 from mcp_gateway.errors import AuditError, AuditWriteError
 from mcp_gateway.storage.migrate import Migration, migrate
 from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
@@ -81,8 +85,24 @@ MIGRATIONS = (
         {"audit": "audit", "checkpoints": "checkpoints", "seals": "seals"},
         {"seals_last_seq": "seals_last_seq", **{f"audit_{c}": f"audit_{c}" for c in _INDEXED}},
     ),
+    Migration(
+        2,
+        "search indexes: each filter column, then seq",
+        (
+            *(
+                # text_pattern_ops: a tool glob's literal prefix (`data.%`) becomes an index range.
+                f"CREATE INDEX IF NOT EXISTS {{{name}}} ON {{audit}}"
+                f" ({cols[0]}{' text_pattern_ops' if cols[0] == 'tool' else ''}, {cols[1]})"
+                for name, cols in SEARCH_INDEXES.items()
+            ),
+            *(f"DROP INDEX IF EXISTS {{{name}}}" for name in REPLACED_INDEXES),
+        ),
+        {"audit": "audit", **{name: name for name in REPLACED_INDEXES}},
+        {name: name for name in SEARCH_INDEXES},
+    ),
 )
-"""The PostgreSQL migrations of the ``audit`` component (1: the tables made before migrations existed)."""
+"""The PostgreSQL migrations of the ``audit`` component (1: the tables made before migrations existed;
+2: the search indexes, ``rows.SEARCH_INDEXES``)."""
 _SEAL_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in SEAL_COLUMNS)
 _CHECKPOINT_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in CHECKPOINT_COLUMNS.split(", "))
 
@@ -268,6 +288,24 @@ class PostgresAuditSink:
         )
         return [from_row(row) for row in self._read(query, (*params, limit))]
 
+    def search(self, query: AuditSearch) -> AuditPage:
+        """One page of the records matching ``query`` (``audit/search.py``).
+
+        Raises:
+            AuditSearchError: the query is invalid.
+            AuditError: the store cannot be read.
+        """
+        # The text holds only constant SQL (values are bound); `{audit}` becomes the quoted table.
+        return run_search(
+            query,
+            "postgres",
+            COLUMNS,
+            lambda text, params: [
+                from_row(row) for row in self._read(sql.SQL(text).format(audit=self._table), params)
+            ],
+            self.head,
+        )
+
     def head(self) -> tuple[int, str] | None:
         """``(seq, hash)`` of the newest record, or None when the log is empty."""
         rows = self._read(
@@ -305,14 +343,14 @@ class PostgresAuditSink:
         )
         return [checkpoint_from_row(row) for row in self._read(query, ())]
 
-    def seals(self, *, after_seq: int = 0) -> list[AuditSeal]:
-        """The stored seals that cover a record with ``seq > after_seq``."""
-        query = sql.SQL("SELECT {columns} FROM {table} WHERE last_seq > %s ORDER BY last_seq").format(
-            columns=_SEAL_COLUMNS, table=self._seals
-        )
+    def seals(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditSeal]:
+        """The stored seals covering a record with ``seq > after_seq``, by ``last_seq``, at most ``limit``."""
+        query = sql.SQL(
+            "SELECT {columns} FROM {table} WHERE last_seq > %s ORDER BY last_seq LIMIT %s"
+        ).format(columns=_SEAL_COLUMNS, table=self._seals)
         if not self._has_seals:
             return []  # a store written before seals existed, opened read-only
-        return [seal_from_row(row) for row in self._read(query, (after_seq,))]
+        return [seal_from_row(row) for row in self._read(query, (after_seq, limit))]
 
     def _read(self, query: sql.Composed, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._lock:

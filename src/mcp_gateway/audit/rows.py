@@ -13,6 +13,23 @@ from mcp_gateway.types import AuditCheckpoint, AuditRecord
 COLUMN_NAMES = tuple(f.name for f in dataclasses.fields(AuditRecord))
 COLUMNS = ", ".join(COLUMN_NAMES)
 CHECKPOINT_COLUMNS = "seq, hash, ts, key_id, signature"
+SEARCH_INDEXES = {
+    "audit_agent_seq": ("agent", "seq"),
+    "audit_tool_seq": ("tool", "seq"),
+    "audit_decision_seq": ("decision", "seq"),
+    "audit_status_seq": ("status", "seq"),
+    "audit_kind_seq": ("kind", "seq"),
+}
+"""The indexes of audit search (``search.py``): each filter column, then ``seq``, so a filtered page in
+seq order reads only its own entries. ``ts`` and ``call_id`` keep their single-column indexes."""
+REPLACED_INDEXES = ("audit_agent", "audit_tool")
+"""The single-column indexes the search indexes make redundant (dropped by the same migration)."""
+
+
+def search_index_script() -> str:
+    """SQLite statements creating ``SEARCH_INDEXES`` and dropping ``REPLACED_INDEXES`` (idempotent)."""
+    create = [f"CREATE INDEX IF NOT EXISTS {n} ON audit ({', '.join(c)});" for n, c in SEARCH_INDEXES.items()]
+    return "".join([*create, *(f"DROP INDEX IF EXISTS {name};" for name in REPLACED_INDEXES)])
 
 
 def to_row(record: AuditRecord, texts: tuple[str, str] | None = None) -> tuple[Any, ...]:

@@ -25,10 +25,12 @@ from mcp_gateway.audit.rows import (
     checkpoint_from_row,
     from_row,
     hmac_marker_text,
+    search_index_script,
     to_row,
     where_clause,
 )
 from mcp_gateway.audit.seal import SEAL_COLUMNS, AuditSeal, Sealer, seal_from_row, seal_to_row
+from mcp_gateway.audit.search import AuditPage, AuditSearch, run_search
 from mcp_gateway.errors import AuditError, AuditWriteError
 from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
 
@@ -48,8 +50,6 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_agent ON audit (agent);
-CREATE INDEX IF NOT EXISTS audit_tool ON audit (tool);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 CREATE INDEX IF NOT EXISTS audit_call_id ON audit (call_id);
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS seals (
 );
 CREATE INDEX IF NOT EXISTS seals_last_seq ON seals (last_seq);
 """
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version``: 0 the tables above; 2 with the search indexes (``rows.SEARCH_INDEXES``)."""
 _SEAL_INSERT = f"INSERT INTO seals ({', '.join(SEAL_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608 - constant columns
 
 
@@ -139,6 +141,11 @@ class SQLiteAuditSink:
         # FULL: the WAL is fsynced on every commit, so a returned append survives power loss.
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.executescript(SCHEMA)
+        if int(self._conn.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
+            # One transaction: another process setting up the same file waits, then finds it done.
+            self._conn.executescript(
+                f"BEGIN IMMEDIATE; {search_index_script()} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
 
     def _file_identity(self) -> tuple[int, int] | None:
         if str(self.path) == ":memory:":
@@ -259,6 +266,21 @@ class SQLiteAuditSink:
         )
         return self._select(sql, (*params, limit))
 
+    def search(self, query: AuditSearch) -> AuditPage:
+        """One page of the records matching ``query`` (``audit/search.py``).
+
+        Raises:
+            AuditSearchError: the query is invalid.
+            AuditError: the store cannot be read.
+        """
+        return run_search(
+            query,
+            "sqlite",
+            COLUMNS,
+            lambda text, params: self._select(text.format(audit="audit").replace("%s", "?"), params),
+            self.head,
+        )
+
     def head(self) -> tuple[int, str] | None:
         """``(seq, hash)`` of the newest record, or None when the log is empty."""
         with self._lock:
@@ -306,14 +328,13 @@ class SQLiteAuditSink:
                 raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
         return [checkpoint_from_row(row) for row in rows]
 
-    def seals(self, *, after_seq: int = 0) -> list[AuditSeal]:
-        """The stored seals that cover a record with ``seq > after_seq``."""
-        sql = f"SELECT {', '.join(SEAL_COLUMNS)} FROM seals WHERE last_seq > ? ORDER BY last_seq"  # noqa: S608 - constant columns
+    def seals(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditSeal]:
+        """The stored seals covering a record with ``seq > after_seq``, by ``last_seq``, at most ``limit``."""
+        sql = f"SELECT {', '.join(SEAL_COLUMNS)} FROM seals WHERE last_seq > ? ORDER BY last_seq LIMIT ?"  # noqa: S608 - constant columns
+        params = (after_seq, -1 if limit is None else limit)
         with self._lock:
             try:
-                rows = _when_free(
-                    lambda: self._conn.execute(sql, (after_seq,)).fetchall(), self._busy_timeout
-                )
+                rows = _when_free(lambda: self._conn.execute(sql, params).fetchall(), self._busy_timeout)
             except sqlite3.OperationalError as exc:
                 if self.read_only and "no such table" in str(exc):
                     return []  # a store written before seals existed, opened read-only

@@ -121,15 +121,35 @@ def quickstart(
     ),
     port: Annotated[int, typer.Option(help="port to serve on")] = 8080,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="set up and print, but do not start")] = False,
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres",
+            metavar="DSN",
+            help="also set up the self-healing loop (`demo heal`) on this PostgreSQL with dbt Core",
+        ),
+    ] = None,
+    postgres_schema: Annotated[
+        str, typer.Option(metavar="NAME", help="the schema the loop's tables live in (reset on start)")
+    ] = "mcp_gateway_demo",
+    dbt: Annotated[
+        Path | None,
+        typer.Option(metavar="PATH", help="the dbt program (default: .venv-dbt/bin/dbt, else dbt on PATH)"),
+    ] = None,
 ) -> None:
     """Set up a demo (key, agent, policy, upstream) and start the gateway on 127.0.0.1."""
     from mcp_gateway.demo.quickstart import prepare, run
+    from mcp_gateway.demo.quickstart_pg import PrerequisiteMissing, connect_check, find_dbt
 
     try:
-        demo = prepare(directory.resolve(), port=port)
+        # PostgreSQL and dbt are checked before anything in the folder changes.
+        pg = connect_check(postgres, postgres_schema, find_dbt(dbt)) if postgres is not None else None
+        demo = prepare(directory.resolve(), port=port, postgres=pg)
         typer.echo(demo.instructions)
         if not no_serve:
             run(demo)
+    except PrerequisiteMissing as exc:
+        raise fail(str(exc), code=2) from None
     except GatewayError as exc:
         raise fail(str(exc)) from None
 

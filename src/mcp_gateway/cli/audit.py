@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from mcp_gateway.audit.seal import Sealer
+from mcp_gateway.cli.audit_view import Table, filters, forward, matches, newest
+from mcp_gateway.cli.audit_view import follow as audit_follow
 from mcp_gateway.cli.common import (
     ConfigOpt,
     JsonOpt,
     fail,
-    iso,
     load_cli_settings,
     master_key_env,
-    parse_since,
     read_settings,
 )
 from mcp_gateway.config import Settings
@@ -30,19 +30,6 @@ UNAUTHENTICATED = 3
 """``audit verify``'s exit code when it found no problem but could not authenticate every record."""
 
 audit_app = typer.Typer(help="Read and verify the audit log.", no_args_is_help=True)
-
-
-def _print_records(records: list[Any], as_json: bool) -> None:
-    from mcp_gateway.audit.export import record_to_dict
-
-    for rec in records:
-        if as_json:
-            typer.echo(json.dumps(record_to_dict(rec), sort_keys=True))
-        else:
-            typer.echo(
-                f"{rec.seq}\t{iso(rec.ts)}\t{rec.kind}\t{rec.agent or '-'}\t{rec.tool or '-'}"
-                f"\t{rec.decision or '-'}\t{rec.status or '-'}"
-            )
 
 
 def _read_sink(config: Path | None) -> Any:
@@ -56,18 +43,74 @@ def _read_sink(config: Path | None) -> Any:
         raise fail(f"{exc} (from the config's `audit` setting; is this the right config?)") from None
 
 
+AgentOpt = Annotated[str | None, typer.Option(metavar="AGENT", help="records of this agent")]
+ToolOpt = Annotated[
+    str | None, typer.Option(metavar="GLOB", help="records of this tool; a glob: 'data.*', '*.rerun_job'")
+]
+DecisionOpt = Annotated[str | None, typer.Option(metavar="DECISION", help="allow, deny or pending")]
+StatusOpt = Annotated[
+    str | None, typer.Option(metavar="STATUS", help="ok, denied, not_granted, upstream_error, ... (exact)")
+]
+KindOpt = Annotated[
+    str | None, typer.Option(metavar="KIND", help="intent, outcome, denied, auth_failure, admin, alert, ...")
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="WHEN", help="records from then on: 30m, 1h, 2d (ago), today, yesterday, or an ISO-8601 time"
+    ),
+]
+UntilOpt = Annotated[
+    str | None, typer.Option(metavar="WHEN", help="records before then (the same forms as --since)")
+]
+
+
 @audit_app.command("tail")
 def audit_tail(
     config: ConfigOpt = None,
-    n: Annotated[int, typer.Option("-n", metavar="N", help="how many records")] = 20,
+    n: Annotated[int, typer.Option("-n", metavar="N", min=0, help="how many records")] = 20,
+    agent: AgentOpt = None,
+    tool: ToolOpt = None,
+    decision: DecisionOpt = None,
+    status: StatusOpt = None,
+    kind: KindOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing new records until Ctrl-C")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(metavar="SECONDS", min=0.05, help="--follow: how often to look")
+    ] = 1.0,
+    timeout: Annotated[
+        float | None, typer.Option(metavar="SECONDS", min=0, help="--follow: stop after this long")
+    ] = None,
+    max_records: Annotated[
+        int | None, typer.Option(metavar="N", min=1, help="--follow: stop after N new records")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the newest records."""
+    """Print the newest records (under a header), and with --follow the new ones as they come."""
+    found = filters(
+        agent=agent, tool=tool, decision=decision, status=status, kind=kind, since=since, until=until
+    )
     sink = _read_sink(config)
+    table = Table(as_json)
     try:
         head = sink.head()
-        after = max(0, head[0] - n) if head else 0
-        _print_records(sink.records(after_seq=after), as_json)
+        # Following ends with Ctrl-C: that is a normal end (exit 0), wherever it lands.
+        with contextlib.suppress(KeyboardInterrupt) if follow else contextlib.nullcontext():
+            table.print(newest(sink, found, n))
+            if follow:
+                audit_follow(
+                    sink,
+                    found,
+                    head[0] if head else 0,
+                    table.print,
+                    interval=interval,
+                    timeout=timeout,
+                    max_records=max_records,
+                )
     except GatewayError as exc:
         raise fail(str(exc)) from None
     finally:
@@ -77,20 +120,14 @@ def audit_tail(
 @audit_app.command("query")
 def audit_query(
     config: ConfigOpt = None,
-    agent: Annotated[str | None, typer.Option(metavar="AGENT", help="records of this agent")] = None,
-    tool: Annotated[str | None, typer.Option(metavar="TOOL", help="records of calls of this tool")] = None,
-    decision: Annotated[str | None, typer.Option(metavar="DECISION", help="allow or deny")] = None,
-    kind: Annotated[
-        str | None, typer.Option(metavar="KIND", help="intent, outcome, denied, auth_failure, admin, ...")
-    ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            metavar="WHEN",
-            help="records from then on: 30m, 1h, 2d (ago), today, yesterday, or an ISO-8601 time",
-        ),
-    ] = None,
-    limit: Annotated[int, typer.Option(metavar="N", help="at most this many records")] = 100,
+    agent: AgentOpt = None,
+    tool: ToolOpt = None,
+    decision: DecisionOpt = None,
+    status: StatusOpt = None,
+    kind: KindOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, help="at most this many records")] = 100,
     as_json: JsonOpt = False,
     arg_hmac: Annotated[
         str | None,
@@ -101,31 +138,100 @@ def audit_query(
         ),
     ] = None,
 ) -> None:
-    """Search the audit log."""
+    """Search the audit log (the newest LIMIT matching records, oldest first)."""
     from mcp_gateway.audit.sensitive import HMAC_HEX
 
     if arg_hmac is not None and not HMAC_HEX.fullmatch(arg_hmac := arg_hmac.lower()):
         raise fail("--arg-hmac takes the 64 hex digits `mcp-gateway audit hash` prints")
-    try:
-        since_ts = parse_since(since, time.time()) if since else None
-    except GatewayError as exc:
-        raise fail(str(exc)) from None
+    found = filters(
+        agent=agent, tool=tool, decision=decision, status=status, kind=kind, since=since, until=until
+    )
     sink = _read_sink(config)
     try:
-        records = sink.query(
-            agent=agent,
-            tool=tool,
-            decision=decision,
-            kind=kind,
-            since=since_ts,
-            limit=limit,
-            arg_hmac=arg_hmac,
-        )
-        _print_records(records, as_json)
+        if arg_hmac is None:
+            records = newest(sink, found, limit)
+        else:
+            records = [
+                rec
+                for rec in sink.query(
+                    agent=agent,
+                    decision=decision,
+                    kind=kind,
+                    since=found.since,
+                    limit=100_000,
+                    arg_hmac=arg_hmac,
+                )
+                if matches(rec, found)
+            ][-limit:]
+        Table(as_json).print(records)
     except GatewayError as exc:
         raise fail(str(exc)) from None
     finally:
         sink.close()
+
+
+@audit_app.command("export")
+def audit_export(
+    config: ConfigOpt = None,
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="ocsf, jsonl (the records themselves) or csv")
+    ] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="write here (default: stdout)")
+    ] = None,
+    agent: AgentOpt = None,
+    tool: ToolOpt = None,
+    decision: DecisionOpt = None,
+    status: StatusOpt = None,
+    kind: KindOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+) -> None:
+    """Export matching records, oldest first, for a SIEM or a spreadsheet (secrets redacted again;
+    CSV cells that would run as a formula are prefixed with ')."""
+    from mcp_gateway.connectors.siem.formats import FORMATS, export_lines
+
+    if fmt not in FORMATS:
+        raise fail(f"--format `{fmt}` is not a format: use one of {', '.join(FORMATS)}", code=2)
+    found = filters(
+        agent=agent, tool=tool, decision=decision, status=status, kind=kind, since=since, until=until
+    )
+    redactor = _export_redactor(config)
+    sink = _read_sink(config)
+    try:
+        lines = export_lines(forward(sink, found), fmt, redactor)  # type: ignore[arg-type]
+        if output is None:
+            for line in lines:
+                typer.echo(line, nl=False)
+        else:
+            with output.open("w", encoding="utf-8", newline="") as handle:
+                handle.writelines(lines)
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot write `{output}`: {exc.strerror}") from None
+    finally:
+        sink.close()
+
+
+def _export_redactor(config: Path | None) -> Any:
+    """A redactor of every vault value, when the vault opens; else none (the records are redacted
+    when written; this second pass catches values stored since)."""
+    from mcp_gateway.app.wiring import open_vault
+    from mcp_gateway.config import SQLiteStore
+    from mcp_gateway.redact import EMPTY, Redactor
+
+    settings = read_settings(config)
+    store = settings.vault.store
+    if isinstance(store, SQLiteStore) and not settings.data_path(store.path).is_file():
+        return EMPTY
+    try:
+        vault = open_vault(settings, master_key_env=master_key_env())
+        if vault.sealed:
+            return EMPTY
+        return Redactor.from_secrets(vault.resolve_all().values())
+    except GatewayError:
+        return EMPTY
 
 
 def _sealer(settings: Settings) -> tuple[Sealer | None, str]:

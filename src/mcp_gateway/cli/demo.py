@@ -105,3 +105,58 @@ def revert(
     from mcp_gateway.demo.agent import revert as story
 
     _play(directory, lambda agent: story(agent, audit_id))
+
+
+AdminTokenOpt = Annotated[
+    str | None,
+    typer.Option("--admin-token", envvar="MCP_GATEWAY_ADMIN_TOKEN", hidden=True, show_envvar=False),
+]
+
+
+@demo_app.command("heal")
+def heal(directory: DirOpt = DEFAULT_DIR, admin_token: AdminTokenOpt = None) -> None:
+    """The self-healing loop (quickstart --postgres): a dbt build fails, the monitor's incident, the
+    fix on a branch, dbt tests, your approval (played with $MCP_GATEWAY_ADMIN_TOKEN), switch-in, rerun."""
+    from mcp_gateway.config import load_settings
+    from mcp_gateway.demo.agent import session
+    from mcp_gateway.demo.heal import admin_approver, loop_of
+    from mcp_gateway.demo.heal import heal as story
+    from mcp_gateway.demo.quickstart import TOKEN_FILE
+    from mcp_gateway.demo.quickstart_pg import PrerequisiteMissing
+
+    try:
+        settings = load_settings(directory / "gateway.yaml")
+        token = (directory / TOKEN_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, GatewayError) as exc:
+        raise fail(
+            f"no quickstart set-up in `{directory}`: run `mcp-gateway quickstart` first ({exc})"
+        ) from None
+    try:
+        loop = loop_of(settings, directory)
+    except PrerequisiteMissing as exc:
+        raise fail(str(exc), code=2) from None
+    if not admin_token:
+        raise fail(
+            "demo heal plays the human approver too: export MCP_GATEWAY_ADMIN_TOKEN=$(mcp-gateway admin"
+            f" create you -c {directory / 'gateway.yaml'}) first",
+            code=2,
+        )
+    base = f"http://{settings.server.host}:{settings.server.port}"
+    approve = admin_approver(base, admin_token.strip(), note="demo heal: dbt tests passed on the branch")
+    recovered = False
+
+    async def main() -> None:
+        nonlocal recovered
+        async with session(f"{base}/mcp", token) as client:
+            recovered = await story(client, typer.echo, loop, approve)
+
+    try:
+        anyio.run(main)
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
+        raise fail(
+            f"cannot reach the quickstart gateway at {base}/mcp: is `mcp-gateway quickstart` running?"
+        ) from None
+    if not recovered:
+        raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""What ``agents`` and ``admin`` share: issuing, listing and revoking tokens of a ``TokenStore``.
+"""What ``agents`` and ``admin`` share: issuing, listing and revoking tokens of a ``TokenStore``, and
+the three commands themselves (``token_commands``: one implementation, two stores).
 
 Issuing and revoking are audited like approval decisions: a ``token_issue`` / ``token_revoke`` record
 (``status: requested``) is durable before the store changes (no audit, no act), and a second record
@@ -11,10 +12,20 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import typer
 
-from mcp_gateway.cli.common import fail, iso, parse_expiry
+from mcp_gateway.cli.common import (
+    ConfigOpt,
+    ExpiresOpt,
+    JsonOpt,
+    fail,
+    iso,
+    load_cli_settings,
+    parse_expiry,
+    read_settings,
+)
 from mcp_gateway.cli.recorded import Recorder, audit_recorder
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import GatewayError
@@ -96,3 +107,61 @@ def revoke(store: TokenStore, name_or_token_id: str, label: str, settings: Setti
     if count == 0:
         raise fail(f"no live {label}token matches `{name_or_token_id}`")
     typer.echo(f"revoked {count} {label}token(s)")
+
+
+def _open(store: Literal["agents", "admins"], settings: Settings, *, read_only: bool = False) -> TokenStore:
+    # The same store a running gateway opens (``agents:`` / ``admins:``, or the shared ``store:``);
+    # imported here so that ``--help`` does not load the gateway.
+    from mcp_gateway.app.wiring import open_admins, open_agents
+
+    opener = open_agents if store == "agents" else open_admins
+    return opener(settings, read_only=read_only)
+
+
+def token_commands(
+    store: Literal["agents", "admins"], holder: str, name_help: str, *, help_text: str
+) -> typer.Typer:
+    """The ``create``, ``list`` and ``revoke`` commands of one token store.
+
+    Args:
+        store: which store (``agents`` or ``admins``).
+        holder: who holds the tokens, as help and messages name them (``agent``, ``admin``).
+        name_help: the help of the NAME argument.
+        help_text: the command group's help.
+    """
+    app = typer.Typer(help=help_text, no_args_is_help=True)
+    label = "" if store == "agents" else f"{holder} "
+    revoke_help = f"an {holder}'s name (all its live tokens) or one token's id"
+
+    @app.command(
+        "create",
+        help=f"Issue a token for {holder} NAME. It is printed once and stored only as a salted hash.",
+    )
+    def create(
+        name: str = typer.Argument(..., metavar="NAME", help=name_help),
+        config: ConfigOpt = None,
+        expires: ExpiresOpt = None,
+    ) -> None:
+        settings = load_cli_settings(config)
+        issue(_open(store, settings), name, expires, settings)
+
+    @app.command("list", help=f"List {holder} tokens (ids and dates only).")
+    def list_tokens(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+        from mcp_gateway.app.wiring import sqlite_store_path
+
+        settings = read_settings(config)
+        path = sqlite_store_path(settings, store)
+        if path is not None:
+            require_store(path, f"{holder} token")
+        show(_open(store, settings, read_only=True), as_json)
+
+    @app.command("revoke", help=f"Revoke every token of an {holder}, or one token by its id.")
+    def revoke_tokens(
+        # A default, not an annotation: the help names the holder (annotations are not evaluated here).
+        name_or_token_id: str = typer.Argument(..., metavar="NAME|TOKEN_ID", help=revoke_help),
+        config: ConfigOpt = None,
+    ) -> None:
+        settings = load_cli_settings(config)
+        revoke(_open(store, settings), name_or_token_id, label, settings)
+
+    return app

@@ -5,12 +5,8 @@ still, a hostname can resolve to a loopback, private, link-local or cloud-metada
 mistake, or by DNS an attacker controls), and a Salesforce token answer names the instance URL the
 next requests go to. Such a target must be marked ``allow_private_network: true`` on purpose.
 
-An address passes only if no rule below refuses it *and* the standard library calls it global
-(deny by default; ``ipaddress`` alone misses ranges newer than the running Python and calls
-multicast, 6to4 and some NAT64 ranges global). IPv6 forms that carry an IPv4 address are judged by
-it: IPv4-mapped and NAT64 (``64:ff9b::/96``) pass only when the IPv4 address would; 6to4, Teredo,
-IPv4-compatible, IPv4-translated and local-use NAT64 are refused outright (a tunnel or translator
-on the gateway's own network could carry them inward, and a Teredo client's address is hidden).
+Which addresses are refused is ``netranges.blocked_reason`` (deny by default: only public unicast
+passes).
 
 DNS rebinding: every connection resolves the host once, checks every address it got, and connects
 to exactly one of those addresses (``PinnedBackend`` under ``GuardedTransport`` for httpx; the lean
@@ -30,6 +26,8 @@ import anyio
 import httpcore
 import httpx
 
+from mcp_gateway.connectors.netranges import IPAddress as IPAddress
+from mcp_gateway.connectors.netranges import blocked_reason as blocked_reason
 from mcp_gateway.errors import UpstreamError
 
 KEEPALIVE_SECONDS = 2.0
@@ -38,118 +36,8 @@ keep-alive (5 s for uvicorn and Node), so a request is never sent on a connectio
 closing at that moment (an idle SDK client connection re-used for a pin re-check every ~5 s lost
 that race under load: a ``ReadError`` and a reconnect)."""
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
 """Resolves ``(host, port)`` to addresses; the system's DNS by default (``system_resolver``)."""
-
-# Cloud instance-metadata and host endpoints (AWS IMDS and ECS, GCP, Azure IMDS and WireServer,
-# OCI, Alibaba, AWS's IPv6 IMDS); most also fall in a blocked range, this names the reason.
-_METADATA = frozenset(
-    ipaddress.ip_address(a)
-    for a in (
-        "169.254.169.254",
-        "169.254.170.2",
-        "168.63.129.16",
-        "192.0.0.192",
-        "100.100.100.200",
-        "fd00:ec2::254",
-    )
-)
-
-# IANA IPv4 and IPv6 Special-Purpose Address Registries (2025), plus multicast, the deprecated
-# site-local range and the transition forms. First match names the reason.
-_V4_BLOCKED = tuple(
-    (ipaddress.IPv4Network(net), why)
-    for net, why in (
-        ("0.0.0.0/32", "an unspecified address"),
-        ("0.0.0.0/8", "a 'this network' address"),
-        ("10.0.0.0/8", "a private address"),
-        ("100.64.0.0/10", "a shared (carrier-grade NAT) address"),
-        ("127.0.0.0/8", "a loopback address"),
-        ("169.254.0.0/16", "a link-local address"),
-        ("172.16.0.0/12", "a private address"),
-        ("192.0.0.0/24", "an IETF protocol assignment address"),
-        ("192.0.2.0/24", "a documentation address"),
-        ("192.88.99.0/24", "a 6to4 relay anycast address"),
-        ("192.168.0.0/16", "a private address"),
-        ("198.18.0.0/15", "a benchmarking address"),
-        ("198.51.100.0/24", "a documentation address"),
-        ("203.0.113.0/24", "a documentation address"),
-        ("224.0.0.0/4", "a multicast address"),
-        ("255.255.255.255/32", "a broadcast address"),
-        ("240.0.0.0/4", "a reserved address"),
-    )
-)
-_V6_BLOCKED = tuple(
-    (ipaddress.IPv6Network(net), why)
-    for net, why in (
-        ("::/128", "an unspecified address"),
-        ("::1/128", "a loopback address"),
-        ("::/96", "an IPv4-compatible address"),
-        ("::ffff:0:0:0/96", "an IPv4-translated address"),
-        ("64:ff9b:1::/48", "a local-use NAT64 address"),
-        ("100::/64", "a discard-only address"),
-        ("100:0:0:1::/64", "a dummy address"),
-        ("2001::/32", "a Teredo tunnel address"),
-        ("2001::/23", "an IETF protocol assignment address"),
-        ("2001:db8::/32", "a documentation address"),
-        ("3fff::/20", "a documentation address"),
-        ("2002::/16", "a 6to4 tunnel address"),
-        ("5f00::/16", "a segment routing address"),
-        ("fc00::/7", "a private (unique local) address"),
-        ("fe80::/10", "a link-local address"),
-        ("fec0::/10", "a site-local address"),
-        ("ff00::/8", "a multicast address"),
-    )
-)
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_COMPATIBLE = ipaddress.IPv6Network("::/96")
-
-
-def _embedded(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
-    """The IPv4 addresses an IPv6 transition form carries (Teredo: server and de-obfuscated client)."""
-    if address.teredo is not None:
-        return address.teredo
-    if address.sixtofour is not None:
-        return (address.sixtofour,)
-    if address in _NAT64 or address in _COMPATIBLE:
-        return (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF),)
-    return ()
-
-
-def blocked_reason(address: IPAddress) -> str | None:
-    """Why ``address`` is not a public unicast address, or None if it is one."""
-    if isinstance(address, ipaddress.IPv6Address):
-        address = ipaddress.IPv6Address(int(address))  # a scope (``%eth0``) changes nothing here
-        if address in _MAPPED:
-            return blocked_reason(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    if address in _METADATA:
-        return "a cloud metadata address"
-    if isinstance(address, ipaddress.IPv6Address):
-        if address in _NAT64:
-            inner = _embedded(address)[0]
-            why = blocked_reason(inner)
-            return None if why is None else f"a NAT64 address of {why} ({inner})"
-        table: Iterable[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = _V6_BLOCKED
-    else:
-        table = _V4_BLOCKED
-    for network, why in table:
-        if address in network:
-            if isinstance(address, ipaddress.IPv6Address) and network.prefixlen < 128:
-                wrapped = [
-                    f"{inner_why} ({inner})"
-                    for inner in _embedded(address)
-                    if (inner_why := blocked_reason(inner)) is not None
-                ]
-                if wrapped:
-                    return f"{why} wrapping {wrapped[0]}"
-            return why
-    if address.is_reserved:
-        return "a reserved address"
-    if not address.is_global:
-        return "a non-global address"
-    return None
 
 
 class HostRefused(UpstreamError):
@@ -264,28 +152,39 @@ async def connect_pinned(
     raise AssertionError("unreachable: resolve_checked returns at least one address")
 
 
-class PinnedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that connects only to addresses the guard checked.
+class PinnedConnector:
+    """Connects only to addresses the guard checked; the base of ``PinnedBackend`` (``httpcore``, under
+    ``GuardedTransport``) and ``PinnedBackend2`` (``httpcore2``, the MCP SDK client's), which name their
+    stack's errors and backend. TLS keeps the URL's hostname (SNI, certificate), the client sends its
+    ``Host``: only the socket's IP is pinned. A host that does not resolve is a connect error (an outage).
 
-    httpcore still starts TLS with the URL's hostname (SNI and certificate check), and httpx sends
-    the URL's ``Host`` header: only the IP the socket goes to is pinned.
+    What a *refused* host becomes differs on purpose. Under ``GuardedTransport`` ``HostRefused`` passes
+    up and becomes ``BlockedAddress``, which the adapters tell from an outage (named, never retried; an
+    ``httpx.HTTPError`` is retried and named by class only: its text can quote a secret URL). Under the
+    SDK client it is ``httpcore2.ConnectError`` with the host and why: the SDK and ``httpx2`` handle
+    their own transport errors only, and the upstream link reports it and retries like any outage.
 
     Args:
         allow_private_network: connect to any address (still resolved once).
         resolver: the DNS lookup (tests inject one that answers differently each time).
-        inner: the backend that opens sockets (default: httpcore's anyio one).
+        inner: the backend that opens sockets (default: the stack's anyio one).
     """
+
+    _connect_error: type[Exception]
+    _connect_timeout: type[Exception]
+    _refused_passes: bool
+    _backend: Callable[[], Any]
 
     def __init__(
         self,
         *,
         allow_private_network: bool = False,
         resolver: Resolver = system_resolver,
-        inner: httpcore.AsyncNetworkBackend | None = None,
+        inner: Any = None,
     ) -> None:
         self._allow = allow_private_network
         self._resolver = resolver
-        self._inner = inner if inner is not None else httpcore.AnyIOBackend()
+        self._inner = inner if inner is not None else self._backend()
 
     async def connect_tcp(
         self,
@@ -294,8 +193,8 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        async def connect(address: str, left: float | None) -> httpcore.AsyncNetworkStream:
+    ) -> Any:
+        async def connect(address: str, left: float | None) -> Any:
             return await self._inner.connect_tcp(address, port, left, local_address, socket_options)
 
         try:
@@ -306,20 +205,33 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
                 connect,
                 allow_private_network=self._allow,
                 resolver=self._resolver,
-                failures=(httpcore.ConnectError, httpcore.ConnectTimeout),
+                failures=(self._connect_error, self._connect_timeout),
             )
+        except HostRefused as exc:
+            if self._refused_passes:
+                raise
+            raise self._connect_error(str(exc)) from None
         except HostUnresolved as exc:
-            raise httpcore.ConnectError(str(exc)) from None
+            raise self._connect_error(str(exc)) from None
         except TimeoutError:
-            raise httpcore.ConnectTimeout(f"host `{host}` did not resolve in time") from None
+            raise self._connect_timeout(f"host `{host}` did not resolve in time") from None
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("the guarded transport does not open unix sockets")
+    ) -> Any:
+        raise self._connect_error("the guarded transport does not open unix sockets")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+class PinnedBackend(PinnedConnector, httpcore.AsyncNetworkBackend):
+    """An httpcore network backend that connects only to addresses the guard checked; a refused host
+    passes up as ``HostRefused`` (see ``PinnedConnector``)."""
+
+    _connect_error, _connect_timeout = httpcore.ConnectError, httpcore.ConnectTimeout
+    _refused_passes = True
+    _backend = httpcore.AnyIOBackend
 
 
 class _PinnedHTTPTransport(httpx.AsyncHTTPTransport):

@@ -92,7 +92,8 @@ class ResultRule(Generic[M]):
 
 
 Authorize = Callable[[Exchange], Decision]
-Prepare = Callable[[Exchange], None]
+Prepare = Callable[[Exchange], Awaitable[None] | None]
+"""The caller's admission check: plain, or a coroutine when it must wait (a shared store)."""
 
 
 def failed(message: str) -> dict[str, Any]:

@@ -20,12 +20,14 @@ Everything an upstream says passes through the redactor before it reaches the ag
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 import mcp_types as types
 from pydantic import BaseModel
 
@@ -48,6 +50,9 @@ _R = TypeVar("_R")
 
 RUNBOOK_SCHEME = "runbook://"
 """Runbooks from policy are resources of the gateway itself: ``runbook://<job>``."""
+INCIDENT_SCHEME = "incident://"
+"""So are the quality monitors' incidents: ``incident://<id>`` (the newest ``INCIDENTS_LISTED`` listed)."""
+INCIDENTS_LISTED = 50
 
 
 class Federation:
@@ -93,11 +98,15 @@ class Federation:
         for upstream, resource in listed:
             index.setdefault(upstream.name, set()).add(resource.uri)
         self._uris = index
-        return [
-            self._scrub(res)
-            for up, res in listed
-            if self._granted(principal, f"resource:{up.name}:{res.uri}")
-        ] + self._runbooks(principal)
+        return (
+            [
+                self._scrub(res)
+                for up, res in listed
+                if self._granted(principal, f"resource:{up.name}:{res.uri}")
+            ]
+            + self._runbooks(principal)
+            + await self._incidents(principal)
+        )
 
     def _runbooks(self, principal: Principal) -> list[types.Resource]:
         """The runbooks (policy ``runbooks:``) this principal is granted, as ``runbook://<job>``."""
@@ -113,6 +122,32 @@ class Federation:
             for job in sorted(self.gateway.policy.policy.runbooks)
             if self._granted(principal, f"resource:gateway:{RUNBOOK_SCHEME}{job}")
         ]
+
+    async def _incidents(self, principal: Principal) -> list[types.Resource]:
+        """The newest incidents this principal is granted, as ``incident://<id>``."""
+        store = self.gateway.incidents
+        if store is None:
+            return []
+        found = await anyio.to_thread.run_sync(lambda: store.history(limit=INCIDENTS_LISTED))
+        return [
+            types.Resource.model_validate(
+                {
+                    "uri": incident.uri,
+                    "name": f"incident {incident.id}",
+                    "description": f"{incident.status}: monitor `{incident.monitor}` on `{incident.table}`",
+                    "mimeType": "application/json",
+                }
+            )
+            for incident in found
+            if self._granted(principal, f"resource:gateway:{incident.uri}")
+        ]
+
+    async def _incident_text(self, uri: str) -> str | None:
+        store = self.gateway.incidents
+        if store is None:
+            return None
+        incident = await anyio.to_thread.run_sync(lambda: store.get(uri[len(INCIDENT_SCHEME) :]))
+        return None if incident is None else json.dumps(incident.as_dict(), default=str)
 
     async def list_resource_templates(self, principal: Principal) -> list[types.ResourceTemplate]:
         """The resource templates ``principal`` is granted (refreshes the template index)."""
@@ -160,8 +195,8 @@ class Federation:
     async def read_resource(
         self, principal: Principal, uri: str, resume: Resume | None = None
     ) -> types.ReadResourceResult | types.InputRequiredResult:
-        """Read ``uri`` from the upstream that owns it (or a runbook), through the governed skeleton;
-        ``resume`` carries a 2026-07-28 retry (``rounds.py``).
+        """Read ``uri`` from the upstream that owns it (or a runbook or incident of the gateway), through
+        the governed skeleton; ``resume`` carries a 2026-07-28 retry (``rounds.py``).
 
         Raises:
             ToolNotGranted: unknown or ungranted URI (after the denial is audited).
@@ -169,14 +204,18 @@ class Federation:
             AuditUnavailable: the intent or outcome could not be recorded.
             UpstreamError: the upstream failed (after the outcome is audited).
         """
-        if uri.startswith(RUNBOOK_SCHEME):
-            text = self.gateway.policy.policy.runbooks.get(uri[len(RUNBOOK_SCHEME) :])
+        if uri.startswith((RUNBOOK_SCHEME, INCIDENT_SCHEME)):
+            if uri.startswith(RUNBOOK_SCHEME):
+                text = self.gateway.policy.policy.runbooks.get(uri[len(RUNBOOK_SCHEME) :])
+                mime = "text/plain"
+            else:
+                text, mime = await self._incident_text(uri), "application/json"
             exchange = Exchange(
                 principal, "resources/read", f"resource:gateway:{uri}", {"uri": uri}, "resource", label=uri
             )
 
             async def runbook(_: Forward) -> BaseModel:
-                contents = [{"uri": uri, "mimeType": "text/plain", "text": text}]
+                contents = [{"uri": uri, "mimeType": mime, "text": text}]
                 return types.ReadResourceResult.model_validate({"contents": contents})
 
             return await self._run(exchange, None, runbook, DOCUMENT_RESULT[0], text is not None, None)
@@ -288,11 +327,11 @@ class Federation:
         gateway = self.gateway
         opened: list[str | None] = []
 
-        def prepare(_: Exchange) -> None:
+        async def prepare(_: Exchange) -> None:
             if not known:
                 raise UnknownTarget()
             if resume is not None and resume.request_state is not None:
-                opened.append(gateway.states.open(resume.request_state, *_bound(exchange)))
+                opened.append(await gateway.states.open(resume.request_state, *_bound(exchange)))
 
         async def act(_: Granted) -> tuple[dict[str, Any], str]:
             responses = resume.input_responses if resume is not None else None

@@ -37,6 +37,7 @@ from mcp_gateway.core.request_state import RequestStates, Resume
 from mcp_gateway.core.rounds import is_input_required, pass_on
 from mcp_gateway.core.state import PolicyHolder, SecretsView
 from mcp_gateway.errors import CallRefused, UpstreamError, VaultSealed
+from mcp_gateway.incidents.store import IncidentStore
 from mcp_gateway.pins.gate import PinGuard
 from mcp_gateway.policy.evaluate import granted_tools, is_granted
 from mcp_gateway.redact import Redactor
@@ -67,6 +68,8 @@ class Gateway:
     """None: no approval store, so a call that needs approval is refused (never run unapproved)."""
     services: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     """Background tasks the server runs for the gateway's lifetime (e.g. the approval notifier)."""
+    incidents: IncidentStore | None = None
+    """The quality monitors' incidents, offered to agents as ``incident://<id>`` resources."""
     _tool_cache: dict[str, tuple[ToolSpec, Redactor, types.Tool]] = field(default_factory=dict)
     _binds_cache: dict[str, tuple[ToolSpec, bool]] = field(default_factory=dict)
     log_levels: LogLevels = field(default_factory=LogLevels)
@@ -219,11 +222,11 @@ class Gateway:
         parsed: list[BaseModel] = []
         upstream_state: list[str | None] = []
 
-        def prepare(_: Exchange) -> None:
+        async def prepare(_: Exchange) -> None:
             if resume is not None and resume.request_state is not None:
                 # Before the upstream sees anything: the state must be the one sealed for this call.
                 upstream_state.append(
-                    self.states.open(resume.request_state, principal, "tools/call", name, arguments)
+                    await self.states.open(resume.request_state, principal, "tools/call", name, arguments)
                 )
             spec = self.tool_spec(name)
             if spec is None:
@@ -241,7 +244,7 @@ class Gateway:
                 ctx = ToolContext(
                     principal=principal,
                     call_id=granted.call_id,
-                    grant_limits={"max_rows": governance.max_rows} if governance.max_rows is not None else {},
+                    grant_limits=governance.limits(),
                     approval_conditions=governance.tool_conditions,
                     approved=granted.approved,
                     resolve_secret=self.secrets.resolve,

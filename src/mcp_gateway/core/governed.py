@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +74,7 @@ from mcp_gateway.pins.gate import PinGuard
 from mcp_gateway.policy.evaluate import evaluate, is_granted
 from mcp_gateway.policy.model import GrantGovernance
 from mcp_gateway.policy.sensitive import sensitive_args, withhold_reasons
-from mcp_gateway.telemetry import exchange_span
+from mcp_gateway.telemetry import trace_exchange
 from mcp_gateway.tools.base import NeedsApproval
 from mcp_gateway.types import Decision
 
@@ -127,10 +127,9 @@ class Governor:
         call_id = uuid.uuid4().hex
         redactor = self.secrets.redactor()  # one per exchange: each refresh is a store query
         shown = redactor.scrub_text(exchange.target[:MAX_SHOWN])
-        with exchange_span(exchange.method) as span:
-            span.set_attribute("mcp_gateway.agent", exchange.principal.agent)
-            span.set_attribute("mcp_gateway.tool", shown)
-            started = time.perf_counter()
+        with trace_exchange(
+            exchange.method, shown, agent=exchange.principal.agent, label=exchange.label, redactor=redactor
+        ) as traced:
             call = Call(exchange, call_id, shown, redactor)
             try:
                 agent_slot = slot or exchange.principal.agent
@@ -143,18 +142,16 @@ class Governor:
                         await self._guard(call, lambda: prepare(exchange))
                     parked = await self._approval(call, governance, rule)
                     if parked is not None:
+                        traced.parked()
                         return parked
                     await self._quota(call, governance)
                     result = await self._act(call, governance, act, rule)
                 finally:
                     self._in_flight.release(agent_slot)
             except CallRefused as exc:
-                span.set_attribute("mcp_gateway.decision", "deny")
-                span.set_attribute("mcp_gateway.status", exc.kind)
+                traced.refused(exc.kind)
                 raise
-            span.set_attribute("mcp_gateway.decision", "allow")
-            span.set_attribute("mcp_gateway.status", "error" if getattr(result, "is_error", False) else "ok")
-            span.set_attribute("mcp_gateway.latency_ms", (time.perf_counter() - started) * 1000)
+            traced.answered(result)
             return result
 
     # --- 1. authorize ---------------------------------------------------------------------------
@@ -205,9 +202,10 @@ class Governor:
         omitted = {"_omitted": "not recorded: the call was refused by a limit"}
         return await self._refuse(call, exc, Decision("deny", (), (str(exc),)), omitted)
 
-    async def _guard(self, call: Call, check: Callable[[], None]) -> None:
+    async def _guard(self, call: Call, check: Callable[[], Awaitable[None] | None]) -> None:
         try:
-            check()
+            if (pending := check()) is not None:  # a coroutine when the check waits on a store
+                await pending
         except UnknownTarget:
             raise await self._refuse(call, call.unavailable()) from None
         except CallRefused as exc:
@@ -285,7 +283,9 @@ class Governor:
                 data, _ = call.redactor.scrub_json(exc.data)
                 raise ProtocolRefusal(call.redactor.scrub_text(str(exc)), code=exc.code, data=data) from None
             except NeedsApproval as exc:
-                await outcome("pending_approval", reasons=[exc.reason])
+                # What the tool established before asking (e.g. dbt tests run on a branch) is on the record.
+                facts = {"facts": call.redactor.scrub_json(granted.facts)[0]} if granted.facts else {}
+                await outcome("pending_approval", reasons=[exc.reason], **facts)
                 parked = await self._park(call, governance, rule, [exc.reason], exc.detail)
                 if parked is None:  # pragma: no cover - _park returns or raises
                     raise

@@ -9,28 +9,73 @@ seal is the MCP SDK's AES-256-GCM codec (``AESGCMRequestStateCodec``); what it b
 - an expiry (``ttl`` seconds);
 - a nonce, spent on first use: each state is good for one retry, enforced here, not by the client.
 
-Keys live in this process (a fresh one per start): a retry after a restart, or on another replica,
-is refused with the same error as a forged one, and the agent starts the call again.
+The sealing key is the vault secret ``request-state-key`` (``state_key``: created on the first start
+with an unsealed vault, insert-if-absent, then read back, as the audit keys are), so every replica
+sharing the vault opens what another sealed, and a restart keeps them good. Used nonces are recorded
+in a ``SpentStates`` store (``spent_states.py``) the replicas share, so a token is good once across
+all of them. With a sealed vault the key is the process's own (a retry that lands elsewhere or after a
+restart is refused like a forged one, and the agent starts the call again).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mcp.server.request_state import AESGCMRequestStateCodec
 from mcp.server.request_state import InvalidRequestState as _Unsealable
 
+from mcp_gateway.audit.keys import KeyVault
 from mcp_gateway.audit.record import digest
-from mcp_gateway.errors import InvalidRequestState
+from mcp_gateway.core.spent_states import (
+    MemorySpentStates,
+    SharedStoreSetting,
+    SpentStates,
+    open_spent_states,
+)
+from mcp_gateway.errors import GatewayError, InvalidRequestState, SecretNotFound, StoreError, VaultError
 from mcp_gateway.types import Principal
 
+logger = logging.getLogger(__name__)
+
+STATE_KEY_NAME = "request-state-key"
+_KEY_BYTES = 32
 _INVALID = "invalid or expired requestState"
+
+
+def state_key(vault: KeyVault) -> bytes:
+    """The deployment's ``requestState`` sealing key from the vault, created if missing (insert only
+    if absent, then read back: of replicas starting together, the first writer's key wins).
+
+    Raises:
+        VaultSealed: the vault has no master key.
+        VaultError: the store failed, or the stored key is not 32 bytes of URL-safe base64.
+    """
+    try:
+        secret = vault.resolve(STATE_KEY_NAME)
+    except SecretNotFound:
+        text = base64.urlsafe_b64encode(secrets.token_bytes(_KEY_BYTES)).rstrip(b"=")
+        if vault.add(STATE_KEY_NAME, text):
+            logger.info("created `%s` in the vault", STATE_KEY_NAME)
+        secret = vault.resolve(STATE_KEY_NAME)
+    stored = secret.reveal()
+    try:
+        key = base64.urlsafe_b64decode(stored + b"=" * (-len(stored) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != _KEY_BYTES:
+        # Named, never shown: the stored text is key material.
+        raise VaultError(f"vault secret `{STATE_KEY_NAME}` is not a {_KEY_BYTES}-byte key")
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +93,19 @@ class RequestStates:
     Args:
         ttl: seconds a token stays usable.
         clock: the time source (tests pass a fake one).
+        keys: the sealing key first, then older ones that still open (``state_key``); empty: a
+            fresh key of this process's own.
+        spent: where first uses are recorded (default: this process's memory).
     """
 
     ttl: float = 600.0
     clock: Callable[[], float] = time.time
+    keys: Sequence[bytes] = field(default=(), repr=False)
+    spent: SpentStates = field(default_factory=MemorySpentStates, repr=False)
     _codec: AESGCMRequestStateCodec = field(init=False, repr=False)
-    _spent: dict[str, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self._codec = AESGCMRequestStateCodec([os.urandom(32)])
+        self._codec = AESGCMRequestStateCodec(list(self.keys) or [os.urandom(_KEY_BYTES)])
 
     def seal(
         self,
@@ -79,14 +128,15 @@ class RequestStates:
         }
         return self._codec.seal(json.dumps(claims, separators=(",", ":")).encode())
 
-    def open(
+    async def open(
         self, token: str, principal: Principal, method: str, target: str, arguments: Mapping[str, Any]
     ) -> str | None:
-        """The upstream's state inside ``token``, if the token is this exchange's, live and unspent;
-        it is spent by this call.
+        """The upstream's state inside ``token``, if the token is this exchange's, live and unspent
+        (on any replica sharing the store); it is spent by this call.
 
         Raises:
-            InvalidRequestState: anything else (one message for every reason: nothing to probe).
+            InvalidRequestState: anything else, a failing store included (one message for every
+                reason: nothing to probe).
         """
         try:
             claims = json.loads(self._codec.unseal(token))
@@ -109,9 +159,32 @@ class RequestStates:
         expires, nonce = claims.get("e"), claims.get("n")
         if not isinstance(expires, int | float) or expires <= now or not isinstance(nonce, str):
             raise InvalidRequestState(_INVALID)
-        self._spent = {n: e for n, e in self._spent.items() if e > now}
-        if nonce in self._spent:
+        try:
+            first = await self.spent.spend(nonce, float(expires))
+        except StoreError as exc:
+            # Refused, never possibly used twice; the reason goes to the log, not to the agent.
+            logger.error("request state store failed, a retry was refused: %s", exc)
+            raise InvalidRequestState(_INVALID) from None
+        if not first:
             raise InvalidRequestState(_INVALID)
-        self._spent[nonce] = float(expires)
         upstream = claims.get("u")
         return upstream if isinstance(upstream, str) else None
+
+
+def open_request_states(vault: KeyVault, data_dir: Path, store: SharedStoreSetting | None) -> RequestStates:
+    """The running gateway's ``RequestStates``: the vault's key and the shared store of used tokens
+    (``store:``, else SQLite in ``data_dir``). With a sealed vault, or a key that cannot be had, the
+    key is the process's own, with a warning: retries elsewhere or after a restart are then refused.
+
+    Raises:
+        StoreError: the store of used tokens cannot be opened.
+    """
+    keys: list[bytes] = []
+    if vault.sealed:
+        logger.warning("vault is sealed: requestState is sealed with a key of this process only")
+    else:
+        try:
+            keys.append(state_key(vault))
+        except GatewayError as exc:
+            logger.error("request state key unavailable, using a key of this process only: %s", exc)
+    return RequestStates(keys=keys, spent=open_spent_states(data_dir, store))

@@ -16,6 +16,7 @@ from mcp_gateway.core.limits import truncate_result as truncate
 from mcp_gateway.core.rounds import is_input_required
 from mcp_gateway.core.state import SecretsView
 from mcp_gateway.errors import UpstreamError
+from mcp_gateway.telemetry import redacted
 
 
 async def settle(
@@ -48,6 +49,8 @@ async def settle(
         # Before/after images, snapshot ids, run ids: scrubbed like the result they describe.
         extra["facts"], more = after.scrub_json(facts)
         redactions += more
+    if redactions:
+        redacted(redactions, call.exchange.method, call.shown)
     limit = limits.max_result_bytes
     truncated = False
     if len(encoded) > limit:

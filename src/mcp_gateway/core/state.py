@@ -7,10 +7,12 @@ plaintexts for injection and the redactor built from every value this process ha
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
-from mcp_gateway.errors import IntegrityError, PolicyLoadError, VaultSealed
+from mcp_gateway.errors import GatewayError, IntegrityError, PolicyLoadError, VaultSealed
+from mcp_gateway.policy.history import PolicyFiles, PolicyLoadEvent, PolicyRecorder, Trigger
+from mcp_gateway.policy.history_store import REPLICA
 from mcp_gateway.policy.load import load_versioned_policy
 from mcp_gateway.policy.model import Policy
 from mcp_gateway.redact import EMPTY, Redactor
@@ -40,6 +42,7 @@ class PolicyHolder:
         *,
         version: str = "",
         clock: Clock = system_clock,
+        history: PolicyRecorder | None = None,
     ) -> None:
         self.path = path
         self.policy = policy
@@ -49,6 +52,8 @@ class PolicyHolder:
         self.loaded_at = clock()
         """When the policy in force was loaded (epoch seconds): its first load or latest good reload."""
         self.last_error: str | None = None
+        self.history = history
+        """Where each load is recorded (``policy/history_store.py``), None for nowhere."""
 
     @classmethod
     def load(
@@ -57,27 +62,65 @@ class PolicyHolder:
         builtin_tools: Mapping[str, Collection[str]] | None = None,
         *,
         clock: Clock = system_clock,
+        history: PolicyRecorder | None = None,
     ) -> PolicyHolder:
         """Load the initial policy. Raises ``PolicyLoadError``: a gateway must not start on a bad one.
 
         ``builtin_tools`` (toolset → tool names): a grant under a built-in prefix naming no such tool
-        is an error, as in ``policy check``.
+        is an error, as in ``policy check``. ``history`` records this load (trigger ``start``).
         """
-        policy, version = load_versioned_policy(path, builtin_tools=builtin_tools)
-        return cls(path, policy, builtin_tools, version=version, clock=clock)
+        texts: list[tuple[str, str]] = []
+        policy, version = load_versioned_policy(path, builtin_tools=builtin_tools, texts=texts)
+        holder = cls(path, policy, builtin_tools, version=version, clock=clock, history=history)
+        holder._record("start", "", PolicyFiles.of(version, texts), ())
+        return holder
 
-    def reload(self) -> PolicyLoadError | None:
-        """Re-read the policy files; on error keep the running policy and return the error."""
+    def reload(self, trigger: Trigger = "reload") -> PolicyLoadError | None:
+        """Re-read the policy files; on error keep the running policy and return the error.
+
+        Either way the load is recorded in ``history`` with ``trigger`` (what caused it).
+        """
+        texts: list[tuple[str, str]] = []
+        previous = self.version
         try:
-            policy, version = load_versioned_policy(self.path, builtin_tools=self.builtin_tools)
+            policy, version = load_versioned_policy(self.path, builtin_tools=self.builtin_tools, texts=texts)
         except PolicyLoadError as exc:
             self.last_error = str(exc)
+            self._record(trigger, previous, None, exc.problems)
             return exc
         # One writer (the reload thread); a reader racing it may pair the new policy with the old
         # version for an instant, which only delays what an operator sees, never what is enforced.
         self.policy, self.version, self.loaded_at = policy, version, self._clock()
         self.last_error = None
+        self._record(trigger, previous, PolicyFiles.of(version, texts), ())
         return None
+
+    def close(self) -> None:
+        """Close the history store, if any; idempotent."""
+        if self.history is not None:
+            self.history.close()
+
+    def _record(
+        self, trigger: str, previous: str, files: PolicyFiles | None, problems: Sequence[str]
+    ) -> None:
+        if self.history is None:
+            return
+        event = PolicyLoadEvent(
+            at=self._clock(),
+            ok=files is not None,
+            version=self.version,
+            previous=previous,
+            path=str(self.path),
+            trigger=trigger,
+            replica=REPLICA,
+            problems=tuple(problems),
+            files=files,
+        )
+        try:
+            self.history.record(event)
+        except GatewayError as exc:
+            # The history is for people; the policy load itself stands.
+            logger.error("policy history not recorded: %s", exc)
 
 
 class SecretsView:

@@ -8,7 +8,9 @@ An upstream connection serves every agent, so the gateway subscribes upstream on
 first session subscribes to it, and unsubscribes when the last one leaves: one agent's unsubscribe (or
 ended session) never cancels another's subscription. The upstream's ``notifications/resources/updated``
 goes only to the sessions subscribed to that URI of that upstream, and only while the policy still
-allows them the resource (decided again at each delivery; a session that lost it is dropped).
+allows them the resource (decided again at each delivery; a session that lost it is dropped). Each
+delivery is audited in one compact record (kind ``notification``, the agent, the resource, the rule
+ids), durable before the agent is told: no record, no delivery. A drop is recorded as a denial.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from typing import Any, Protocol
 
 import anyio
 
-from mcp_gateway.core.exchange import Exchange, Granted, UnknownTarget
+from mcp_gateway.core.exchange import MAX_SHOWN, Exchange, Granted, UnknownTarget
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.log_levels import EMPTY_RESULT, NoSession
-from mcp_gateway.errors import CallRefused, UpstreamError
+from mcp_gateway.errors import AuditUnavailable, CallRefused, UpstreamError
 from mcp_gateway.policy.evaluate import evaluate
-from mcp_gateway.types import Principal
+from mcp_gateway.types import AuditEvent, Decision, Principal
 
 logger = logging.getLogger(__name__)
 
+UPDATED = "notifications/resources/updated"
 OwnerOf = Callable[[Principal, str], Awaitable[str | None]]
 """Which upstream serves a URI (``Federation.owner_of``)."""
 
@@ -129,6 +132,7 @@ class ResourceSubscriptions:
         """Tell every session subscribed to ``uri`` of ``upstream`` that it changed, while the policy
         still allows it the resource; drop the others."""
         key = f"resource:{upstream}:{uri}"
+        shown = self._gateway.secrets.redactor().scrub_text(key[:MAX_SHOWN])
         gone: list[str] = []
         for session, subscriber in list(self._watchers.get((upstream, uri), {}).items()):
             principal = subscriber.principal
@@ -141,16 +145,37 @@ class ResourceSubscriptions:
                     "agent %s no longer may watch a resource of %s: dropped", principal.agent, upstream
                 )
                 gone.append(session)
+                await self._record(principal, shown, decision, "dropped")
                 continue
+            if not await self._record(principal, shown, decision, "ok"):
+                continue  # no record, no delivery
             try:
                 await subscriber.sink.send_resource_updated(uri)
             except Exception as exc:  # the session went away under us
                 logger.info("agent %s: resource update not delivered (%s): dropped", principal.agent, exc)
                 gone.append(session)
+                await self._record(principal, shown, decision, "undelivered")
         if gone:
             async with self._lock:
                 for session in gone:
                     await self._drop(upstream, uri, session)
+
+    async def _record(self, principal: Principal, shown: str, decision: Decision, status: str) -> bool:
+        """Audit one delivery (or drop) of an update; False when the record could not be made durable."""
+        event = AuditEvent(
+            kind="notification",
+            agent=principal.agent,
+            tool=shown,
+            decision="allow" if decision.allowed else "deny",
+            status=status,
+            detail={"method": UPDATED, "rule_ids": list(decision.rule_ids), "token_id": principal.token_id},
+        )
+        try:
+            await self._gateway.audit.append(event)
+        except AuditUnavailable as exc:
+            logger.error("agent %s: resource update not delivered: %s", principal.agent, exc)
+            return False
+        return True
 
     async def _run(
         self,

@@ -19,12 +19,12 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from mcp_gateway.demo.emulators.salesforce_data import ACME_OPPORTUNITY_ID
-from mcp_gateway.demo.lake import FAT_FINGER_ID
+from mcp_gateway.demo.emulators.salesforce_data import INITECH_OPPORTUNITY_ID
 
 Print = Callable[[str], None]
 OPPORTUNITIES = "lake.sales.opportunities"
 JOB = "nightly_revenue"
+MAX_DEAL = 5_000_000  # the opportunities table's switch-in check: no deal is larger
 _SHOWN = 600
 
 
@@ -62,11 +62,20 @@ class Agent:
 
 
 async def fix_amount(agent: Agent) -> dict[str, Any]:
-    """Story 2: an amount fat-fingered as 10,000,000 is fixed on a branch, verified, switched in, undone."""
+    """Story 2: an amount fat-fingered as 10,000,000 is found by reading the table, fixed on a branch,
+    verified, switched in, undone."""
     branch = f"agent_fix_{secrets.token_hex(3)}"
     await agent.call("data.query_quality_metrics", {"table": OPPORTUNITIES})
+    agent.say(f"\n# Which deal is over {MAX_DEAL:,}? Read the rows instead of guessing:")
+    too_big = [{"column": "amount", "op": ">", "value": MAX_DEAL}]
+    ok, found = await agent.call(
+        "data.sample_rows", {"table": OPPORTUNITIES, "where": too_big, "columns": ["id", "name", "amount"]}
+    )
+    if not ok or not isinstance(found, dict) or not found.get("rows"):
+        return {"switched": False}
+    bad_id = found["rows"][0][0]
     agent.say("\n# Production is never edited in place: a write aimed at `main` is refused.")
-    where = [{"column": "id", "op": "=", "value": FAT_FINGER_ID}]
+    where = [{"column": "id", "op": "=", "value": bad_id}]
     await agent.call(
         "data.update_rows", {"table": OPPORTUNITIES, "branch": "main", "where": where, "set": {"amount": 1}}
     )
@@ -75,6 +84,7 @@ async def fix_amount(agent: Agent) -> dict[str, Any]:
         "data.update_rows",
         {"table": OPPORTUNITIES, "branch": branch, "where": where, "set": {"amount": 1_000_000}},
     )
+    await agent.call("data.sample_rows", {"table": OPPORTUNITIES, "branch": branch, "where": too_big})
     await agent.call("data.query_quality_metrics", {"table": OPPORTUNITIES, "branch": branch})
     ok, switched = await agent.call("data.switch_in", {"table": OPPORTUNITIES, "branch": branch})
     if not ok or not isinstance(switched, dict):
@@ -125,27 +135,32 @@ async def rerun(agent: Agent) -> str:
 PATCH = {
     "org": "sandbox",
     "object": "Opportunity",
-    "id": ACME_OPPORTUNITY_ID,
-    "fields": {"Amount": 10_000_000},
+    "id": INITECH_OPPORTUNITY_ID,
+    "fields": {"Amount": 1_000_000},
 }
 
 
 async def patch(agent: Agent, approval_id: str | None = None) -> dict[str, Any]:
-    """A 10x change of an opportunity's Amount waits for a human, then runs once with the approval."""
+    """A $1m deal fat-fingered as $10m is corrected at the source: the 10x change waits for a human,
+    runs once with the approval, and the pipeline that read the wrong amount is re-run after."""
     if approval_id is None:
         await agent.call(
             "salesforce.get_record",
             {
                 "org": "sandbox",
                 "object": "Opportunity",
-                "id": ACME_OPPORTUNITY_ID,
-                "fields": ["Name", "Amount"],
+                "id": INITECH_OPPORTUNITY_ID,
+                "fields": ["Name", "Amount", "Description"],
             },
         )
         _, body = await agent.call("salesforce.patch_record", PATCH)
         return body if isinstance(body, dict) else {"text": body}
     ok, body = await agent.call("salesforce.patch_record", {**PATCH, "approval_id": approval_id})
     result = body if isinstance(body, dict) else {"text": body}
+    if ok:
+        agent.say("\n# The source is right again: re-run the pipeline that read the wrong amount.")
+        reason = f"salesforce Amount of {INITECH_OPPORTUNITY_ID} corrected (audit {result.get('audit_id')})"
+        await agent.call("ops.rerun_job", {"job": JOB, "mode": "full", "reason": reason})
     return {"ok": ok, **result}
 
 

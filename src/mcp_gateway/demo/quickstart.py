@@ -9,6 +9,10 @@ policy and a ``gateway.yaml`` with:
 - a Salesforce org on ``--port`` + 1 and a dbt Cloud account on ``--port`` + 2, both served by the
   package's emulators (contract-faithful test doubles: no real dbt Cloud or Salesforce is reachable).
 
+With ``--postgres DSN`` it also sets up the self-healing loop (``demo heal``) on that PostgreSQL and a
+local dbt Core: a ``pg`` warehouse, a ``dbt_core`` orchestrator, a job and a quality monitor
+(``quickstart_pg.py``).
+
 ``run`` starts the two emulators in threads and serves the gateway. ``mcp-gateway demo ...``
 (``demo.py``) then plays an agent through the stories with the token written to ``demo-agent.token``.
 
@@ -44,8 +48,10 @@ from mcp_gateway.app.wiring import key_file_path, open_agents, open_vault
 from mcp_gateway.config import Settings, load_settings
 from mcp_gateway.demo.commands import program
 from mcp_gateway.demo.quickstart_files import DBT_ACCOUNT, DBT_JOB, SF_CLIENT_ID, demo_policy, gateway_yaml
+from mcp_gateway.demo.quickstart_pg import PgDemo, config_sections, reset, store_secrets, write_policy
 from mcp_gateway.errors import ConfigError, GatewayError
 from mcp_gateway.vault.keys import init_key_file
+from mcp_gateway.vault.service import Vault
 
 DEMO_AGENT = "demo-agent"
 TOKEN_FILE = "demo-agent.token"  # noqa: S105 - a file name, not a password
@@ -131,7 +137,13 @@ def _check_ports(port: int) -> None:
 
 
 def prepare(
-    directory: Path, *, port: int, progress: Progress = say, check_ports: bool = True, exe: str | None = None
+    directory: Path,
+    *,
+    port: int,
+    progress: Progress = say,
+    check_ports: bool = True,
+    exe: str | None = None,
+    postgres: PgDemo | None = None,
 ) -> Demo:
     """Create (or reuse) the demo set-up in ``directory``: demo data reset, the token kept if still valid.
 
@@ -141,6 +153,7 @@ def prepare(
         progress: told one line per slow step.
         check_ports: refuse at once if a port is taken (before anything in the folder changes).
         exe: how the banner names ``mcp-gateway`` (default: as the running program is reachable).
+        postgres: also set up the self-healing loop on this PostgreSQL and dbt (``quickstart_pg``).
 
     Raises:
         GatewayError: a quickstart already serves ``directory``, a port is taken, or a step failed.
@@ -158,19 +171,23 @@ def prepare(
             directory.rmdir()
         raise
     try:
-        return _prepare(directory, port, progress, lock, exe or program())
+        return _prepare(directory, port, progress, lock, exe or program(), postgres)
     except BaseException:
         lock.close()
         raise
 
 
-def _prepare(directory: Path, port: int, progress: Progress, lock: IO[str], exe: str) -> Demo:
+def _prepare(
+    directory: Path, port: int, progress: Progress, lock: IO[str], exe: str, postgres: PgDemo | None
+) -> Demo:
     (directory / "policies").mkdir(parents=True, exist_ok=True)
     config_path = directory / "gateway.yaml"
-    config_path.write_text(gateway_yaml(directory, port), encoding="utf-8")
+    heal = config_sections(postgres) if postgres is not None else None
+    config_path.write_text(gateway_yaml(directory, port, heal), encoding="utf-8")
     policy_path = directory / "policies" / "demo.yaml"
     if not policy_path.exists():
         policy_path.write_text(demo_policy(), encoding="utf-8")
+    write_policy(directory / "policies", postgres)
     settings = load_settings(config_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     key_file = key_file_path(settings)
@@ -182,14 +199,20 @@ def _prepare(directory: Path, port: int, progress: Progress, lock: IO[str], exe:
     for name in SECRETS:
         if name not in existing:
             vault.put(name, f"demo-{secrets.token_urlsafe(24)}".encode())
+    if postgres is not None:
+        store_secrets(vault, postgres)
+        progress(f"resetting the PostgreSQL demo schemas `{postgres.schema}` and `{postgres.analytics}*` ...")
+        reset(postgres)
     started = time.monotonic()
     progress("seeding the demo lake (three Iceberg tables; a re-run resets them) ...")
-    _seed_lake(settings)
+    _seed_lake(settings, vault)
     progress(f"demo lake ready ({time.monotonic() - started:.1f}s)")
     token_path = directory / TOKEN_FILE
     token, reused = _demo_token(settings, token_path)
     url = f"http://127.0.0.1:{port}/mcp"
-    text = _instructions(config_path, directory, url, token, exe=exe, reused=reused)
+    text = _instructions(
+        config_path, directory, url, token, exe=exe, reused=reused, heal=postgres is not None
+    )
     return Demo(config_path, token, url, text, lock=lock, progress=progress)
 
 
@@ -212,12 +235,12 @@ def _demo_token(settings: Settings, token_path: Path) -> tuple[str, bool]:
     return token, False
 
 
-def _seed_lake(settings: Settings) -> None:
+def _seed_lake(settings: Settings, vault: Vault) -> None:
     from mcp_gateway.demo.lake import seed_demo
 
     (settings.data_dir / "iceberg" / "warehouse").mkdir(parents=True, exist_ok=True)
     for warehouse in settings.warehouses.values():
-        seed_demo(warehouse)
+        seed_demo(warehouse, vault.resolve)
 
 
 def _instructions(
@@ -228,11 +251,14 @@ def _instructions(
     *,
     exe: str = "mcp-gateway",
     reused: bool = False,
+    heal: bool = False,
 ) -> str:
     cfg = shlex.quote(str(config_path))
     qs = shlex.quote(str(directory))
     kept = "the previous run's token, still valid; " if reused else ""
     mcp_gateway = exe
+    loop = "the self-healing loop on PostgreSQL + dbt Core (you approve)"
+    heal_line = f"  {mcp_gateway} demo heal --dir {qs}        # {loop}\n" if heal else ""
     return f"""\
 MCP Gateway quickstart
   config      {config_path}
@@ -251,10 +277,13 @@ Play the agent, in another shell (each step is a governed, audited MCP call):
   {mcp_gateway} approvals approve -c {cfg} APPROVAL_ID     # decided as the token's holder, audited
   {mcp_gateway} demo patch --dir {qs} --approval-id APPROVAL_ID
   {mcp_gateway} demo revert --dir {qs} --audit-id AUDIT_ID      # put the before-image back
-
+{heal_line}
 Or connect any MCP client, e.g. the MCP Inspector CLI:
   npx @modelcontextprotocol/inspector --cli {url} --transport http \\
       --header "Authorization: Bearer {token}" --method tools/list
+
+The security console (audit, approvals, chain health, ...), for people:
+  {url.removesuffix("/mcp")}/console   log in with the admin token above (`admin create you`)
 
 And look at the record:
   {mcp_gateway} audit tail -c {cfg}        # every call, allowed or denied
@@ -265,6 +294,7 @@ And look at the record:
 
 def start_emulators(settings: Settings) -> list[object]:
     """Serve the dbt Cloud and Salesforce emulators the demo config points at (daemon threads)."""
+    from mcp_gateway.connectors.orchestrators.config import DbtCloudSettings
     from mcp_gateway.demo.emulators import serve_in_thread
     from mcp_gateway.demo.emulators.dbt_cloud import DbtCloudEmulator, DbtJob
     from mcp_gateway.demo.emulators.salesforce import create_app
@@ -275,6 +305,7 @@ def start_emulators(settings: Settings) -> list[object]:
     sf_secret = vault.resolve("sf-sandbox-secret").reveal_text()
     org = settings.salesforce["sandbox"]
     dbt = settings.orchestrators["dbt"]
+    assert isinstance(dbt, DbtCloudSettings)  # noqa: S101 - the quickstart config writes a dbt Cloud entry
     sf_port = int(str(org.login_url).rstrip("/").rsplit(":", 1)[1])
     dbt_port = int(str(dbt.url).rstrip("/").rsplit(":", 1)[1])
     jobs = {DBT_JOB: DbtJob(name="nightly_revenue", fail_first_run=True)}

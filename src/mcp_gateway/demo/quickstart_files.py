@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -39,6 +40,14 @@ agents:
         tool: data.query_quality_metrics
         args:
           table: {pattern: "lake\\\\.sales\\\\..+", required: true}
+      - id: demo-data-sample              # find the bad rows: 20 at most, production or a branch
+        tool: data.sample_rows
+        max_rows: 20
+        read: {tables: ["lake.sales.*"], production: true}
+      - id: demo-data-query               # one read-only SELECT, checked before it runs
+        tool: data.query
+        max_rows: 20
+        read: {tables: ["lake.sales.*"], production: true, timeout_ms: 5000}
       - id: demo-data-branch
         tool: data.clone_table
         args:
@@ -106,7 +115,10 @@ runbooks:
 """
 
 
-def gateway_yaml(directory: Path, port: int) -> str:
+def gateway_yaml(directory: Path, port: int, heal: Mapping[str, str] | None = None) -> str:
+    """The quickstart's ``gateway.yaml``; ``heal`` adds ``quickstart --postgres``'s lines to the
+    ``warehouses``, ``orchestrators`` and ``jobs`` sections and a ``monitors`` section (``quickstart_pg``)."""
+    extra = dict(heal or {})
     python = sys.executable
     lake = directory / "data" / "iceberg"
     return f"""\
@@ -129,23 +141,26 @@ warehouses:
     kind: iceberg
     catalog_uri: sqlite:///{lake / "catalog.db"}
     warehouse: {lake / "warehouse"}
-orchestrators:
+{extra.get("warehouses", "")}orchestrators:
   dbt:
     kind: dbt_cloud
     url: http://127.0.0.1:{port + 2}      # the dbt Cloud emulator `quickstart` starts
     allow_private_network: true          # loopback on purpose (else the SSRF guard refuses it)
     account_id: {DBT_ACCOUNT}
     token: secret://dbt-token
-jobs:
+{extra.get("orchestrators", "")}jobs:
   nightly_revenue: {{orchestrator: dbt, id: "{DBT_JOB}"}}
-salesforce:
+{extra.get("jobs", "")}salesforce:
   sandbox:
     login_url: http://127.0.0.1:{port + 1}   # the Salesforce emulator `quickstart` starts
     allow_private_network: true
     flow: client_credentials
     client_id: {SF_CLIENT_ID}
     client_secret: secret://sf-sandbox-secret
-"""
+console:
+  enabled: true                          # the security console: http://127.0.0.1:{port}/console
+  roles: {{you: admin}}                    # log in with the token of `mcp-gateway admin create you`
+{extra.get("monitors", "")}"""
 
 
 def demo_policy() -> str:

@@ -1,13 +1,17 @@
-"""The HTTP face: Starlette + the MCP SDK, both protocol eras on one ``/mcp`` endpoint.
+"""The HTTP face: Starlette and the gateway's own MCP dispatch, both protocol eras on one ``/mcp``.
 
-This module and ``hotpath.py`` (the lean path for plain 2026-07-28 ``tools/call``, sharing
-``governed_call``) are where gateway errors become protocol answers:
+``/mcp`` is ``AuthMiddleware`` (``auth.py``: bearer → ``Principal``, 401/403 with
+``WWW-Authenticate``) in front of ``EraRouter``: 2026-07-28 requests go to ``modern.py`` (stateless),
+the rest to ``legacy.py`` (2025-11-25 sessions, ``session.py``). Both dispatch through ``methods.py``
+(the SDK's types for validation and result shapes; no SDK server transport) to the governed core.
+Gateway errors become protocol answers in ``errors.py``, ``calls.py`` and ``methods.py``:
 
 - ``ToolNotGranted`` → JSON-RPC ``-32602`` naming only the tool asked for;
 - other ``CallRefused`` (policy denial, sealed vault, audit unavailable) → a tool result with
   ``isError: true`` and a clear message;
-- ``AuthError`` → HTTP 401 with ``WWW-Authenticate: Bearer resource_metadata=...`` (RFC 9728), in
-  ``http_auth.py``, whose ``AuthMiddleware`` guards ``/mcp``.
+- ``AuthError`` → HTTP 401 with ``WWW-Authenticate: Bearer resource_metadata=...`` (RFC 9728).
+
+Every byte toward an agent passes the one egress scrubber (``egress.py``), which wraps the whole app.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,15 +33,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_gateway.approvals.store import ApprovalStore
 from mcp_gateway.config import Settings
+from mcp_gateway.core.federation import Federation
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.errors import AuditUnavailable
 from mcp_gateway.http.admin import VerifyAdmin, create_admin_routes
 from mcp_gateway.http.auth import AuthMiddleware
 from mcp_gateway.http.egress import EgressScrubber
-from mcp_gateway.http.handlers import build_mcp_server
 from mcp_gateway.http.health import readyz_endpoint
-from mcp_gateway.http.lean import FastToolCall
-from mcp_gateway.http.sessions import SessionDirectory
+from mcp_gateway.http.legacy import LegacyDoor
+from mcp_gateway.http.modern import EraRouter, ModernDoor
+from mcp_gateway.http.session import SessionTable
 from mcp_gateway.identity.agents import AgentStore
 from mcp_gateway.identity.oauth import OAuthVerifier
 from mcp_gateway.types import AuditEvent
@@ -126,26 +130,16 @@ def create_app(
     state = AppState(gateway)
     if oauth is None and settings.oauth is not None:
         oauth = OAuthVerifier.from_settings(settings.oauth, settings.resource_url)
-    server = build_mcp_server(gateway)
+    # One federation per gateway: it holds the resource subscriptions the upstreams report to.
+    federation = Federation(gateway)
     security = transport_security(settings)
-    manager = StreamableHTTPSessionManager(
-        app=server, security_settings=security, max_request_body_size=settings.server.max_body_bytes
-    )
-    sdk_app: ASGIApp = StreamableHTTPASGIApp(manager)
-    if settings.server.fast_path:
-        sessions = SessionDirectory(manager)
-        server.middleware.append(sessions.remember)
-        sdk_app = FastToolCall(
-            sdk_app,
-            gateway=gateway,
-            server=server,
-            security=security,
-            max_body=settings.server.max_body_bytes,
-            json_response=manager.json_response,
-            sessions=sessions,
-        )
+    max_body = settings.server.max_body_bytes
+    sessions = SessionTable()
+    # Both eras on the gateway's own dispatch: 2026-07-28 stateless, 2025-11-25 with sessions.
+    modern = ModernDoor(gateway, federation, security=security, max_body=max_body)
+    legacy = LegacyDoor(gateway, federation, security=security, max_body=max_body, sessions=sessions)
     mcp_app = AuthMiddleware(
-        sdk_app,
+        EraRouter(modern, legacy),
         agents=agents,
         audit=gateway.audit,
         metadata_url=_resource_metadata_url(settings),
@@ -173,7 +167,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with manager.run(), anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sessions.run)
             for upstream in gateway.upstreams.values():
                 tg.start_soon(upstream.run)
             for service in gateway.services:

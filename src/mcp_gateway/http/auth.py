@@ -1,7 +1,7 @@
 """Bearer authentication for ``/mcp``: agent tokens or OAuth access tokens, every failure audited.
 
-``AuthMiddleware`` sits in front of the MCP app (the lean ``tools/call`` path and the SDK transport).
-On success the caller is in ``scope["state"][PRINCIPAL_KEY]`` and in ``CALLER``; on failure the answer
+``AuthMiddleware`` sits in front of the MCP app (both front doors, ``modern.py`` and ``legacy.py``).
+On success the caller is in ``scope["state"][PRINCIPAL_KEY]``; on failure the answer
 is 401 (or 403 for missing scopes) with ``WWW-Authenticate: Bearer ... resource_metadata=...`` (RFC 9728).
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextvars import ContextVar
 from typing import Final
 
 import anyio
@@ -21,16 +20,12 @@ from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.errors import AuditUnavailable, AuthError, StoreError
 from mcp_gateway.identity.agents import AgentStore, PostgresAgentStore, token_id_of
 from mcp_gateway.identity.oauth import OAuthVerifier, VerifiedToken, is_agent_token, token_fingerprint
-from mcp_gateway.types import AuditEvent, Principal
+from mcp_gateway.types import AuditEvent
 
 logger = logging.getLogger(__name__)
 
 PRINCIPAL_KEY: Final = "mcp_gateway.principal"
 """Where ``AuthMiddleware`` leaves the authenticated ``Principal`` in ``scope["state"]``."""
-
-# The authenticated caller of the request being served (set by AuthMiddleware, read by SDK callbacks
-# that are not given the request).
-CALLER: ContextVar[Principal | None] = ContextVar("mcp_gateway_caller", default=None)
 
 
 class AuthMiddleware:
@@ -39,9 +34,9 @@ class AuthMiddleware:
     ``mgw_`` tokens go to the agent store; any other token goes to the OAuth verifier when one is
     configured (else it is refused). An OAuth token without ``oauth.required_scopes`` is answered
     with 403 ``insufficient_scope``. On success it sets ``scope["user"]`` to the SDK's
-    ``AuthenticatedUser`` so the session manager binds each ``Mcp-Session-Id`` to the credential that
-    opened it: an agent token by its id, an OAuth token by (agent, issuer, subject), so a refreshed
-    token keeps its session and another caller's does not.
+    ``AuthenticatedUser`` so the session table (``session.py``) binds each ``Mcp-Session-Id`` to the
+    credential that opened it: an agent token by its id, an OAuth token by (agent, issuer, subject),
+    so a refreshed token keeps its session and another caller's does not.
     """
 
     def __init__(
@@ -124,13 +119,12 @@ class AuthMiddleware:
             )
         scope["user"] = AuthenticatedUser(access)
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
-        CALLER.set(principal)
         session = next((v for k, v in scope["headers"] if k == b"mcp-session-id"), None)
         if session is None:
             await self.app(scope, receive, send)
             return
-        # The SDK answers 404 for a session this credential did not open (or that expired) before any
-        # handler runs; watch for it so a replayed session id is on the record before the answer goes.
+        # A session this credential did not open (or that ended) is answered 404 before any handler
+        # runs; watch for it so a replayed session id is on the record before the answer goes.
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 404:

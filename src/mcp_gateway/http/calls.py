@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
@@ -17,6 +17,7 @@ from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.request_state import Resume
 from mcp_gateway.errors import CallRefused, ProtocolRefusal
 from mcp_gateway.http.errors import protocol_error
+from mcp_gateway.http.reply import Reply
 from mcp_gateway.types import Principal
 
 logger = logging.getLogger(__name__)
@@ -50,19 +51,40 @@ async def governed_call(
         raise MCPError(types.INTERNAL_ERROR, "Internal server error") from None
 
 
-class ModernCaller:
-    """The relay of a lean 2026-07-28 call: the capabilities its envelope declared, and no stream to
-    put notifications on (a call that asked for progress goes to the SDK)."""
+_LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
-    wants_progress = False
+
+class ModernRelay:
+    """The relay of one 2026-07-28 request: the capabilities its envelope declared; progress (when
+    it carries a progress token) and log messages at or above the level its ``_meta`` opted in to, on
+    its own answer (``reply.py``); nothing else (the era has no other stream for them).
+
+    Args:
+        gateway: the governed path (relayed requests are governed exchanges).
+        principal: the caller.
+        meta: the request's ``params._meta`` (envelope, progress token, log level).
+        reply: the request's answer, where notifications go (None: nowhere).
+    """
+
     modern = True
 
-    def __init__(self, gateway: Gateway, principal: Principal, declared: Any) -> None:
+    def __init__(
+        self, gateway: Gateway, principal: Principal, meta: Mapping[str, Any], reply: Reply | None = None
+    ) -> None:
         self._gateway = gateway
         self._principal = principal
-        self._declared = declared
+        self._meta = meta
+        self._reply = reply
+        token = meta.get("progressToken")
+        self._token = token if isinstance(token, int | str) and not isinstance(token, bool) else None
+        level = meta.get(types.LOG_LEVEL_META_KEY)
+        self._from_level = _LEVELS.index(level) if level in _LEVELS else len(_LEVELS)
         self._parsed = False
         self._capabilities: types.ClientCapabilities | None = None
+
+    @property
+    def wants_progress(self) -> bool:
+        return self._token is not None and self._reply is not None
 
     @property
     def client_capabilities(self) -> types.ClientCapabilities | None:
@@ -70,16 +92,30 @@ class ModernCaller:
         if not self._parsed:
             self._parsed = True
             try:
-                self._capabilities = types.ClientCapabilities.model_validate(self._declared or {})
+                declared = self._meta.get(types.CLIENT_CAPABILITIES_META_KEY)
+                self._capabilities = types.ClientCapabilities.model_validate(declared or {})
             except ValidationError:
                 self._capabilities = None
         return self._capabilities
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
-        return None
+        if self._token is None or self._reply is None:
+            return
+        params: dict[str, Any] = {"progressToken": self._token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self._reply.notify({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
 
     async def log(self, level: str, data: Any, logger_name: str | None) -> None:
-        return None
+        # 2026-07-28: a log message goes only on the answer of a request that opted in at its level.
+        if self._reply is None or level not in _LEVELS or _LEVELS.index(level) < self._from_level:
+            return
+        params: dict[str, Any] = {"level": level, "data": data}
+        if logger_name is not None:
+            params["logger"] = logger_name
+        await self._reply.notify({"jsonrpc": "2.0", "method": "notifications/message", "params": params})
 
     async def ask(self, upstream: str, request: ClientBoundRequest) -> types.Result | types.ErrorData:
         # 2026-07-28: an upstream's input requests come back in its answer, never mid-call; one that

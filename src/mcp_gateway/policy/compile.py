@@ -237,4 +237,5 @@ def compile_governance(grant: Grant, grant_id: str, source: str) -> GrantGoverna
         approval_ttl=approval.ttl_seconds if approval is not None else None,
         approval_min_approvers=approval.min_approvers if approval is not None else None,
         rates=compile_rates(grant.rate),
+        read=grant.read,
     )

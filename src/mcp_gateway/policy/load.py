@@ -372,17 +372,17 @@ def load_policy(path: Path, *, builtin_tools: Mapping[str, Collection[str]] | No
 
 
 def load_versioned_policy(
-    path: Path, *, builtin_tools: Mapping[str, Collection[str]] | None = None
+    path: Path, *, builtin_tools: Mapping[str, Collection[str]] | None = None, texts: list[Any] | None = None
 ) -> tuple[Policy, str]:
-    """``load_policy``, and the ``policy_version`` of the very texts it compiled (read once, so an edit
-    landing between the parse and the hash cannot give a policy another policy's version).
+    """``load_policy``, and the ``policy_version`` of the very texts it compiled (read once: an edit landing
+    between parse and hash cannot mislabel a policy); ``texts``, given, receives each ``(path, text)``.
 
     Raises:
         PolicyLoadError: as ``load_policy``.
     """
     if not path.exists():
         raise PolicyLoadError([f"{path}: no such file or directory"])
-    sources: list[tuple[str, str]] = []
+    sources: list[tuple[str, str]] = [] if texts is None else texts
     problems: list[str] = []
     for file in policy_files(path):
         try:

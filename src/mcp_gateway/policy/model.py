@@ -48,6 +48,7 @@ from mcp_gateway.policy.schema import (
     PolicyDocument,
     QualityCheck,
     RateLimit,
+    ReadLimits,
     TableRule,
     parse_rate,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "PolicyDocument",
     "QualityCheck",
     "RateLimit",
+    "ReadLimits",
     "TableRule",
     "parse_rate",
 ]
@@ -145,6 +147,7 @@ class GrantGovernance:
         approval_min_approvers: distinct approvers a call needs (2: the two-person rule); None: the
             gateway's ``approvals.min_approvers`` (which also applies when it is larger).
         rates: ``(limit text, count, window seconds)`` quotas per agent on the grant's tools.
+        read: what the read tools may read (tables, production or branches, timeout); None: nothing.
     """
 
     max_rows: int | None = None
@@ -154,6 +157,14 @@ class GrantGovernance:
     approval_ttl: int | None = None
     approval_min_approvers: int | None = None
     rates: tuple[tuple[str, int, int], ...] = ()
+    read: ReadLimits | None = None
+
+    def limits(self) -> dict[str, Any]:
+        """What a built-in tool reads as ``ToolContext.grant_limits``: ``max_rows``, ``read``."""
+        out: dict[str, Any] = {} if self.max_rows is None else {"max_rows": self.max_rows}
+        if self.read is not None:
+            out["read"] = self.read.model_dump()
+        return out
 
 
 def is_glob(tool: str) -> bool:

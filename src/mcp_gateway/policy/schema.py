@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from mcp_gateway.policy.masking import ColumnMask, MaskMode
+
 # RFC 6749 3.3 scope-token: printable ASCII without space, `"` or `\`.
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 
@@ -133,6 +135,15 @@ class QualityCheck(_Schema):
         return self
 
 
+class DbtGateRule(_Schema):
+    """dbt tests that must pass on a branch before it is switched in (run by dbt Core on the branch)."""
+
+    project: str = Field(min_length=1)
+    """A ``dbt_core`` orchestrator in ``gateway.yaml``."""
+    select: str = Field(min_length=1, pattern=r"^[^-\s][^\n]*$")
+    """A dbt selector, e.g. ``source:sales.opportunities+`` (the source's tests and all built on it)."""
+
+
 class TableRule(_Schema):
     """How a table (or tables matching a pattern) is governed."""
 
@@ -142,6 +153,10 @@ class TableRule(_Schema):
     """A switch-in of this table waits for a human's approval."""
     metrics: tuple[str, ...] = ()
     """Named metrics agents may compute on this table."""
+    switch_in_dbt: DbtGateRule | None = None
+    """dbt tests run on the branch before a switch-in (PostgreSQL warehouses); a failing one refuses it."""
+    mask: dict[str, MaskMode | ColumnMask] = Field(default_factory=dict)
+    """Columns the read tools mask: ``drop``, ``hash`` or ``partial`` (``policy/masking.py``)."""
 
 
 class NamedMetric(_Schema):
@@ -219,6 +234,18 @@ class DenyRule(_Schema):
     reason: str | None = None
 
 
+class ReadLimits(_Schema):
+    """What the read tools (``data.sample_rows``, ``data.query``) may read under a grant."""
+
+    tables: tuple[str, ...] = ()
+    """fnmatch patterns of ``<warehouse>.<namespace>.<table>`` names; none: nothing is readable."""
+    production: StrictBool = False
+    """Whether production (``main``) may be read; branches are readable when ``branches`` is true."""
+    branches: StrictBool = True
+    timeout_ms: Annotated[int, Field(ge=1, le=30000, strict=True)] | None = None
+    """Statement timeout of one read (default: the warehouse's ``statement_timeout_ms``, max 30 s)."""
+
+
 class Grant(_Schema):
     """Lets an agent call the tools matching ``tool`` (a name or fnmatch glob) within ``args``."""
 
@@ -229,7 +256,9 @@ class Grant(_Schema):
     scopes: tuple[str, ...] = ()
     """OAuth scopes a token must all carry for this grant to apply (agent tokens are not filtered)."""
     max_rows: Length | None = None
-    """For data tools: the most rows one call may change (default 100)."""
+    """For data tools: the most rows one call may change or read (default 100; reads at most 1,000)."""
+    read: ReadLimits | None = None
+    """For the read tools: the tables, production or branches, and timeout this grant allows."""
     approval: Approval | None = None
     """``required`` (every call waits for a human) or ``{when: [conditions]}``."""
     rate: tuple[RateLimit, ...] = ()

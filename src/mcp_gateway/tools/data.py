@@ -10,15 +10,16 @@ human); what a rollback discarded goes on the audit record.
 
 Policy sections read from ``ctx.policy_extra``:
     tables:  {fnmatch pattern: {switch_in_checks: [check, ...], switch_in_approval: bool,
-              metrics: [named metric names agents may run]}}   (an exact name wins over patterns)
+              metrics: [named metric names agents may run],
+              switch_in_dbt: {project: <dbt_core orchestrator>, select: <dbt selector>}}
+             (an exact name wins over patterns; dbt tests run on the branch after the checks)
     metrics: {name: {sql: "SELECT ... FROM {table}", description: ...}}   (admin-trusted SQL)
 """
 
 from __future__ import annotations
 
 import fnmatch
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -33,18 +34,15 @@ from mcp_gateway.connectors.warehouse.base import (
     Warehouse,
     WarehouseError,
 )
-from mcp_gateway.connectors.warehouse.config import (
-    IcebergSettings,
-    PostgresSettings,
-    SnowflakeSettings,
-)
 from mcp_gateway.connectors.warehouse.metrics import judge, resolve_named
-from mcp_gateway.connectors.warehouse.open import open_warehouse
+from mcp_gateway.connectors.warehouse.registry import AnySettings, WarehouseRegistry
 from mcp_gateway.tools.base import BuiltinTool, NeedsApproval, ToolContext, ToolFailure, ToolInput, Toolset
+from mcp_gateway.tools.data_read import refuse_masked_metrics
 from mcp_gateway.types import SecretValue
 
 T = TypeVar("T")
-AnySettings = IcebergSettings | PostgresSettings | SnowflakeSettings
+DbtGate = Callable[[str, str, Any], Awaitable[dict[str, Any]]]
+"""``(table, branch, switch_in_dbt rule) -> result with passed / failed_tests`` (``tools/dbt_runs.py``)."""
 DEFAULT_MAX_ROWS = 100
 
 _TABLE = Field(description="`<warehouse>.<namespace>.<table>`, e.g. `lake.sales.opportunities`")
@@ -100,38 +98,6 @@ class RollbackInput(ToolInput):
     )
 
 
-class _Registry:
-    """Opens each warehouse on first use (resolving its secrets then) and keeps it."""
-
-    def __init__(
-        self, settings: Mapping[str, AnySettings], resolve_secret: Callable[[str], SecretValue]
-    ) -> None:
-        self._settings = dict(settings)
-        self._resolve = resolve_secret
-        self._open: dict[str, Warehouse] = {}
-        self._lock = threading.Lock()
-
-    def split(self, table: str) -> tuple[str, str]:
-        name, _, rest = table.partition(".")
-        if name not in self._settings:
-            raise ToolFailure(
-                f"unknown warehouse in `{table}`: name tables `<warehouse>.<namespace>.<table>`"
-            )
-        return name, rest
-
-    def get(self, name: str) -> Warehouse:
-        with self._lock:
-            if name not in self._open:
-                self._open[name] = open_warehouse(self._settings[name], self._resolve)
-            return self._open[name]
-
-    def close(self) -> None:
-        with self._lock:
-            for warehouse in self._open.values():
-                warehouse.close()
-            self._open.clear()
-
-
 def table_rule(ctx: ToolContext, table: str) -> Mapping[str, Any]:
     """The policy rule for ``table``: the exact entry, else the first matching pattern, else none."""
     rules = ctx.policy_extra.get("tables") or {}
@@ -164,21 +130,43 @@ def _failure(exc: WarehouseError) -> ToolFailure:
     return ToolFailure(str(exc), detail)
 
 
+async def _dbt_tests(
+    gate: DbtGate | None, ctx: ToolContext, table: str, branch: str, rule: Any, checks: list[Any]
+) -> dict[str, Any]:
+    """Run the table's ``switch_in_dbt`` tests on the branch (``tools/dbt_runs.py``); refuse if one fails."""
+    if gate is None:
+        raise ToolFailure(f"switch-in of `{table}` refused: its dbt tests need a `dbt_core` orchestrator")
+    result = await gate(table, branch, rule)
+    ctx.audit_detail.update(dbt_tests=result)
+    if not result["passed"]:
+        said = ", ".join(
+            f"{t['name']} ({t['status']}, {t.get('failing_rows', 0)} failing rows)"
+            for t in result["failed_tests"]
+        )
+        raise ToolFailure(
+            f"switch-in of `{table}` refused, failing dbt tests: {said or result.get('message')}",
+            {"checks": checks, "dbt_tests": result},
+        )
+    return result
+
+
 def build_data_toolset(
-    warehouses: Mapping[str, AnySettings], resolve_secret: Callable[[str], SecretValue]
+    warehouses: Mapping[str, AnySettings],
+    resolve_secret: Callable[[str], SecretValue],
+    dbt_gate: DbtGate | None = None,
 ) -> Toolset:
     """The ``data`` toolset over ``warehouses`` (warehouse name → settings).
 
     Args:
         warehouses: parsed settings; the name is the first part of every table name.
         resolve_secret: vault lookup for ``secret://NAME`` references, used when a warehouse opens.
+        dbt_gate: runs a table's ``switch_in_dbt`` tests on a branch (None: no dbt Core configured).
     """
-    registry = _Registry(warehouses, resolve_secret)
+    registry = WarehouseRegistry(warehouses, resolve_secret)
 
     async def call(table: str, fn: Callable[[Warehouse, str], T]) -> T:
-        name, inner = registry.split(table)
-
         def work() -> T:
+            name, inner = registry.split(table)
             return fn(registry.get(name), inner)
 
         try:
@@ -230,6 +218,7 @@ def build_data_toolset(
         for name in asked:
             if name not in allowed:
                 raise ToolFailure(f"named metric `{name}` is not allowed for table `{args.table}`")
+        refuse_masked_metrics(ctx, args.table, args.checks)
         checks = list(args.checks) or _rule_checks(rule, args.table)
         if not args.checks and not any(c.metric == "row_count" for c in checks):
             checks.insert(0, Check(metric="row_count"))
@@ -247,12 +236,13 @@ def build_data_toolset(
     async def switch_in(ctx: ToolContext, args: SwitchInput) -> dict[str, Any]:
         rule = table_rule(ctx, args.table)
         gates = _rule_checks(rule, args.table)
-        if not gates:
+        dbt_rule = rule.get("switch_in_dbt")
+        if not gates and not dbt_rule:
             # "Verified" must mean something: a table policy attaches no checks to is never switched in.
             raise ToolFailure(
                 f"switch-in of `{args.table}` refused: policy attaches no `switch_in_checks` to this table"
             )
-        results = await measure(ctx, args.table, args.branch, gates)
+        results = await measure(ctx, args.table, args.branch, gates) if gates else []
         ctx.audit_detail.update(branch=args.branch, checks=results)
         failing = [r for r in results if not r["passed"]]
         if failing:
@@ -260,11 +250,16 @@ def build_data_toolset(
             raise ToolFailure(
                 f"switch-in of `{args.table}` refused, failing checks: {said}", {"checks": results}
             )
+        tested = (
+            await _dbt_tests(dbt_gate, ctx, args.table, args.branch, dbt_rule, results) if dbt_rule else None
+        )
         if rule.get("switch_in_approval") and not ctx.approved:
             # A human is asked only about a switch that can happen: not one production moved away from.
             await call(args.table, lambda wh, t: wh.check_fast_forward(t, args.branch))
+            passed = f" (dbt tests `{tested['select']}` passed on the branch)" if tested else ""
             raise NeedsApproval(
-                f"switching branch `{args.branch}` into `{args.table}` needs approval", {"checks": results}
+                f"switching branch `{args.branch}` into `{args.table}` needs approval{passed}",
+                {"checks": results, **({"dbt_tests": tested} if tested else {})},
             )
         result = await call(args.table, lambda wh, t: wh.switch_in(t, args.branch))
         ctx.audit_detail.update(before_snapshot=result.before, after_snapshot=result.after)

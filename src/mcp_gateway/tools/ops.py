@@ -8,7 +8,9 @@ Tools (each governed by the gateway core like any other tool):
                                         restarts too (``orchestrators/idempotency.py``); the answer says
                                         which run it deduplicated to and when the key expires.
     ops.get_job_status(job, run_id)     the normalised state of one run of a configured job.
-    ops.get_failure_context(job)        recent failed runs, error text, log tail, admin runbook notes.
+    ops.get_failure_context(job)        recent failed runs, error text, log tail, admin runbook notes, and
+                                        the job's monitor incidents: open ones, and past ones with the
+                                        calls that resolved them (``incidents/``).
 
 Only jobs named in config exist for the agent; anything else is a ``ToolFailure``. Adapters are built
 per orchestrator on first use (``extra_adapters`` adds or replaces a kind's factory, e.g. in tests).
@@ -36,6 +38,8 @@ from mcp_gateway.connectors.orchestrators.idempotency import (
     rerun_key,
 )
 from mcp_gateway.errors import ConfigError, SecretNotFound
+from mcp_gateway.incidents.model import Incident
+from mcp_gateway.incidents.store import IncidentStore
 from mcp_gateway.tools.base import BuiltinTool, ToolContext, ToolFailure, ToolInput, Toolset
 from mcp_gateway.types import SecretValue
 
@@ -50,6 +54,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "airflow": ("mcp_gateway.connectors.orchestrators.airflow", "AirflowOrchestrator"),
     "dbt_cloud": ("mcp_gateway.connectors.orchestrators.dbt_cloud", "DbtCloudOrchestrator"),
     "dagster": ("mcp_gateway.connectors.orchestrators.dagster", "DagsterOrchestrator"),
+    "dbt_core": ("mcp_gateway.connectors.orchestrators.dbt_core", "DbtCoreOrchestrator"),
 }
 STORE_FILE = "ops-idempotency.sqlite3"
 
@@ -74,6 +79,9 @@ class JobStatusInput(ToolInput):
 class FailureContextInput(ToolInput):
     job: str = Field(min_length=1, max_length=200)
     limit: int = Field(default=3, ge=1, le=20, description="how many recent failed runs")
+
+
+_NODE_FACTS = ("failed_nodes", "source_freshness")
 
 
 def _run_dict(info: RunInfo) -> dict[str, Any]:
@@ -158,6 +166,7 @@ def build_ops_toolset(
     extra_adapters: Mapping[str, AdapterFactory] | None = None,
     clock: Callable[[], float] = time.time,
     open_store: OpenIdempotency | None = None,
+    incidents: IncidentStore | None = None,
 ) -> Toolset:
     """The ``ops`` toolset over the configured orchestrators and jobs.
 
@@ -169,6 +178,8 @@ def build_ops_toolset(
         extra_adapters: kind → adapter factory ``(settings, resolve_secret)``, overriding the built-ins.
         clock: epoch seconds now; ages idempotency keys (tests inject one instead of sleeping).
         open_store: opens the idempotency store on first use (None: SQLite in ``data_dir``).
+        incidents: the monitors' incidents; a job's failure context lists the incidents of its
+            monitors, open and past (with the calls that resolved them). None: no monitors.
 
     Raises:
         ConfigError: a job names an orchestrator that is not configured.
@@ -221,7 +232,8 @@ def build_ops_toolset(
                 "launched_at": iso(seen.created_at),
                 "expired_at": iso(seen.expires_at(window)),
             }
-        ctx.audit_detail.update({"run_id": info.run_id, **facts})
+        # The state on the record too: a run that failed fixed nothing (an incident's resolution skips it).
+        ctx.audit_detail.update({"run_id": info.run_id, "state": info.state, **facts})
         return {"job": args.job, "mode": args.mode, **_run_dict(info), **facts}
 
     async def get_job_status(ctx: ToolContext, args: JobStatusInput) -> dict[str, Any]:
@@ -242,12 +254,22 @@ def build_ops_toolset(
         runbooks = ctx.policy_extra.get("runbooks")
         notes = runbooks.get(args.job) if isinstance(runbooks, Mapping) else None
         ctx.audit_detail.update({"job": args.job, "run_ids": [run.run_id for run in context.failed_runs]})
+        found = await _incidents_of(args.job, args.limit)
         return {
             "job": args.job,
             "failed_runs": [_run_dict(run) for run in context.failed_runs],
             "log_tail": list(context.log_tail),
             "runbook": notes,
+            # dbt Core: the failed nodes (compiled SQL, failing rows) and their sources' freshness.
+            **{k: list(v) for k, v in asdict(context).items() if k in _NODE_FACTS and v},
+            "open_incidents": [i.as_dict() for i in found if i.status == "open"],
+            "previous_incidents": [i.as_dict() for i in found if i.status != "open"],
         }
+
+    async def _incidents_of(job: str, limit: int) -> list[Incident]:
+        if incidents is None:
+            return []
+        return await anyio.to_thread.run_sync(lambda: incidents.history(job=job, limit=limit))
 
     tools: list[BuiltinTool[Any]] = [
         BuiltinTool(
@@ -277,7 +299,8 @@ def build_ops_toolset(
             name="ops.get_failure_context",
             description=(
                 "Recent failed runs of a configured job with their error messages, the log tail of the "
-                "latest failure, and the admins' runbook notes for the job."
+                "latest failure, the admins' runbook notes for the job, and its quality monitors' "
+                "incidents: open ones, and past ones with the calls that resolved them."
             ),
             input_model=FailureContextInput,
             run=get_failure_context,

@@ -199,6 +199,12 @@ class Vault:
         logger.info("re-wrapped %d secrets under master key %s", count, new_key.key_id)
         return count
 
+    def close(self) -> None:
+        """Close the store's connection (a store without one has nothing to close)."""
+        close = getattr(self._store, "close", None)
+        if callable(close):
+            close()
+
     def _rewrap_one(self, keyring: Keyring, new_key: MasterKey, name: str) -> bool:
         for _ in range(_SWAP_ATTEMPTS):
             envelope = self._store.get(name)

@@ -271,3 +271,38 @@ def test_the_store_keeps_the_first_run_of_a_key(tmp_path: Path) -> None:
     assert record is not None and record.run_id == "run-1"
     assert reopened.get("other") is None
     reopened.close()
+
+
+@pytest.mark.anyio
+async def test_failure_context_shows_the_jobs_open_and_resolved_incidents(tmp_path: Path) -> None:
+    from mcp_gateway.incidents.model import Fix
+    from mcp_gateway.incidents.store import new_id, open_incident_store
+
+    store = open_incident_store(path=tmp_path / "incidents.db")
+    failing = [{"check": "row_count", "value": 0, "min": 1.0, "max": None, "passed": False}]
+    old, _ = store.raise_or_add(
+        new_id(), monitor="m", table="lake.s.t", job="nightly", failing=failing, opened_seq=3, now=1.0
+    )
+    store.recover(old.id, [Fix("c9", "healer", "data.switch_in", 12)], now=2.0)
+    current, _ = store.raise_or_add(
+        new_id(), monitor="m", table="lake.s.t", job="nightly", failing=failing, opened_seq=20, now=3.0
+    )
+    store.raise_or_add(
+        new_id(), monitor="x", table="lake.s.u", job="other", failing=failing, opened_seq=21, now=4.0
+    )
+    toolset = build_ops_toolset(
+        ORCHESTRATORS,
+        JOBS,
+        tmp_path,
+        _secrets,
+        extra_adapters={"prefect": lambda s, r: FakeOrchestrator()},
+        incidents=store,
+    )
+    result = await _call(toolset, "get_failure_context", job="nightly")
+    assert [i["id"] for i in result["open_incidents"]] == [current.id]
+    (previous,) = result["previous_incidents"]
+    assert previous["id"] == old.id and previous["uri"] == f"incident://{old.id}"
+    assert previous["resolution"] == [
+        {"call_id": "c9", "agent": "healer", "tool": "data.switch_in", "audit_seq": 12}
+    ]
+    store.close()

@@ -1,10 +1,13 @@
 """What an upstream asks of the agent behind a call: sampling, elicitation and roots requests, and its
 log messages, each delivered to the relay of the one call it can belong to (``channel.CallRelay``).
 
-A 2026-07-28 upstream's input requests arrive in the calling task (``CURRENT_RELAY``); a 2025-11-25
-upstream's mid-call requests and every log message name no request, so they go to the one call in
-flight, and to none when several are: a message that could belong to several agents' calls must
-reach none of them.
+A 2026-07-28 upstream's input requests arrive in the calling task (``CURRENT_RELAY``). So does a
+2025-11-25 HTTP upstream's mid-call request: it comes on the response stream of the call it belongs
+to, and the SDK client runs the callback in the context of the task that sent that call (its streams
+carry the sender's ``contextvars``), so several calls at once each get their own. A stdio upstream's
+mid-call requests and every log message name no request (one pipe, read by one task), so they go to
+the one call in flight, and to none when several are: a message that could belong to several agents'
+calls must reach none of them.
 """
 
 from __future__ import annotations
@@ -58,8 +61,8 @@ class UpstreamAsks:
 
     async def ask(self, request: ClientBoundRequest) -> types.Result | types.ErrorData:
         # The relay of the calling task when the SDK runs the callback there (a 2026-07-28 upstream's
-        # input requests); else, as for log messages, the one call in flight: a request that could
-        # belong to several agents' calls goes to none of them.
+        # input requests, an HTTP upstream's mid-call ones); else, as for log messages, the one call
+        # in flight: a request that could belong to several agents' calls goes to none of them.
         relay = CURRENT_RELAY.get()
         if relay is None and len(self.in_flight) == 1:
             relay = self.in_flight[0]

@@ -27,6 +27,7 @@ from mcp_types import MISSING_REQUIRED_CLIENT_CAPABILITY, URL_ELICITATION_REQUIR
 from mcp_gateway import __version__, wire
 from mcp_gateway.connectors.mcp.http_client import HttpFailure, LeanHttpClient
 from mcp_gateway.errors import ProtocolRefusal, UpstreamError
+from mcp_gateway.telemetry import trace_headers
 
 _ACCEPT = "application/json, text/event-stream"
 _CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
@@ -108,6 +109,12 @@ class FastToolCaller:
         envelope = (
             self._envelope if not capabilities else {**self._envelope, _CAPABILITIES: dict(capabilities)}
         )
+        headers = {"Mcp-Name": encode_header_value(tool)}
+        traced = trace_headers()  # None unless tracing is on
+        if traced is not None:
+            # The gateway's span as the upstream's parent: the W3C header, and in _meta as MCP has it.
+            envelope = {**envelope, **traced}
+            headers |= traced
         params: dict[str, Any] = {"name": tool, "arguments": dict(arguments), "_meta": envelope}
         if input_responses is not None:
             params["inputResponses"] = dict(input_responses)
@@ -115,7 +122,7 @@ class FastToolCaller:
             params["requestState"] = request_state
         body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
         try:
-            answer = await self._http.post(wire.dumps(body), {"Mcp-Name": encode_header_value(tool)})
+            answer = await self._http.post(wire.dumps(body), headers)
         except HttpFailure as exc:
             raise UpstreamError(f"upstream `{self.name}` failed: {exc}") from None
         status, content_type, raw = answer.status, answer.headers.get("content-type", ""), answer.body

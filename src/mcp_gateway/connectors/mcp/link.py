@@ -1,11 +1,10 @@
 """One supervised MCP client connection per upstream server (stdio or Streamable HTTP).
 
 Each connection lives in a task of its own (anyio cancel scopes must be entered and left by one task),
-started in the gateway's lifespan. It connects, lists the upstream's tools, then waits until it is
-asked to reconnect (a failure, a closed connection, a change in the vault) or to stop. Secrets are
-resolved from the vault at connect time and passed only to the upstream: as environment variables of
-the stdio process, or as HTTP headers of the gateway's own client. The agent's token is never among
-them. An upstream's stderr may echo its secrets, so it is read through the redactor before it is logged.
+started in the gateway's lifespan. It connects (``connect.py``: secrets resolved at connect time and
+passed only to the upstream, never the agent's token; stderr read through the redactor), lists the
+upstream's tools, then waits until it is asked to reconnect (a failure, a closed connection, a change
+in the vault) or to stop.
 
 Every listing of the upstream's tools passes through a ``ListingGuard`` (the ``PinGuard``) before it is
 published, so a tool whose definition changed is blocked before an agent can see or call it; it
@@ -23,28 +22,23 @@ behind each URI) and renewed after a reconnect.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
-import httpx2
 import mcp_types as types
-from mcp import Client, StdioServerParameters
+from mcp import Client
 from mcp.client.session import IncomingMessage
-from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from mcp_gateway.channel import CURRENT_RELAY, CallRelay
 from mcp_gateway.connectors.mcp.asks import UpstreamAsks
-from mcp_gateway.connectors.mcp.config import StdioUpstream, Upstream, substitute
+from mcp_gateway.connectors.mcp.config import Upstream
+from mcp_gateway.connectors.mcp.connect import RedactorSource, SecretResolver, StderrTail, open_client
 from mcp_gateway.connectors.mcp.forwarder import PASSED_THROUGH, FastToolCaller
-from mcp_gateway.connectors.mcp.http_client import HttpFailure
 from mcp_gateway.connectors.mcp.listing import (
     ListFamily,
     ListingGuard,
@@ -52,18 +46,11 @@ from mcp_gateway.connectors.mcp.listing import (
     follow_changes,
     list_tools,
 )
-from mcp_gateway.connectors.mcp.pinned_transport import PinnedTransport2
-from mcp_gateway.connectors.mcp.stdio import describe, stderr_pipe
-from mcp_gateway.connectors.netguard import check_upstream_url
+from mcp_gateway.connectors.mcp.stdio import describe
 from mcp_gateway.errors import GatewayError, ProtocolRefusal, UpstreamError, VaultSealed
-from mcp_gateway.redact import Redactor
-from mcp_gateway.types import SecretValue, ToolSpec
+from mcp_gateway.types import ToolSpec
 
 logger = logging.getLogger(__name__)
-
-SecretResolver = Callable[[str], SecretValue]
-RedactorSource = Callable[[], Redactor]
-
 
 ResourceListener = Callable[[str, str], Awaitable[None]]
 """Told of an upstream's ``notifications/resources/updated``: (upstream name, URI)."""
@@ -109,9 +96,7 @@ class UpstreamLink:
         self._asks = UpstreamAsks(name, self._in_flight)
         self.last_error: str | None = None
         self.needs_vault = False
-        # A stdio upstream's last stderr line (scrubbed): why a process that exited at start failed.
-        self._stderr_tail: deque[str] = deque(maxlen=1)
-        self._stderr_thread: threading.Thread | None = None
+        self._stderr = StderrTail()
         self.on_resource_updated: ResourceListener | None = None
         self._subscribed: set[str] = set()
         if pins is not None:
@@ -181,76 +166,28 @@ class UpstreamLink:
 
     async def _stderr_said(self) -> str:
         """``; last stderr line: ...`` of a stdio upstream that failed, or ``""``."""
-        thread = self._stderr_thread
+        thread = self._stderr.thread
         if thread is None:
             return ""
         # The pump logs what it holds at EOF, which follows the exit at once: a short bounded wait.
         await anyio.to_thread.run_sync(thread.join, _STDERR_WAIT_SECONDS)
-        if not self._stderr_tail:
+        if not self._stderr.lines:
             return ""
-        line = self._stderr_tail[-1]
+        line = self._stderr.lines[-1]
         return f"; last stderr line: {line[:_STDERR_LINE_CHARS]}"
 
-    def _client_over(self, transport: Any) -> Client:
-        config = self.config
-        return Client(
-            transport,
-            mode=config.protocol,
-            cache=None,
-            read_timeout_seconds=config.timeout_seconds,
-            message_handler=self._on_message,
-            logging_callback=self._asks.on_log,
-            log_level="debug",
-            # Declaring a callback advertises the capability to the upstream: only when relayed.
-            sampling_callback=self._asks.on_sampling if "sampling" in config.relay_requests else None,
-            elicitation_callback=self._asks.on_elicitation
-            if "elicitation" in config.relay_requests
-            else None,
-            list_roots_callback=self._asks.on_roots if "roots" in config.relay_requests else None,
-        )
-
     async def _open(self, stack: AsyncExitStack) -> Client:
-        config = self.config
-        if isinstance(config, StdioUpstream):
-            self._stderr_tail.clear()
-            self._stderr_thread = None
-            env = {key: substitute(value, self._resolve) for key, value in config.env.items()}
-            errlog, self._stderr_thread = stderr_pipe(self.name, self._redactor, tail=self._stderr_tail)
-            stack.callback(errlog.close)
-            params = StdioServerParameters(
-                command=config.command, args=list(config.args), env=env, cwd=config.cwd
-            )
-            client = self._client_over(stdio_client(params, errlog=errlog))
-        else:
-            # A clear refusal up front; the transport pins the address each connection checked.
-            await check_upstream_url(config.url, allow_private_network=config.allow_private_network)
-            headers = {key: substitute(value, self._resolve) for key, value in config.headers.items()}
-            http = httpx2.AsyncClient(
-                transport=PinnedTransport2(allow_private_network=config.allow_private_network),
-                headers=headers,
-                timeout=httpx2.Timeout(config.timeout_seconds, read=config.timeout_seconds),
-                follow_redirects=False,
-            )
-            await stack.enter_async_context(http)
-            client = self._client_over(streamable_http_client(config.url, http_client=http))
-            opened = await stack.enter_async_context(client)
-            if config.lean_calls and opened.protocol_version in MODERN_PROTOCOL_VERSIONS:
-                try:
-                    fast = FastToolCaller(
-                        self.name,
-                        config.url,
-                        headers,
-                        opened.protocol_version,
-                        config.timeout_seconds,
-                        allow_private_network=config.allow_private_network,
-                    )
-                except HttpFailure as exc:  # names no header value
-                    logger.warning("upstream %s: calls take the SDK client: %s", self.name, exc)
-                else:
-                    stack.push_async_callback(fast.aclose)
-                    self._fast = fast
-            return opened
-        return await stack.enter_async_context(client)
+        client, self._fast = await open_client(
+            stack,
+            self.name,
+            self.config,
+            self._resolve,
+            self._redactor,
+            self._asks,
+            self._on_message,
+            self._stderr,
+        )
+        return client
 
     async def _on_message(self, message: IncomingMessage) -> None:
         # 2025-11-25 connections deliver change notifications here (2026-07-28 ones via `follow_changes`).

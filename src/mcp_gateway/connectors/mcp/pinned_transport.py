@@ -10,69 +10,19 @@ naming the host and the reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import httpcore2
 import httpx2
 
-from mcp_gateway.connectors.netguard import (
-    KEEPALIVE_SECONDS,
-    HostRefused,
-    HostUnresolved,
-    Resolver,
-    connect_pinned,
-    system_resolver,
-)
+from mcp_gateway.connectors.netguard import KEEPALIVE_SECONDS, PinnedConnector, Resolver, system_resolver
 
 
-class PinnedBackend2(httpcore2.AsyncNetworkBackend):
-    """``netguard.PinnedBackend`` for ``httpcore2``."""
+class PinnedBackend2(PinnedConnector, httpcore2.AsyncNetworkBackend):
+    """``netguard.PinnedBackend`` for ``httpcore2``; a refused host is ``httpcore2.ConnectError``
+    naming the host and why (see ``netguard.PinnedConnector`` for why the stacks differ there)."""
 
-    def __init__(
-        self,
-        *,
-        allow_private_network: bool,
-        resolver: Resolver = system_resolver,
-        inner: httpcore2.AsyncNetworkBackend | None = None,
-    ) -> None:
-        self._allow = allow_private_network
-        self._resolver = resolver
-        self._inner = inner if inner is not None else httpcore2.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
-        async def connect(address: str, left: float | None) -> httpcore2.AsyncNetworkStream:
-            return await self._inner.connect_tcp(address, port, left, local_address, socket_options)
-
-        try:
-            return await connect_pinned(
-                host,
-                port,
-                timeout,
-                connect,
-                allow_private_network=self._allow,
-                resolver=self._resolver,
-                failures=(httpcore2.ConnectError, httpcore2.ConnectTimeout),
-            )
-        except (HostRefused, HostUnresolved) as exc:
-            raise httpcore2.ConnectError(str(exc)) from None
-        except TimeoutError:
-            raise httpcore2.ConnectTimeout(f"host `{host}` did not resolve in time") from None
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore2.AsyncNetworkStream:
-        raise httpcore2.ConnectError("the guarded transport does not open unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    _connect_error, _connect_timeout = httpcore2.ConnectError, httpcore2.ConnectTimeout
+    _refused_passes = False
+    _backend = httpcore2.AnyIOBackend
 
 
 class PinnedTransport2(httpx2.AsyncHTTPTransport):

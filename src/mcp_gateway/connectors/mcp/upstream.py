@@ -10,13 +10,14 @@ through the caller's relay (``channel.py``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import mcp_types as types
 from mcp import Client
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mcp_gateway.channel import CURRENT_RELAY
+from mcp_gateway.connectors.mcp.capabilities import asked
 from mcp_gateway.connectors.mcp.config import required_secrets
 from mcp_gateway.connectors.mcp.link import UpstreamLink
 from mcp_gateway.connectors.mcp.listing import ListFamily
@@ -62,9 +63,13 @@ class UpstreamConnection(UpstreamLink):
             # The SDK client answers the upstream's input requests mid-call, through the relay.
             result = await self.call(upstream_tool, arguments)
             return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        # Only what relay_requests allows is ever declared: without it, nothing to read.
+        declared = relay.client_capabilities if relay is not None and self.config.relay_requests else None
+        capabilities = self.allowed_capabilities(declared)
         if fast is None or (relay is not None and relay.wants_progress):
             progress = relay.progress if relay is not None else None
             responses = _input_responses(input_responses)
+            meta = cast("types.RequestParamsMeta", asked(capabilities))  # declared per request
             raw = await self._request(
                 lambda c: c.session.call_tool(
                     upstream_tool,
@@ -72,15 +77,13 @@ class UpstreamConnection(UpstreamLink):
                     progress_callback=progress,
                     input_responses=responses,
                     request_state=request_state,
+                    meta=meta,
                     allow_input_required=True,
                 )
             )
             return raw.model_dump(by_alias=True, mode="json", exclude_none=True)
         if self._client is None:
             raise UpstreamError(f"upstream `{self.name}` is not connected")
-        # Only what relay_requests allows is ever declared: without it, nothing to read.
-        declared = relay.client_capabilities if relay is not None and self.config.relay_requests else None
-        capabilities = self.allowed_capabilities(declared)
         self._in_flight.append(relay)
         try:
             return await fast.call(

@@ -38,7 +38,7 @@ from mcp_gateway.connectors.orchestrators.base import (
     OrchestratorUnavailable,
     RunConflict,
 )
-from mcp_gateway.connectors.orchestrators.config import OrchestratorSettings
+from mcp_gateway.connectors.orchestrators.config import RestSettings
 
 _DETAIL_CHARS = 200
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
@@ -86,7 +86,7 @@ def _wait(state: RetryCallState) -> float:
 
 
 def http_client(
-    settings: OrchestratorSettings, base_url: str, transport: httpx.AsyncBaseTransport | None, **options: Any
+    settings: RestSettings, base_url: str, transport: httpx.AsyncBaseTransport | None, **options: Any
 ) -> httpx.AsyncClient:
     """The adapter's pooled client: the settings' timeout, no redirects (one could carry the
     credential elsewhere), and the SSRF guard on every request unless ``allow_private_network``

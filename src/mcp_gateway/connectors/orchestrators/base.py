@@ -13,8 +13,9 @@ Errors (all ``OrchestratorError``, a ``GatewayError``; messages carry no credent
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from mcp_gateway.errors import GatewayError
 
@@ -62,11 +63,19 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class FailureContext:
-    """What an agent needs to diagnose a job: its recent failed runs with error text and log tail."""
+    """What an agent needs to diagnose a job: its recent failed runs with error text and log tail.
+
+    Attributes:
+        failed_nodes: adapters that know a run's nodes (dbt Core) name the ones that failed in the
+            latest failed run: id, type, status, message, failing rows count, compiled SQL.
+        source_freshness: the freshness of those nodes' upstream sources, where the adapter can tell.
+    """
 
     job: str
     failed_runs: tuple[RunInfo, ...]
     log_tail: tuple[str, ...] = field(default_factory=tuple)
+    failed_nodes: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    source_freshness: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
 
 
 class Orchestrator(Protocol):

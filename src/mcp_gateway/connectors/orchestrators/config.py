@@ -8,10 +8,13 @@
                      password: "secret://airflow-pw"}
       dbt: {kind: dbt_cloud, url: "https://cloud.getdbt.com", account_id: 42, token: "secret://dbt"}
       dagster: {kind: dagster, url: "http://127.0.0.1:3000", token: null}
+      dbt-local: {kind: dbt_core, project_dir: /srv/dbt/analytics, executable: /opt/dbt/bin/dbt,
+                  secret_env: {DBT_ENV_SECRET_PG_PASSWORD: "secret://dbt-pg-password"}}
     jobs:
       nightly_orders: {orchestrator: prefect-main, id: "orders/nightly"}   # flow/deployment
       load_dwh: {orchestrator: airflow-main, id: "load_dwh",                # dag_id
                  idempotency_window_seconds: 3600}   # same reason reruns again after 1 h (default 24 h)
+      pipeline: {orchestrator: dbt-local, id: "source:sales.opportunities+"}  # a dbt selector
 
 Credentials are never inline: every credential field must be a ``secret://NAME`` reference that is
 resolved through the vault at call time (``secret_name`` gives the vault name).
@@ -19,6 +22,7 @@ resolved through the vault at call time (``secret_name`` gives the vault name).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -111,17 +115,74 @@ class DagsterSettings(_Common):
     token: SecretRef | None = None
 
 
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+SECRET_ENV_PREFIX = "DBT_ENV_SECRET_"  # noqa: S105 - a variable name prefix, not a password
+"""dbt scrubs the values of environment variables with this prefix from its own logs and artifacts."""
+VarValue = str | int | float | bool | None
+
+
+def _env_names(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"environment variable name `{name}` must match {_ENV_NAME.pattern}")
+    return value
+
+
+def _secret_env_names(value: dict[str, str]) -> dict[str, str]:
+    for name in _env_names(value):
+        if not name.startswith(SECRET_ENV_PREFIX):
+            raise ValueError(f"secret environment variable `{name}` must start with `{SECRET_ENV_PREFIX}`")
+    return value
+
+
+class DbtCoreSettings(_Model):
+    """A dbt Core project run as a subprocess (``dbt build``) on the gateway's host.
+
+    A job's ``id`` is a dbt selector (``--select`` syntax; several separated by spaces). Credentials
+    reach dbt only as environment variables: ``secret_env`` maps a ``DBT_ENV_SECRET_*`` name (which
+    dbt itself scrubs from its logs) to a vault reference, and the profile reads it with ``env_var``.
+    dbt runs with no other environment of the gateway's, never downloads packages (no ``dbt deps``),
+    and writes its artifacts under the gateway's data dir, never into ``project_dir``.
+    """
+
+    kind: Literal["dbt_core"]
+    project_dir: str = Field(min_length=1)
+    profiles_dir: str | None = None
+    """Directory holding ``profiles.yml`` (default: ``project_dir``)."""
+    target: str | None = None
+    """The profile target (default: the profile's own default)."""
+    executable: str = Field(default="dbt", min_length=1)
+    """The ``dbt`` program: a path (e.g. ``.venv-dbt/bin/dbt``) or a name looked up on ``PATH``."""
+    env: Annotated[dict[str, str], AfterValidator(_env_names)] = Field(default_factory=dict)
+    """Plain (non-secret) environment variables for the profile, e.g. ``DBT_PG_SCHEMA``."""
+    secret_env: Annotated[dict[str, SecretRef], AfterValidator(_secret_env_names)] = Field(
+        default_factory=dict
+    )
+    vars: dict[str, VarValue] = Field(default_factory=dict)
+    """Project variables passed to every run (``--vars``)."""
+    timeout_seconds: float = Field(default=900.0, gt=0, le=86_400)
+    """A dbt invocation still running after this is killed and reported as failed."""
+    threads: int | None = Field(default=None, ge=1, le=64)
+    source_freshness: bool = True
+    """Failure context also runs ``dbt source freshness`` on the failed nodes' upstream sources."""
+    artifacts_dir: str | None = None
+    """Where run artifacts are kept (default: ``<data_dir>/dbt/<orchestrator name>``)."""
+
+
 OrchestratorSettings = Annotated[
-    PrefectSettings | AirflowSettings | DbtCloudSettings | DagsterSettings,
+    PrefectSettings | AirflowSettings | DbtCloudSettings | DagsterSettings | DbtCoreSettings,
     Field(discriminator="kind"),
 ]
+RestSettings = PrefectSettings | AirflowSettings | DbtCloudSettings | DagsterSettings
+"""The orchestrators reached over HTTP (``_rest.py``)."""
 
 
 class JobSettings(_Model):
     """One job the gateway may rerun: which orchestrator, and the orchestrator's own id for it.
 
     ``id`` is ``flow_name/deployment_name`` for Prefect, the ``dag_id`` for Airflow, the numeric job id
-    for dbt Cloud, and ``[location/]job_name`` (or as the Dagster adapter documents) for Dagster.
+    for dbt Cloud, ``[location/]job_name`` (or as the Dagster adapter documents) for Dagster, and a
+    dbt selector (``tag:nightly``, ``source:sales.opportunities+``) for dbt Core.
     """
 
     orchestrator: str = Field(min_length=1)

@@ -10,6 +10,7 @@ or discard it. Production (``main``) is never written in place.
     ├── RowCapExceeded          more rows match than the grant allows; nothing was written
     ├── SwitchConflict          production moved since the branch was cut (not a fast-forward)
     ├── LaterCommitsFound       a rollback would discard production commits made after the switch-in
+    ├── QueryRefused            a read (``data.query``/``data.sample_rows``) refused before it ran
     └── NotSupported            the warehouse cannot do this (e.g. rollback without time travel)
 """
 
@@ -64,6 +65,20 @@ class SwitchConflict(WarehouseError):
 
 class NotSupported(WarehouseError):
     """The warehouse has no way to do this operation."""
+
+
+class QueryRefused(WarehouseError):
+    """A read was refused before it ran; ``kind`` names the rule (for the audit record).
+
+    Kinds: ``syntax``, ``multiple_statements``, ``not_a_select``, ``write``, ``locking``, ``session``,
+    ``parameter``, ``lateral``, ``recursive``, ``denied_function``, ``unknown_function``,
+    ``table_function``, ``unqualified_table``, ``table_not_granted``, ``column``, ``masked_column``,
+    ``row_cap``, ``production_not_granted``, ``branch_not_granted``, ``timeout``.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,15 @@ def open_warehouse(
         return PostgresWarehouse(dsn, settings.schema_name, settings.statement_timeout_ms)
     from mcp_gateway.connectors.warehouse.snowflake import SnowflakeWarehouse
 
+    return SnowflakeWarehouse(
+        settings.database, settings.schema_name, snowflake_args(settings, resolve_secret)
+    )
+
+
+def snowflake_args(
+    settings: SnowflakeSettings, resolve_secret: Callable[[str], SecretValue] | None
+) -> dict[str, Any]:
+    """The Snowflake connector's keyword arguments for ``settings``, the password resolved now."""
     args: dict[str, Any] = {
         "account": settings.account,
         "user": settings.user,
@@ -52,4 +61,4 @@ def open_warehouse(
     }
     if settings.role:
         args["role"] = settings.role
-    return SnowflakeWarehouse(settings.database, settings.schema_name, args)
+    return args

@@ -109,12 +109,15 @@ SCHEMAS: dict[str, ObjectSpec] = {
 ACME_ID = to_id18("001000000000001")
 ACME_OPPORTUNITY_ID = to_id18("006000000000001")
 GLOBEX_OPPORTUNITY_ID = to_id18("006000000000002")
+INITECH_OPPORTUNITY_ID = to_id18("006000000000003")
+"""The demo's fat-finger: a $1m deal entered as $10m (the seed's story; the same deal as the lake's)."""
 ACME_CONTACT_ID = to_id18("003000000000001")
 _SEED_TIME = "2025-01-15T09:30:00.000+0000"
 
 
 def seed_records() -> dict[str, dict[str, dict[str, Any]]]:
-    """Fresh seed data: object → id → record. The Acme opportunity's Amount is 1,000,000 (quickstart)."""
+    """Fresh seed data: object → id → record. The Acme opportunity's Amount is 1,000,000; the Initech
+    one's is 10,000,000, fat-fingered for 1,000,000 (the demo patch corrects it)."""
     system = {
         "CreatedDate": _SEED_TIME,
         "LastModifiedDate": _SEED_TIME,
@@ -170,6 +173,18 @@ def seed_records() -> dict[str, dict[str, dict[str, Any]]]:
                 "Probability": 10.0,
                 "Description": "pilot",
                 "IsClosed": False,
+            },
+            INITECH_OPPORTUNITY_ID: {
+                "Id": INITECH_OPPORTUNITY_ID,
+                **system,
+                "Name": "Initech - Platform deal",
+                "AccountId": None,
+                "Amount": 10000000.0,
+                "StageName": "Closed Won",
+                "CloseDate": "2025-01-10",
+                "Probability": 100.0,
+                "Description": "entered as 10,000,000; the signed order form says 1,000,000",
+                "IsClosed": True,
             },
         },
     }

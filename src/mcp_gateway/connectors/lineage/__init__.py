@@ -1,0 +1,1 @@
+"""Lineage out: OpenLineage run events for the gateway's own data actions."""

@@ -1,0 +1,3 @@
+select region, currency, sum(amount) as amount
+from {{ ref('stg_revenue') }}
+group by region, currency

@@ -1,0 +1,2 @@
+select id, name, stage, amount, currency, updated_at
+from {{ source('sales', 'opportunities') }}

@@ -1,0 +1,2 @@
+select id, region, amount, currency, booked_at
+from {{ source('sales', 'revenue') }}

@@ -1,0 +1,1 @@
+"""Quality monitors: scheduled checks on production tables that raise incidents (``incidents/``)."""

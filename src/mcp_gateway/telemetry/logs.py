@@ -1,0 +1,84 @@
+"""Log output and log redaction: every log record made in the process is scrubbed of vault values."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import traceback
+import weakref
+from typing import Any, Protocol
+
+from mcp_gateway.redact import Redactor
+
+
+class RedactorHolder(Protocol):
+    def current_redactor(self) -> Redactor: ...
+
+
+_holders: weakref.WeakSet[Any] = weakref.WeakSet()
+_reentry = threading.local()
+_installed: list[bool] = []
+
+
+def install_log_redaction(holder: RedactorHolder) -> None:
+    """Scrub vault values from every log record made in this process, the libraries' included.
+
+    Third-party code logs untrusted text too (the MCP SDK quotes an upstream's unparsable output in
+    its validation errors), so redaction happens where records are made: the record factory formats
+    the message and any traceback once, scrubs them, and stores the result.
+    """
+    _holders.add(holder)
+    if _installed:
+        return
+    make_record = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if getattr(_reentry, "active", False):
+            return record
+        _reentry.active = True
+        try:
+            _scrub_record(record, [h.current_redactor() for h in list(_holders)])
+        finally:
+            _reentry.active = False
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed.append(True)
+
+
+def _scrub_record(record: logging.LogRecord, redactors: list[Redactor]) -> None:
+    redactors = [r for r in redactors if not r.empty]
+    if not redactors:
+        return
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: leave it to the handler to report
+        return
+    exc_text = None
+    if record.exc_info and record.exc_info[0] is not None:
+        exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+    stack = record.stack_info
+    for redactor in redactors:
+        message = redactor.scrub_text(message)
+        exc_text = redactor.scrub_text(exc_text) if exc_text is not None else None
+        stack = redactor.scrub_text(stack) if stack is not None else None
+    record.msg, record.args = message, None
+    if exc_text is not None:
+        # Formatters use exc_text when it is set, so the raw exception is never formatted again.
+        record.exc_text = exc_text
+    record.stack_info = stack
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr in a plain, greppable format."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # pyiceberg announces its file IO choice at INFO on every table load; the HTTP clients log every
+    # request line at INFO (URLs included).
+    for noisy in ("pyiceberg", "httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
