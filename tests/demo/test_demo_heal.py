@@ -116,7 +116,10 @@ def test_demo_heal_plays_the_whole_loop_one_line_a_step_with_the_human_approving
     assert (
         f"open: max(amount) = 10,000,000 (at most 5,000,000) on pg.{schema}.opportunities" in step["monitor"]
     )
-    assert f"test {AT_MOST} (1 failing rows); freshness: sales.opportunities pass" in step["context"]
+    assert (
+        f"test {AT_MOST} (1 failing rows); freshness: sales.opportunities pass; incidents: 1 open"
+        in (step["context"])
+    )
     assert f"→ id {FAT_FINGER_ID} 'Initech platform' 10,000,000" in step["find"]
     assert "the largest other deal is 1,200,000" in step["compare"]
     approval = re.search(r"(apr_[\w-]+)", step["dbt"])

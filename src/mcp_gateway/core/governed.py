@@ -59,6 +59,7 @@ from mcp_gateway.core.governance import (
     quota_limits,
 )
 from mcp_gateway.core.limits import InFlight, LimitExceeded, LimitSettings, check_arguments
+from mcp_gateway.core.refusals import record_refusal
 from mcp_gateway.core.result import settle
 from mcp_gateway.core.state import PolicyHolder, SecretsView
 from mcp_gateway.errors import (
@@ -315,25 +316,8 @@ class Governor:
         decision: Decision | None = None,
         safe_args: Mapping[str, Any] | None = None,
     ) -> CallRefused:
-        """Audit a refusal (durably, if the store can); returns the error to raise."""
-        decision = decision if decision is not None else call.decision
-        redactor = call.redactor
-        detail = {
-            "rule_ids": list(decision.rule_ids),
-            "reasons": [redactor.scrub_text(r) for r in decision.reasons] or [redactor.scrub_text(str(exc))],
-            "token_id": call.exchange.principal.token_id,
-        }
-        if call.exchange.method != "tools/call":
-            detail["method"] = call.exchange.method
-        args = call.safe_args if safe_args is None else safe_args
-        try:
-            await self.audit.append(
-                call.event("denied", decision="deny", status=exc.kind, args=args, detail=detail)
-            )
-        except AuditUnavailable:
-            # Still refused; the caller learns the refusal could not be recorded either.
-            logger.error("audit unavailable while recording a denial of `%s`", call.shown)
-        return exc
+        """Audit a refusal (``refusals.record_refusal``); returns the error to raise."""
+        return await record_refusal(self.audit, call, exc, decision, safe_args)
 
     async def _park(
         self,

@@ -151,7 +151,9 @@ async def _play(steps: Steps, loop: Loop, approve: Approve) -> bool:
     )
     if not ok or run.get("state") != "failed":
         said = run.get("message") or run.get("state")
-        steps.line("build", f"`{loop.job}` did not fail ({said}): nothing to heal (restart the quickstart)")
+        steps.line(
+            "build", f"`{loop.job}` did not fail ({said}): nothing to heal (restart the quickstart)", ok=False
+        )
         return False
     steps.line("build", f"ops.rerun_job {loop.job} → failed: {run.get('message')}")
 
@@ -173,10 +175,15 @@ async def _play(steps: Steps, loop: Loop, approve: Approve) -> bool:
         f"{'.'.join(str(s['source']).split('.')[-2:])} {s['status']}"
         for s in context.get("source_freshness") or []
     )
+    previous = context.get("previous_incidents") or []
+    # Failure memory: how the same failure was fixed before, if it happened before.
+    fixers = [f"{f['agent']} {f['tool']}" for f in (previous[0].get("resolution") or [])] if previous else []
+    before = f" (last fixed by {', '.join(fixers)})" if fixers else ""
     steps.line(
         "context",
         f"ops.get_failure_context → test {node['name']} ({node.get('failing_rows')} failing rows);"
-        f" freshness: {fresh or 'not checked'}; open incidents: {len(context.get('open_incidents') or [])}",
+        f" freshness: {fresh or 'not checked'}; incidents: {len(context.get('open_incidents') or [])} open,"
+        f" {len(previous)} earlier{before}",
     )
 
     column = re.search(r"\((\w+)\)", str(check["check"]))
