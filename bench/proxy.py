@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-fast-path",
         action="store_true",
-        help="let the SDK answer every tools/call, in both eras (server.fast_path: false)",
+        help="no effect (server.fast_path: false; one path per era since the gateway owns its dispatch)",
     )
     parser.add_argument(
         "--rounds",

@@ -63,8 +63,8 @@ class ServerSettings(_Model):
     watch_policy: bool = True
     """Reload policy when its files change (SIGHUP always reloads)."""
     fast_path: bool = True
-    """Answer plain 2026-07-28 ``tools/call`` requests on the lean path (``hotpath.py``); off: the SDK
-    answers every request (same answers, more CPU per call)."""
+    """No effect: each protocol era has one path, the gateway's own dispatch (``http/modern.py``,
+    ``http/legacy.py``); the key is still accepted so existing files load."""
     keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
     """How long an idle HTTP keep-alive connection stays open. Behind a load balancer that pools
     connections, set it above the balancer's idle timeout, so the balancer closes first and never

@@ -45,6 +45,7 @@ from mcp_gateway.http.modern import EraRouter, ModernDoor
 from mcp_gateway.http.session import SessionTable
 from mcp_gateway.identity.agents import AgentStore
 from mcp_gateway.identity.oauth import OAuthVerifier
+from mcp_gateway.policy.history import Trigger
 from mcp_gateway.types import AuditEvent
 
 logger = logging.getLogger(__name__)
@@ -82,15 +83,18 @@ async def _watch_policy(state: AppState, stop: anyio.Event) -> None:
     target = holder.path if holder.path.is_dir() else holder.path.parent
     # The watcher runs in a thread that only notices cancellation through `stop` (else ~4 s to exit).
     async for _changes in awatch(target, debounce=200, step=50, stop_event=stop):
-        await reload_policy(state.gateway)
+        await reload_policy(state.gateway, "watch")
 
 
-async def reload_policy(gateway: Gateway) -> bool:
-    """Reload the policy; audit the outcome. Returns True when the new policy is in force."""
+async def reload_policy(gateway: Gateway, trigger: Trigger = "reload") -> bool:
+    """Reload the policy; audit the outcome. Returns True when the new policy is in force.
+
+    ``trigger`` says what asked (``watch``: a file changed; ``sighup``), for the policy history.
+    """
     # A large policy takes seconds to parse; the event loop keeps serving meanwhile.
     holder = gateway.policy
     previous = holder.version
-    error = await anyio.to_thread.run_sync(holder.reload)
+    error = await anyio.to_thread.run_sync(holder.reload, trigger)
     # `version`: the policy in force after this reload (on error, still the previous one), so
     # every replica's record says which policy it serves (``policy/version.py``).
     where = {"path": str(holder.path), "version": holder.version}
@@ -186,7 +190,7 @@ def create_app(
                 def on_sighup() -> None:
                     # A signal callback runs outside any task, where anyio (through sniffio) cannot
                     # tell which event loop it is on: start a plain asyncio task, which can.
-                    task = loop.create_task(reload_policy(gateway))
+                    task = loop.create_task(reload_policy(gateway, "sighup"))
                     reloads.add(task)
                     task.add_done_callback(reloads.discard)
 
