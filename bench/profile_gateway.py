@@ -10,8 +10,11 @@ belongs to code with a purpose (gateway modules, the SDK's client or server path
 OpenTelemetry), skipping generic libraries (pydantic, json, asyncio, anyio, contextlib...); and to
 a *kind*: the library of the leaf frame (what the CPU was actually doing).
 
-Run: ``python bench/profile_gateway.py [--seconds 10] [--rate 100] [--eras legacy,modern]``
-Needs ``py-spy`` (``.venv/bin/pip install py-spy``). Writes ``bench/results/profile-<timestamp>.txt``.
+Run: ``python bench/profile_gateway.py [--seconds 10] [--rate 100] [--eras legacy,modern] [--flamegraph]``
+Needs ``py-spy`` (``.venv/bin/pip install py-spy``). Writes ``bench/results/profile-<timestamp>.txt``,
+the raw stacks in ``bench/results/profile-<timestamp>/`` (not kept in git) and, with ``--flamegraph``,
+an SVG flame graph of each pass, ``bench/results/flame-<timestamp>-<process>-<era>-<pass>.svg``
+(``flamegraph.py``; open it in a browser, hover a box for its share).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from common import (
     running_stack,
     timestamp,
 )
+from flamegraph import write_svg
 from loadgen import WorkerSpec, default_workers, run_cell, split
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*):(?P<line>\d+)\)$")
@@ -89,14 +93,16 @@ GENERIC_PREFIXES = (
 COMPONENTS: list[tuple[str, str]] = [
     ("mcp_gateway/identity/agents.py", "gateway: auth token lookup (agents.py, sqlite)"),
     ("mcp_gateway/http/app.py", "gateway: http/app.py (MCP handlers)"),
-    (
-        "mcp_gateway/http/lean.py",
-        "gateway: lean tools/call path (checks, JSON, shaping)",
-    ),
-    (
-        "mcp_gateway/http/sessions.py",
-        "gateway: lean tools/call path (checks, JSON, shaping)",
-    ),
+    ("mcp_gateway/http/modern.py", "gateway: http front door (modern.py, legacy.py, session.py)"),
+    ("mcp_gateway/http/legacy.py", "gateway: http front door (modern.py, legacy.py, session.py)"),
+    ("mcp_gateway/http/session", "gateway: http front door (modern.py, legacy.py, session.py)"),
+    ("mcp_gateway/http/methods.py", "gateway: method table (methods.py: validation, result shaping)"),
+    ("mcp_gateway/http/reply.py", "gateway: reply (reply.py: JSON/SSE answer)"),
+    ("mcp_gateway/http/egress.py", "gateway: egress scrubber (egress.py)"),
+    ("mcp_gateway/http/auth.py", "gateway: auth middleware (http/auth.py)"),
+    ("mcp_gateway/core/governed.py", "gateway: governed skeleton (governed.py, result.py)"),
+    ("mcp_gateway/core/result.py", "gateway: governed skeleton (governed.py, result.py)"),
+    ("mcp_gateway/telemetry/", "gateway: telemetry (off: should be ~0)"),
     ("mcp_gateway/wire.py", "gateway: wire JSON (wire.py: orjson)"),
     ("mcp_gateway/core/limits.py", "gateway: limits (argument size and depth, result checks)"),
     ("mcp_gateway/core/state.py", "gateway: vault (SecretsView refresh, sqlite generation check)"),
@@ -184,10 +190,10 @@ WATCH = [
     ("upstream: UpstreamConnection.call", "UpstreamConnection.call"),
     ("SDK client: Client.call_tool", "Client.call_tool"),
     ("SDK client: streamable_http post_writer", "post_writer"),
-    ("SDK server: serve_one (dispatch)", "serve_one"),
-    ("SDK server: _mcp_param_rejection -> tools/list per call", "_mcp_param_rejection"),
-    ("SDK server: _tool_input_schema (tools/list per call)", "_tool_input_schema"),
-    ("SDK server: legacy StreamableHTTPServerTransport", "StreamableHTTPServerTransport"),
+    ("governed: Governor.run", "Governor.run"),
+    ("governed: settle (result check, scrub, digest)", "settle (" + "mcp_gateway/core"),
+    ("egress: whole-message scrubber", "mcp_gateway/http/egress"),
+    ("telemetry (any, off by default)", "mcp_gateway/telemetry"),
     ("SDK server: TransportSecurityMiddleware", "TransportSecurityMiddleware"),
     ("OpenTelemetry (any)", "opentelemetry/"),
     ("pydantic (any)", "/pydantic"),
@@ -406,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eras", default="legacy,modern")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
+        "--flamegraph",
+        action="store_true",
+        help="also write an SVG flame graph of each pass next to its raw stacks",
+    )
+    parser.add_argument(
         "--builtin",
         action="store_true",
         help=f"call the built-in `{BUILTIN_TOOL}` instead of the upstream echo",
@@ -456,7 +467,14 @@ def main(argv: list[str] | None = None) -> int:
                     prof = Profile.load(path)
                     # Only the GIL pass is CPU-like enough to convert shares into ms per call.
                     title = f"{name} [{era}, {'gil' if gil else 'active'}]"
-                    report.append(summarize(prof, title, cpu_ms[name] if gil else None, args.top))
+                    report.append(summarize(prof, title, cpu_ms[name] if gil else None, None, args.top))
+                    if args.flamegraph:
+                        svg = write_svg(
+                            path,
+                            f"{title} {tool} C={args.concurrency} ({stamp})",
+                            RESULTS / f"flame-{stamp}-{path.stem}.svg",
+                        )
+                        report.append(f"flame graph: {svg}")
     text = "\n".join(report) + "\n"
     path = RESULTS / f"profile-{stamp}.txt"
     path.write_text(text, encoding="utf-8")

@@ -6,6 +6,7 @@ check its port (``bind_listener``) at once and fail in well under a second on a 
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from typing import Any
@@ -14,6 +15,26 @@ from mcp_gateway.config import ServerSettings, Settings
 from mcp_gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
+
+GC_YOUNG_THRESHOLD = 20_000
+"""Net new tracked objects (allocations less frees) between two young collections (default 700)."""
+
+
+def settle_heap() -> None:
+    """Take what start-up built out of the cyclic collector's way, and collect less often.
+
+    A call leaves some objects in reference cycles (tasks, futures, cancel scopes, exceptions with
+    their tracebacks) that only the collector frees. At Python's default threshold the collections
+    they triggered, each walking the objects start-up built (models, schemas, the SDK's types), took
+    about 5 % of the gateway's CPU under load (``perf`` at C=8, diet notes); after this, about 1 %.
+    Freezing moves the start-up objects to a generation no collection walks; the higher threshold
+    makes the young collections rarer. Garbage in cycles is still collected, later; nothing here
+    changes what is kept alive.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def proxy_header_options(server: ServerSettings) -> dict[str, Any]:
@@ -103,6 +124,7 @@ def run_gateway(
         http="auto",
         **proxy_header_options(settings.server),
     )
+    settle_heap()
     try:
         uvicorn.Server(config).run(sockets=[listener])
     finally:

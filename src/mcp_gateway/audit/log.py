@@ -20,7 +20,7 @@ back to the worker thread. Commits slower than ``LOOP_BUDGET`` (slow storage) se
 on-loop commits, so a slow disk stalls the loop a few times in a thousand batches, and one hiccup
 of a shared machine's disk does not move commits off the loop.
 
-Create it anywhere, use it from one event loop (any anyio backend), and ``await aclose()`` at
+Create it anywhere, use it from one asyncio event loop (as anyio runs it), and ``await aclose()`` at
 shutdown (or ``async with AuditLog(sink) as log``). Closing the log does not close the sink.
 
 With a ``Checkpointer``, the leader signs a checkpoint of the newest record after a batch that
@@ -45,6 +45,7 @@ import anyio
 from mcp_gateway.audit.checkpointer import Checkpointer
 from mcp_gateway.audit.flood import FailureRecorder
 from mcp_gateway.audit.record import normalize_event
+from mcp_gateway.audit.writer import SinkWriter
 from mcp_gateway.errors import AuditError, AuditUnavailable, AuditWriteError
 from mcp_gateway.telemetry import audit_committed
 from mcp_gateway.types import AuditEvent, AuditRecord, AuditSink, LoopAuditSink
@@ -99,7 +100,7 @@ class AuditLog:
     """Group-committing, fail-closed audit log over ``sink``.
 
     Args:
-        sink: where records are made durable; its ``append`` runs in a worker thread.
+        sink: where records are made durable; its ``append`` runs in a worker thread (``writer.py``).
         max_batch: the most events one transaction takes (one caller's events are never split).
         checkpointer: signs and stores checkpoints; None for none (the vault was sealed).
         commit_on_loop: commit on the event loop when the sink can do so without waiting.
@@ -134,6 +135,7 @@ class AuditLog:
         self._newest: AuditRecord | None = None  # the newest record this log wrote
         self._checkpointed = 0  # the seq of the last checkpoint this log wrote
         self._max_batch = max_batch
+        self._writer = SinkWriter()  # the thread for batches not committed on the loop
         self._queue: deque[_Waiter] = deque()
         self._leading = False  # a leader is writing, or has been promoted and will
         self._closed = False
@@ -230,7 +232,7 @@ class AuditLog:
         try:
             records = self._commit_on_loop(events)
             if records is None:
-                records = await anyio.to_thread.run_sync(self.sink.append, events)
+                records = await self._writer.run(self.sink.append, events)
             if len(records) != len(events):
                 raise AuditError(f"audit sink returned {len(records)} records for {len(events)} events")
         except BaseException as exc:

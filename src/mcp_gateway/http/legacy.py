@@ -52,6 +52,7 @@ from mcp_gateway.http.reply import Reply, event, send_json
 from mcp_gateway.http.session import Session, SessionTable, owner_of
 from mcp_gateway.http.session_methods import SESSION_METHODS, capabilities
 from mcp_gateway.http.session_relay import SessionRelay
+from mcp_gateway.telemetry import inbound
 from mcp_gateway.types import Principal
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,9 @@ class LegacyDoor:
             await send_json(send, 202, b"", headers)
             self._accept(found, kind, decoded)
             return None
-        await self._serve(request, found, decoded, receive, Reply(send, headers, error_status=False))
+        await self._serve(
+            request, found, decoded, receive, Reply(send, headers, ping_after=None, error_status=False)
+        )
         return None
 
     async def _initialize(
@@ -207,12 +210,19 @@ class LegacyDoor:
         served = Served(self.gateway, self.federation, principal, session.version, request_id, reply, session)
         token = CURRENT_RELAY.set(SessionRelay(self.gateway, principal, session, meta, reply))
         call = session.serving(request_id)
-        watch = Watch(receive, call)
+        watch = Watch(receive, call, reply)
         timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
         self.sessions.enter(session)
         answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        facts = inbound(
+            protocol_version=session.version,
+            session_id=session.id,
+            request_id=request_id,
+            meta=meta,
+            headers=request.headers,
+        )
         try:
-            with call:
+            with call, facts:
                 if types.PROTOCOL_VERSION_META_KEY in meta:
                     raise _Refused(types.INVALID_REQUEST, _MODERN_ENVELOPE)
                 admit(method, session.version, params, SESSION_METHODS)

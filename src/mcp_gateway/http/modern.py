@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 import mcp_types as types
@@ -51,6 +51,7 @@ from mcp_gateway.http.calls import ModernRelay
 from mcp_gateway.http.listen import POLL_SECONDS, listen
 from mcp_gateway.http.methods import MODERN_METHODS, Served, admit, error_data, shape
 from mcp_gateway.http.reply import Reply, send_json, send_status, status_of
+from mcp_gateway.telemetry import inbound
 from mcp_gateway.types import Principal
 
 logger = logging.getLogger(__name__)
@@ -84,15 +85,18 @@ def accepts(request: Request) -> tuple[bool, bool]:
 class Watch:
     """Cancels a request when its client disconnects, from a task started on demand."""
 
-    __slots__ = ("_call", "_receive", "_task", "gone")
+    __slots__ = ("_call", "_receive", "_reply", "_task", "gone")
 
-    def __init__(self, receive: Receive, call: anyio.CancelScope) -> None:
+    def __init__(self, receive: Receive, call: anyio.CancelScope, reply: Reply) -> None:
         self._receive = receive
         self._call = call
+        self._reply = reply
         self._task: asyncio.Task[None] | None = None
         self.gone = False
 
     def start(self) -> None:
+        """Watch for a disconnect, and keep the answer alive while the request runs."""
+        self._reply.keep_alive()
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     def stop(self) -> None:
@@ -105,6 +109,21 @@ class Watch:
             pass
         self.gone = True
         self._call.cancel()
+
+
+def _request_of(decoded: Any) -> tuple[int | str, str, dict[str, Any] | None] | None:
+    """``(id, method, params)`` of one JSON-RPC request, else None (as ``JSONRPCRequest`` decides;
+    the common well-formed case is recognised without building the model)."""
+    if isinstance(decoded, dict) and decoded.get("jsonrpc") == "2.0":
+        request_id, method, params = decoded.get("id"), decoded.get("method"), decoded.get("params")
+        plain_id = isinstance(request_id, str | int) and not isinstance(request_id, bool)
+        if plain_id and isinstance(method, str) and (params is None or isinstance(params, dict)):
+            return cast("int | str", request_id), method, params
+    try:
+        message = types.JSONRPCRequest.model_validate(decoded)
+    except ValidationError:
+        return None
+    return message.id, message.method, message.params
 
 
 def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -207,24 +226,24 @@ class ModernDoor:
         if isinstance(decoded, dict) and "id" not in decoded:
             await self._notification(decoded, request, send)
             return
-        try:
-            message = types.JSONRPCRequest.model_validate(decoded)
-        except ValidationError:
+        message = _request_of(decoded)
+        if message is None:
             await _answer(send, _error(None, types.INVALID_REQUEST, _INVALID_BODY))
             return
-        if message.method == LISTEN and not has_sse:
+        request_id, method, params = message
+        if method == LISTEN and not has_sse:
             await send_status(send, 406)
             return
-        rejection = self._ladder(request, decoded, message)
+        rejection = self._ladder(request, decoded, method, params)
         if rejection is not None:
-            await _answer(send, _error(message.id, rejection.code, rejection.message, rejection.data))
+            await _answer(send, _error(request_id, rejection.code, rejection.message, rejection.data))
             return
         principal = scope.get("state", {}).get(PRINCIPAL_KEY)
         if not isinstance(principal, Principal):
             # Unreachable behind AuthMiddleware; refuse rather than guess.
-            await _answer(send, _error(message.id, types.INVALID_REQUEST, "unauthenticated"))
+            await _answer(send, _error(request_id, types.INVALID_REQUEST, "unauthenticated"))
             return
-        await self._serve(principal, message, decoded.get("params"), receive, send)
+        await self._serve(principal, request_id, method, params, receive, send)
 
     async def _notification(self, decoded: dict[str, Any], request: Request, send: Send) -> None:
         """Acknowledge a notification (202) at a served version; this era acts on none."""
@@ -240,7 +259,7 @@ class ModernDoor:
         await send_status(send, 202)
 
     def _ladder(
-        self, request: Request, decoded: dict[str, Any], message: types.JSONRPCRequest
+        self, request: Request, decoded: dict[str, Any], method: str, params: dict[str, Any] | None
     ) -> InboundLadderRejection | None:
         """The routing-header and envelope checks, then a tool call's ``Mcp-Param-*`` headers."""
         headers = request.headers
@@ -252,9 +271,9 @@ class ModernDoor:
         verdict = classify_inbound_request(decoded, headers=dict(headers))
         if isinstance(verdict, InboundLadderRejection):
             return verdict
-        params = message.params or {}
+        params = params or {}
         name, arguments = params.get("name"), params.get("arguments")
-        if message.method != "tools/call" or not isinstance(name, str):
+        if method != "tools/call" or not isinstance(name, str):
             return None
         if arguments is not None and not isinstance(arguments, dict):
             return None  # the params surface refuses it
@@ -267,26 +286,28 @@ class ModernDoor:
     async def _serve(
         self,
         principal: Principal,
-        message: types.JSONRPCRequest,
+        request_id: int | str,
+        method: str,
         params: dict[str, Any] | None,
         receive: Receive,
         send: Send,
     ) -> None:
         """Dispatch; answer, or nothing when the client went away first (the request was cancelled)."""
-        method, request_id = message.method, message.id
         meta = params.get("_meta") if isinstance(params, dict) else None
         version = meta.get(types.PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
-        reply = Reply(send)
+        reply = Reply(send, ping_after=None)
         served = Served(self.gateway, self.federation, principal, str(version), request_id, reply)
         token = CURRENT_RELAY.set(ModernRelay(self.gateway, principal, meta or {}, reply))
         call = anyio.CancelScope()
-        watch = Watch(receive, call)
-        # A watcher per request costs several percent of the path's CPU: most requests end before
-        # WATCH_AFTER; a disconnect after that is noticed at once (the server remembers it).
+        watch = Watch(receive, call, reply)
+        # A watcher (and keep-alive) per request costs several percent of the path's CPU: most
+        # requests end before WATCH_AFTER; a disconnect after that is noticed at once (the server
+        # remembers it).
         timer = asyncio.get_running_loop().call_later(0 if method == LISTEN else WATCH_AFTER, watch.start)
         answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        facts = inbound(protocol_version=str(version), request_id=request_id, meta=meta)
         try:
-            with call:
+            with call, facts:
                 answer["result"] = await self._dispatch(served, method, params)
         except Exception as exc:
             answer["error"] = error_data(exc)

@@ -66,7 +66,8 @@ class Reply:
     Args:
         send: the ASGI ``send`` of the request.
         headers: further response headers (a session's ``Mcp-Session-Id``).
-        ping_after: seconds of silence before the answer becomes a stream (None: never).
+        ping_after: seconds of silence before the answer becomes a stream (None: not until
+            ``keep_alive``).
         error_status: whether an error answered as JSON takes the HTTP status of its code (2026-07-28);
             else 200 (2025-11-25).
     """
@@ -87,7 +88,14 @@ class Reply:
         self.finished = False
         self._timer: asyncio.TimerHandle | None = None
         self._pinger: asyncio.Task[None] | None = None
+        self._ping_after = PING_AFTER
         if ping_after is not None:
+            self.keep_alive(ping_after)
+
+    def keep_alive(self, ping_after: float = PING_AFTER) -> None:
+        """Open the stream and send a comment line after ``ping_after`` seconds of silence, and every
+        ``ping_after`` seconds after, until the answer is finished."""
+        if self._timer is None and self._pinger is None and not self.finished:
             self._ping_after = ping_after
             self._timer = asyncio.get_running_loop().call_later(ping_after, self._start_pinging)
 
