@@ -173,6 +173,21 @@ def test_a_session_cookie_from_before_logout_is_refused(console_gateway: Console
     assert replay.status_code == 303 and replay.headers["location"].endswith("/login")
 
 
+def test_a_session_ends_when_the_admin_token_it_was_opened_with_is_revoked(
+    console_gateway: ConsoleGateway,
+) -> None:
+    record, token = console_gateway.runtime.admins.create("victor")  # a second token of victor's
+    client = client_for(console_gateway)
+    nonce = client.get("/login").text.split('name="nonce" value="', 1)[1].split('"', 1)[0]
+    assert client.post("/login", data={"nonce": nonce, "token": token}).status_code == 303
+    assert client.get("/audit").status_code == 200
+    assert console_gateway.runtime.admins.revoke(record.token_id) == 1
+    after = client.get("/audit")
+    assert after.status_code == 303 and after.headers["location"].endswith("/login")
+    # Victor's other sessions (opened with his other token) are not touched.
+    assert login(console_gateway, "victor").get("/audit").status_code == 200
+
+
 def test_sensitive_arguments_show_as_their_hmac_and_marked(console_gateway: ConsoleGateway) -> None:
     assert not console_gateway.call("note.echo", {"text": "hi", "code": "hunter2-secret"})["is_error"]
     intent = [r for r in console_gateway.audit() if r.tool == "note.echo" and r.kind == "intent"][-1]

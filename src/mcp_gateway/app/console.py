@@ -96,6 +96,7 @@ def with_console(app: ASGIApp, settings: Settings, runtime: Runtime) -> ASGIApp:
         public_key_path=public_key_path(settings),
         mirror_path=checkpoint_mirror_path(settings),
         alerts=runtime.alerts,
+        admin_token_live=runtime.admins.live,
     )
     console = EgressScrubber(create_console(ctx), gateway.secrets.current_redactor)
     return ConsoleMount(app, console, settings.console.path)

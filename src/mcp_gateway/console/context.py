@@ -29,6 +29,8 @@ class ConsoleContext:
         sink: the audit store (read for pages; written through ``gateway.audit``).
         agents: the agent-token store (listed; revoked by admins).
         verify_admin: admin token → admin (``AdminTokens.verify``); raises ``AuthError``.
+        admin_token_live: admin token id → still live (``AdminTokens.live``): a session opened with a
+            token that was revoked or expired since ends; None: not checked.
         sessions: the console's session store (shared by replicas when ``store:`` is set).
         approvals: the approval store, or None (then the approvals page says so).
         pins: the pin store, or None.
@@ -54,4 +56,5 @@ class ConsoleContext:
     public_key_path: Path | None = None
     mirror_path: Path | None = None
     alerts: AlertBoard | None = None
+    admin_token_live: Callable[[str], bool] | None = None
     clock: Clock = field(default=system_clock)

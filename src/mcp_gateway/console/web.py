@@ -140,13 +140,19 @@ class Console:
 
     async def session_of(self, request: Request) -> Session | None:
         """The request's live session, its role as ``console.roles`` says now: a person taken out of
-        the roles since logging in has no session any more (also after a restart)."""
+        the roles since logging in, or whose admin token was revoked or expired since, has no session
+        any more (also after a restart)."""
         session = await anyio.to_thread.run_sync(self.sessions.get, request.cookies.get(COOKIE))
         if session is None:
             return None
         role = self.ctx.settings.roles.get(session.person)
         if role is None:
             return None
+        live = self.ctx.admin_token_live
+        if session.via == "admin_token" and live is not None:
+            # The admin token the person logged in with was revoked or expired: so is the session.
+            if not await anyio.to_thread.run_sync(live, session.token_id):
+                return None
         return session if role == session.role else dataclasses.replace(session, role=role)
 
     def set_cookie(self, request: Request, response: Response, name: str, value: str, max_age: int) -> None:

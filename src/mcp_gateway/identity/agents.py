@@ -206,6 +206,19 @@ class TokenStore:
                 self._cache[key] = (time.monotonic() + self._cache_seconds, name, token_id, expires_at)
         return name, token_id
 
+    def live(self, token_id: str) -> bool:
+        """Whether token ``token_id`` was issued and is neither revoked nor expired (a session opened
+        with it, such as a console login, ends with it).
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        rows = self._db.read(self._q["check"], (token_id,))
+        if not rows:
+            return False
+        expires_at, revoked_at = rows[0][3], rows[0][4]
+        return revoked_at is None and (expires_at is None or expires_at > self._clock())
+
     def list(self) -> list[AgentRecord]:
         """Every token issued (ids and dates; never a secret or a hash), by name then age."""
         return [AgentRecord(*row) for row in self._db.read(self._q["list"])]
