@@ -184,3 +184,19 @@ def test_quickstart_postgres_names_an_unreachable_database_or_a_missing_dbt_in_o
     )
     assert [r.stderr.count("\n") for r in (unreachable, no_dbt)] == [1, 1]
     assert not directory.exists()
+
+
+def test_quickstart_takes_the_dsn_from_the_environment_so_a_password_stays_off_argv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = "hunter3-not-shown"
+    monkeypatch.setenv(
+        "MCP_GATEWAY_DEMO_POSTGRES",
+        f"host=127.0.0.1 port={free_port()} user=postgres password={password} dbname=test",
+    )
+    directory = tmp_path / "demo"
+    result = _run("quickstart", "--dir", str(directory), "--no-serve", "--dbt", str(DBT))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: cannot reach PostgreSQL at 127.0.0.1:")
+    assert password not in result.stderr + result.stdout
+    assert not directory.exists()

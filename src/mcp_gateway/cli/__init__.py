@@ -126,7 +126,12 @@ def quickstart(
         typer.Option(
             "--postgres",
             metavar="DSN",
-            help="also set up the self-healing loop (`demo heal`) on this PostgreSQL with dbt Core",
+            envvar="MCP_GATEWAY_DEMO_POSTGRES",
+            show_envvar=True,
+            help=(
+                "also set up the self-healing loop (`demo heal`) on this PostgreSQL with dbt Core"
+                " (a DSN with a password: pass it in the environment variable, not on the command line)"
+            ),
         ),
     ] = None,
     postgres_schema: Annotated[
