@@ -210,3 +210,29 @@ async def test_no_audit_no_incident(
         await monitors.run_once("revenue_nulls")
     assert incidents.open_of("revenue_nulls") is None and told.lines == []
     sink.close()
+
+
+async def test_a_measured_value_holding_a_vault_secret_is_scrubbed_before_it_is_recorded_stored_or_told(
+    registry: WarehouseRegistry, incidents: IncidentStore, audit: AuditLog
+) -> None:
+    from mcp_gateway.redact import Redactor
+
+    secret = "sk-live-0a1b2c3d4e5f"
+    table = registry.get("lake")._catalog.load_table(("s", "revenue"))  # type: ignore[attr-defined]
+    table.append(pa.table({"id": [9], "cur": [secret]}, schema=SCHEMA))
+    redactor = Redactor.from_secrets([SecretValue("fx-key", secret.encode())])
+    told = Told()
+    leaky = MonitorSettings(table=TABLE, checks=(Check(metric="max", column="cur", max=0),))
+    monitors = MonitorService(
+        {"max_cur": leaky},
+        measure=ProductionMeasure(registry, dict),
+        incidents=incidents,
+        audit=audit,
+        notify=told,
+        redactor=lambda: redactor,
+    )
+    incident = await monitors.run_once("max_cur")
+    assert incident is not None and incident.failing[0]["value"] == "[REDACTED:fx-key]"
+    (record,) = audit.sink.query(kind="incident")
+    written = repr(record) + repr(incidents.get(incident.id)) + " ".join(told.lines)
+    assert secret not in written and "[REDACTED:fx-key]" in written

@@ -57,7 +57,12 @@ def quality_services(settings: Settings, gateway: Gateway, incidents: IncidentSt
 
         notify = post
     service = MonitorService(
-        settings.monitors, measure=measure, incidents=incidents, audit=gateway.audit, notify=notify
+        settings.monitors,
+        measure=measure,
+        incidents=incidents,
+        audit=gateway.audit,
+        notify=notify,
+        redactor=gateway.secrets.current_redactor,
     )
 
     async def run() -> None:

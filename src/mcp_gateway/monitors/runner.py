@@ -27,6 +27,7 @@ from mcp_gateway.errors import AuditUnavailable, GatewayError
 from mcp_gateway.incidents.model import Fix, Incident
 from mcp_gateway.incidents.store import IncidentStore, new_id
 from mcp_gateway.monitors.config import MonitorSettings
+from mcp_gateway.redact import EMPTY, Redactor
 from mcp_gateway.types import AuditEvent, AuditRecord
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class MonitorService:
         audit: the audit log (every state change is recorded there first).
         notify: posts a line to humans; None: nobody is told.
         clock: epoch seconds (tests pass a fake one).
+        redactor: the vault's current redactor (measured values are scrubbed with it).
     """
 
     def __init__(
@@ -63,8 +65,10 @@ class MonitorService:
         audit: AuditLog,
         notify: Notify | None = None,
         clock: Callable[[], float] = time.time,
+        redactor: Callable[[], Redactor] = lambda: EMPTY,
     ) -> None:
         self.monitors = dict(monitors)
+        self._redactor = redactor
         self._measure = measure
         self._incidents = incidents
         self._audit = audit
@@ -99,7 +103,9 @@ class MonitorService:
             await self._record(name, spec, "error", {"error": type(exc).__name__, "message": str(exc)})
             logger.warning("monitor %s: cannot measure `%s`: %s", name, spec.table, exc)
             return None
-        failing = [r for r in results if not r.get("passed")]
+        # A measured value can be a column's value (``min``/``max``): scrubbed before it is recorded,
+        # stored or told, like anything else the gateway writes down.
+        failing, _ = self._redactor().scrub_json([r for r in results if not r.get("passed")])
         current = await anyio.to_thread.run_sync(self._incidents.open_of, name)
         if failing:
             return await self._failing(name, spec, failing, current)
