@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mcp_gateway.identity.console import ROLE_RANK, ConsoleRole
-from mcp_gateway.storage.database import Database, PostgresDatabase, SQLiteDatabase
+from mcp_gateway.storage.database import Database, PostgresDatabase, open_sqlite
 from mcp_gateway.storage.migrate import Migration
 from mcp_gateway.types import Clock, system_clock
 
@@ -247,15 +247,6 @@ def open_session_store(
         pg.setup("console_sessions", MIGRATIONS, create=True)
         db = pg
     else:
-        lite = SQLiteDatabase(data_dir / STORE_FILE, what="console session")
-        try:
-            with lite.tx() as cur:
-                for text in lite.prepare(
-                    {str(i): s for i, s in enumerate(_CREATE)}, _TABLES, _NAMES
-                ).values():
-                    cur.execute(text)
-        except BaseException:
-            lite.close()
-            raise
-        db = lite
+        where = data_dir / STORE_FILE
+        db = open_sqlite(where, what="console session", statements=_CREATE, tables=_TABLES, names=_NAMES)
     return SessionStore(db, lifetime, max_sessions, clock)

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import anyio
 
-from mcp_gateway.storage.database import Database, PostgresDatabase, SQLiteDatabase
+from mcp_gateway.storage.database import Database, PostgresDatabase, open_sqlite
 from mcp_gateway.storage.migrate import Migration
 
 __all__ = [
@@ -145,16 +145,7 @@ class SQLiteSpentStates(SQLSpentStates):
     """
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        db = SQLiteDatabase(path, what="request state")
-        try:
-            with db.tx() as cur:
-                for statement in db.prepare(
-                    {str(i): text for i, text in enumerate(_CREATE)}, _TABLES, _NAMES
-                ).values():
-                    cur.execute(statement)
-        except BaseException:
-            db.close()
-            raise
+        db = open_sqlite(path, what="request state", statements=_CREATE, tables=_TABLES, names=_NAMES)
         super().__init__(db, clock)
 
 

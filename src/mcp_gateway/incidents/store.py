@@ -16,7 +16,7 @@ from typing import Any
 
 from mcp_gateway.errors import StoreError
 from mcp_gateway.incidents.model import Fix, Incident
-from mcp_gateway.storage.database import Database, PostgresDatabase, SQLiteDatabase
+from mcp_gateway.storage.database import Database, PostgresDatabase, open_sqlite
 from mcp_gateway.storage.migrate import Migration
 
 _COLUMNS = (
@@ -181,8 +181,4 @@ def open_incident_store(
         return IncidentStore(pg)
     if path is None:
         raise StoreError("the incident store needs a file or a PostgreSQL database")
-    lite = SQLiteDatabase(path, what="incident")
-    with lite.tx() as cur:
-        for statement in lite.prepare({str(i): s for i, s in enumerate(_CREATE)}, _TABLES, _NAMES).values():
-            cur.execute(statement)
-    return IncidentStore(lite)
+    return IncidentStore(open_sqlite(path, what="incident", statements=_CREATE, tables=_TABLES, names=_NAMES))

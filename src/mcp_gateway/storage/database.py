@@ -136,6 +136,31 @@ class SQLiteDatabase:
                 self.connection.close()
 
 
+def open_sqlite(
+    path: Path,
+    *,
+    what: str,
+    statements: Sequence[str],
+    tables: Mapping[str, str],
+    names: Mapping[str, str] | None = None,
+) -> SQLiteDatabase:
+    """A store's SQLite file with its tables: ``statements`` (its migration text, ``IF NOT EXISTS``)
+    run in one transaction; the connection is closed again if they fail.
+
+    Raises:
+        StoreError: the file cannot be opened or set up.
+    """
+    db = SQLiteDatabase(path, what=what)
+    try:
+        with db.tx() as cur:
+            for text in db.prepare({str(i): q for i, q in enumerate(statements)}, tables, names).values():
+                cur.execute(text)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def describe_pg_error(exc: Exception, dsn: str) -> str:
     """What went wrong, fit for a message: the error class and SQLSTATE; for a connection failure also
     libpq's first line (which says why: refused, unknown host, authentication), with the DSN's

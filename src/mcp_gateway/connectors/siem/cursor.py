@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mcp_gateway.errors import StoreError
-from mcp_gateway.storage.database import Database, PostgresDatabase, SQLiteDatabase
+from mcp_gateway.storage.database import Database, PostgresDatabase, open_sqlite
 from mcp_gateway.storage.migrate import Migration
 
 __all__ = [
@@ -130,14 +130,7 @@ class SQLiteCursorStore(SQLCursorStore):
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
-        db = SQLiteDatabase(path, what="siem cursor")
-        try:
-            with db.tx() as cur:
-                for statement in db.prepare({str(i): q for i, q in enumerate(_CREATE)}, _TABLES).values():
-                    cur.execute(statement)
-        except BaseException:
-            db.close()
-            raise
+        db = open_sqlite(path, what="siem cursor", statements=_CREATE, tables=_TABLES)
         super().__init__(db, clock)
 
 
