@@ -22,7 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from mcp_gateway.app.runner import proxy_header_options
+from mcp_gateway.app.runner import http_protocol, proxy_header_options
 from mcp_gateway.app.wiring import Runtime, build_runtime, key_file_path, open_agents, open_vault
 from mcp_gateway.config import Settings
 from mcp_gateway.http.app import create_app
@@ -255,6 +255,7 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
                 port=port,
                 log_level="warning",
                 lifespan="on",
+                http=http_protocol(),  # what `mcp-gateway serve` runs
                 **proxy_header_options(settings.server),
             )
         )

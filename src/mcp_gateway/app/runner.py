@@ -37,6 +37,15 @@ def settle_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+def http_protocol() -> Any:
+    """uvicorn's ``http`` setting: the one-write httptools protocol, or uvicorn's choice without httptools."""
+    try:
+        from mcp_gateway.app.one_write import OneWriteHttpTools
+    except ImportError:  # no httptools on this platform: uvicorn falls back to h11
+        return "auto"
+    return OneWriteHttpTools
+
+
 def proxy_header_options(server: ServerSettings) -> dict[str, Any]:
     """uvicorn's forwarded-header handling for ``server.trusted_proxies``.
 
@@ -119,9 +128,10 @@ def run_gateway(
         # Logging is configured by telemetry.py; uvicorn must not replace it.
         log_config=None,
         lifespan="on",
-        # uvloop and httptools when installed (they are dependencies on Linux and macOS).
+        # uvloop and httptools when installed (they are dependencies on Linux and macOS); with
+        # httptools, one socket write per answer (``one_write.py``).
         loop="auto",
-        http="auto",
+        http=http_protocol(),
         **proxy_header_options(settings.server),
     )
     settle_heap()
