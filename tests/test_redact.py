@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_gateway.redact import Redactor, Span
+from mcp_gateway.redact import Redactor, Span, encoded_forms
 from mcp_gateway.types import SecretValue
 
 secret_text = st.text(
@@ -152,3 +153,43 @@ def test_joining_lines_finds_a_value_split_across_lines_only_when_asked() -> Non
     text = "value: hunter2.\n  but/longer\n"
     assert redactor.find(text) == []
     assert redactor.find(text, join_lines=True) == [Span(7, 28, "[REDACTED:k]")]
+
+
+# Characters that JSON escapes or that make ``find`` search decoded views, among plain ones.
+_TRICKY = st.sampled_from(
+    ['"', "\\", "\n", "\t", "\x00", "\x1f", "%", "&", "&#104;", "%68", "\\u0068", "é", "\u2028"]
+)
+
+
+@st.composite
+def _json_with_secret(draw: st.DrawFn) -> tuple[Redactor, Any]:
+    secret = draw(st.one_of(secret_text, st.text(alphabet='ab"\\\n%&é\x01-', min_size=6, max_size=12)))
+    redactor = Redactor.from_secrets([SecretValue("k", secret.encode())])
+    forms = sorted(encoded_forms(secret.encode()))
+    piece = st.one_of(noise, _TRICKY, st.sampled_from(forms) if forms else noise)
+    text = st.lists(piece, max_size=4).map("".join)
+    leaves = st.one_of(st.none(), st.booleans(), st.integers(), text)
+    value = draw(
+        st.recursive(
+            leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3)
+        )
+    )
+    return redactor, value
+
+
+@given(case=_json_with_secret(), ensure_ascii=st.booleans())
+def test_json_text_found_clean_means_the_walk_would_change_nothing(
+    case: tuple[Redactor, Any], ensure_ascii: bool
+) -> None:
+    redactor, value = case
+    if redactor.clean_json(json.dumps(value, ensure_ascii=ensure_ascii, sort_keys=True)):
+        assert redactor.scrub_json(value) == (value, 0)
+
+
+def test_clean_json_says_clean_only_for_plain_text_without_a_secret() -> None:
+    redactor = Redactor.from_secrets([SecretValue("api", b"tok-123456789")])
+    assert redactor.clean_json(json.dumps({"content": [{"type": "text", "text": "hello"}]}))
+    assert not redactor.clean_json(json.dumps({"k": ["Bearer tok-123456789"]}))
+    assert not redactor.clean_json(json.dumps({"k": "line\nbreak"}))  # escapes: walk to be sure
+    assert not redactor.clean_json(json.dumps({"k": "100%"}))
+    assert Redactor.from_secrets([]).clean_json(json.dumps({"k": "x\n"}))

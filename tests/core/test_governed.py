@@ -16,6 +16,7 @@ import pytest
 
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
+from mcp_gateway.core import result
 from mcp_gateway.core.exchange import Exchange, Granted, ResultRule
 from mcp_gateway.core.governed import Governor
 from mcp_gateway.core.limits import LimitExceeded, LimitSettings
@@ -25,6 +26,7 @@ from mcp_gateway.policy.load import parse_policy_text
 from mcp_gateway.quotas.gate import StoreQuotaGate
 from mcp_gateway.quotas.model import QuotaExceeded
 from mcp_gateway.quotas.store import SQLiteQuotaStore
+from mcp_gateway.redact import Redactor
 from mcp_gateway.types import Decision, Principal
 from mcp_gateway.vault.crypto import Keyring, MasterKey
 from mcp_gateway.vault.service import Vault
@@ -319,3 +321,60 @@ async def test_arguments_nested_past_any_parser_are_refused_by_the_limit_before_
     with pytest.raises(LimitExceeded, match="deep"):
         await _run(governor, "tools/call", key, {"text": deep}, types.CallToolResult, {"content": []})
     assert [(r.kind, r.status) for r in _records(governor)] == [("denied", "limit_exceeded")]
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"content": [{"type": "text", "text": "plain"}]},
+        {"content": [{"type": "text", "text": f"key {SECRET}"}]},
+        {"content": [{"type": "text", "text": f"a\nb\\ {SECRET}"}], "structuredContent": {"k": "100%"}},
+        {"content": [{"type": "text", "text": "a\ud800"}]},
+        {"content": [], "structuredContent": _deep(70)},
+        {"content": [{"type": "text", "text": "[{" * 50}]},
+        {"content": [], "structuredContent": {"rows": [{"i": i} for i in range(70)]}},
+        {"content": [], "structuredContent": {"rows": [{"i": i} for i in range(70)] + [{"k": SECRET}]}},
+        {"content": [{"type": "text", "text": "z" * 3_000}]},
+        {"content": "not a list"},
+    ],
+    ids=[
+        "clean",
+        "secret",
+        "escaped-secret",
+        "surrogate",
+        "too-deep",
+        "brackets",
+        "many-objects",
+        "many-objects-and-a-secret",
+        "oversize",
+        "garbage",
+    ],
+)
+async def test_an_answer_settles_the_same_with_or_without_the_shortcuts_over_its_json_text(
+    governor: Governor, monkeypatch: pytest.MonkeyPatch, payload: dict[str, Any]
+) -> None:
+    async def settle_once() -> tuple[Any, dict[str, Any]]:
+        answer = await governor.run(
+            Exchange(AGENT, "tools/call", "up.echo", {"text": "hi"}),
+            _act(payload),
+            ResultRule(types.CallToolResult, oversize="truncate", failure="result"),
+        )
+        outcome = _records(governor)[-1]
+        assert outcome.kind == "outcome"
+        detail = {k: v for k, v in outcome.detail.items() if k != "latency_ms"}
+        return answer.model_dump(mode="json"), {"status": outcome.status, **detail}
+
+    fast = await settle_once()
+    # The walks the shortcuts stand in for: every string scrubbed, the result checked in Python.
+    monkeypatch.setattr(result, "_encoded", lambda *_: None)
+    monkeypatch.setattr(Redactor, "clean_json", lambda *_: False)
+    slow = await settle_once()
+    assert fast == slow
+    assert SECRET not in str(fast)

@@ -17,6 +17,7 @@ from mcp_gateway.core.limits import (
     result_problem,
     truncate_result,
 )
+from mcp_gateway.errors import CallRefused
 
 POLICY = """\
 version: 1
@@ -77,6 +78,36 @@ def _nested(levels: int) -> Any:
     for i in range(levels):
         value = {"k": value} if i % 2 else [value]
     return value
+
+
+def _levels(n: int) -> Any:
+    """Exactly ``n`` levels of objects and arrays."""
+    value: Any = "leaf"
+    for i in range(n):
+        value = {"k": value} if i % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("arguments", "refusal"),
+    [
+        ({"a": _levels(31)}, None),
+        ({"a": _levels(32)}, "nested deeper than 32"),
+        ({"a": _levels(5), "b": "[{" * 100}, None),  # brackets inside strings nest nothing
+        ({"a": _levels(32), "b": "\ud800"}, "nested deeper than 32"),  # too deep is said first
+        ({"a": "\ud800"}, "not valid unicode"),
+    ],
+    ids=["at-the-limit", "past-the-limit", "brackets-in-text", "deep-and-surrogate", "surrogate"],
+)
+def test_arguments_within_the_limits_come_back_as_their_json_text(
+    arguments: dict[str, Any], refusal: str | None
+) -> None:
+    if refusal is not None:
+        with pytest.raises(CallRefused, match=refusal):
+            check_arguments(arguments, LimitSettings())
+    else:
+        text = check_arguments(arguments, LimitSettings())
+        assert text == json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
+from conftest import GatewayFactory
 from mcp_gateway.app.wiring import open_admins, open_agents
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import AuthError, GatewayError, StoreError
@@ -222,3 +224,72 @@ def test_the_sqlite_stores_stay_the_default(tmp_path: Path) -> None:
     finally:
         agents.close()
         admins.close()
+
+
+def test_a_sqlite_verification_is_reused_only_while_nothing_else_wrote_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    gateway_side = SQLiteAgentStore(tmp_path / "agents.db", clock=clock)
+    cli_side = SQLiteAgentStore(tmp_path / "agents.db", clock=clock)  # another connection
+    try:
+        _, token = cli_side.create("etl-bot", expires_at=clock.now + 60)
+        _, other = cli_side.create("other-bot")
+        assert gateway_side.verify(token).agent == "etl-bot"
+        lookups: list[str] = []
+        lookup = gateway_side._lookup
+        monkeypatch.setattr(gateway_side, "_lookup", lambda t: lookups.append(t) or lookup(t))
+        assert gateway_side.verify(token).agent == "etl-bot"
+        assert lookups == []  # remembered: no SELECT, no salted hash
+        cli_side.revoke("etl-bot")
+        with pytest.raises(AuthError, match="revoked"):  # the very next verification
+            gateway_side.verify(token)
+        assert gateway_side.verify(other).agent == "other-bot"
+        clock.now += 3600
+        _, fresh = cli_side.create("late-bot", expires_at=clock.now + 60)
+        assert gateway_side.verify(fresh).agent == "late-bot"
+        clock.now += 61
+        with pytest.raises(AuthError, match="expired"):  # expiry is checked on a remembered one too
+            gateway_side.verify(fresh)
+    finally:
+        gateway_side.close()
+        cli_side.close()
+
+
+def test_a_revocation_by_the_cli_process_refuses_the_next_request_and_is_audited(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = make_gateway("version: 1\nagents: {}\n")
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {gw.tokens['agent-a']}",
+    }
+
+    def status() -> int:
+        return httpx.post(gw.url, json=body, headers=headers, timeout=10).status_code
+
+    assert status() == 200
+    assert status() == 200  # remembered now
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
+    cli = [sys.executable, "-c", "from mcp_gateway.cli import main; main()"]
+    revoked = subprocess.run(
+        [*cli, "agents", "revoke", "agent-a", "-c", str(gw.config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert status() == 401
+    failure = gw.audit()[-1]
+    assert failure.kind == "auth_failure" and failure.detail["reason"] == "revoked token"

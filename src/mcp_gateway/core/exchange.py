@@ -18,6 +18,7 @@ from mcp_gateway.types import AuditEvent, Decision, Principal
 M = TypeVar("M", bound=BaseModel)
 """The type of an answer (a ``CallToolResult``, a ``ReadResourceResult``, ...)."""
 MAX_SHOWN = 300  # what we record of an untrusted name or URI
+_UNDECIDED = Decision("deny", (), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,9 @@ class Call:
     shown: str
     redactor: Redactor
     safe_args: Mapping[str, Any] = field(default_factory=dict)
-    decision: Decision = field(default_factory=lambda: Decision("deny", (), ()))
+    decision: Decision = field(default=_UNDECIDED)  # frozen: one shared default
+    encoded_args: str | None = None
+    """The arguments' JSON text once the limits passed them (``check_arguments``)."""
 
     def record(self, safe_args: Mapping[str, Any], decision: Decision) -> None:
         self.safe_args = safe_args

@@ -128,17 +128,24 @@ class Gateway:
         """``catalog().get(name)`` without building the whole catalog (once or twice per call)."""
         if self.pins is not None and name in self.pins.blocked:
             return None
-        found = [spec for up in self.upstreams.values() if (spec := up.tools.get(name)) is not None]
         builtin = self._builtins.get(name)
-        if builtin is not None:
-            found.append(builtin[0])
-        # A name two sources offer is offered by neither: which one acts must never be a guess.
-        return found[0] if len(found) == 1 else None
+        found = builtin[0] if builtin is not None else None
+        for up in self.upstreams.values():  # a loop, not a list: this runs two or three times a call
+            spec = up.tools.get(name)
+            if spec is not None:
+                if found is not None:
+                    # A name two sources offer is offered by neither: which one acts must never be a guess.
+                    return None
+                found = spec
+        return found
 
     def upstream_of(self, name: str) -> UpstreamConnection | None:
         """The upstream whose prefix ``name`` carries (the longest, when prefixes nest)."""
-        matches = [up for up in self.upstreams.values() if name.startswith(up.prefix)]
-        return max(matches, key=lambda up: len(up.prefix), default=None)
+        best: UpstreamConnection | None = None
+        for up in self.upstreams.values():  # the first of the longest, as `max` would pick
+            if name.startswith(up.prefix) and (best is None or len(up.prefix) > len(best.prefix)):
+                best = up
+        return best
 
     def _tool(self, spec: ToolSpec, redactor: Redactor) -> types.Tool:
         # Upstream definitions are untrusted text: a malicious upstream can put secrets in a

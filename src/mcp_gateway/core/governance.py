@@ -90,11 +90,9 @@ def approval_reasons(governance: GrantGovernance, arguments: Mapping[str, Any], 
     reasons: list[str] = []
     if governance.approval_required:
         reasons.append("policy requires approval for every call")
-    reasons.extend(
-        f"approval condition `{rule.id}` matched"
-        for rule in governance.approval_rules
-        if deny_rule_fires(rule, arguments)
-    )
+    for rule in governance.approval_rules:  # a loop: most grants have none, and this runs every call
+        if deny_rule_fires(rule, arguments):
+            reasons.append(f"approval condition `{rule.id}` matched")
     if governance.tool_conditions and not builtin:
         reasons.append("policy has approval conditions this upstream tool cannot evaluate")
     return reasons

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,9 @@ from mcp_gateway.types import Decision
 
 logger = logging.getLogger(__name__)
 
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))  # the variant and version bits
+_UUID4_SET = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant, version 4
+
 
 @dataclass
 class Governor:
@@ -125,7 +128,8 @@ class Governor:
             AuditUnavailable: the intent or outcome could not be recorded (nothing acted / no answer).
             UpstreamError: the act failed under a ``raise`` rule (after the outcome is audited).
         """
-        call_id = uuid.uuid4().hex
+        # What `uuid.uuid4().hex` gives, without building a `UUID` (three Python calls per exchange).
+        call_id = f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
         redactor = self.secrets.redactor()  # one per exchange: each refresh is a store query
         shown = redactor.scrub_text(exchange.target[:MAX_SHOWN])
         with trace_exchange(
@@ -140,7 +144,7 @@ class Governor:
                 try:
                     await self._pinned(call)
                     if prepare is not None:
-                        await self._guard(call, lambda: prepare(exchange))
+                        await self._guard(call, prepare)
                     parked = await self._approval(call, governance, rule)
                     if parked is not None:
                         traced.parked()
@@ -161,7 +165,11 @@ class Governor:
         exchange = call.exchange
         principal = exchange.principal
         policy = self.policy.policy
-        safe_args, _ = call.redactor.scrub_json(dict(exchange.arguments))
+        encoded = call.encoded_args
+        if encoded is not None and call.redactor.clean_json(encoded):
+            safe_args: Mapping[str, Any] = dict(exchange.arguments)  # nothing to scrub: one search
+        else:
+            safe_args = call.redactor.scrub_json(dict(exchange.arguments))[0]
         if authorize is not None:
             decision = authorize(exchange)
             call.record(safe_args, decision)
@@ -169,15 +177,16 @@ class Governor:
                 raise await self._refuse(call, call.unavailable())
             return GrantGovernance()
         scopes = principal.scopes if principal.source == "oauth" else None
-        decision = evaluate(policy, principal.agent, exchange.policy_key, exchange.arguments, scopes=scopes)
-        sensitive = sensitive_args(policy, principal.agent, exchange.policy_key)
+        key = exchange.policy_key
+        decision = evaluate(policy, principal.agent, key, exchange.arguments, scopes=scopes)
+        sensitive = sensitive_args(policy, principal.agent, key)
         if sensitive:
             # Values marked sensitive reach the audit store only as keyed HMACs, and no reason quotes them.
             safe_args = mask_sensitive(safe_args, sensitive, self.audit_hmac_key, values=exchange.arguments)
             decision = withhold_reasons(decision, sensitive)
         call.record(safe_args, decision)
         if not decision.allowed:
-            if not is_granted(policy, principal.agent, exchange.policy_key, scopes=scopes):
+            if not is_granted(policy, principal.agent, key, scopes=scopes):
                 raise await self._refuse(call, call.unavailable())
             reasons = "; ".join(call.redactor.scrub_text(r) for r in decision.reasons) or "denied"
             raise await self._refuse(call, PolicyDenied(f"denied by policy: {reasons}", decision.rule_ids))
@@ -189,7 +198,7 @@ class Governor:
     async def _limits(self, call: Call) -> None:
         try:
             # Before anything walks the arguments: a deep or huge value is refused, not parsed.
-            check_arguments(call.exchange.arguments, self.limits)
+            call.encoded_args = check_arguments(call.exchange.arguments, self.limits)
         except (LimitExceeded, InvalidArguments) as exc:
             raise await self._refused_by_limit(call, exc) from None
 
@@ -203,9 +212,9 @@ class Governor:
         omitted = {"_omitted": "not recorded: the call was refused by a limit"}
         return await self._refuse(call, exc, Decision("deny", (), (str(exc),)), omitted)
 
-    async def _guard(self, call: Call, check: Callable[[], Awaitable[None] | None]) -> None:
+    async def _guard(self, call: Call, check: Prepare) -> None:
         try:
-            if (pending := check()) is not None:  # a coroutine when the check waits on a store
+            if (pending := check(call.exchange)) is not None:  # a coroutine when it waits on a store
                 await pending
         except UnknownTarget:
             raise await self._refuse(call, call.unavailable()) from None

@@ -108,22 +108,38 @@ def _encodes(text: str) -> bool:
     return True
 
 
-def check_arguments(arguments: Mapping[str, Any], limits: LimitSettings) -> None:
-    """Refuse arguments that are too deep or too large.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` without building an encoder per call
+(it keeps no state between calls)."""
+
+
+def check_arguments(arguments: Mapping[str, Any], limits: LimitSettings) -> str:
+    """Refuse arguments that are too deep or too large; return their compact JSON text
+    (``ensure_ascii=False``), which ``Redactor.clean_json`` can search.
 
     Raises:
         LimitExceeded: naming the limit and its value, never the arguments.
     """
-    depth = json_depth(arguments, limit=limits.max_json_depth)
-    if depth > limits.max_json_depth:
-        raise LimitExceeded(f"arguments are nested deeper than {limits.max_json_depth} levels")
+    max_depth = limits.max_json_depth
     try:
-        size = len(json.dumps(arguments, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        text = _COMPACT.encode(arguments)
+    except (TypeError, ValueError, RecursionError):
+        text = None  # the walk below decides first, as it always did (deep before anything else)
+    # Each object or array writes one `{` or `[`: with no more of them, nothing is nested deeper, and
+    # the walk (a dozen Python calls on every call) is skipped. The C encoder stops at its own depth.
+    if text is None or text.count("{") + text.count("[") > max_depth:
+        if json_depth(arguments, limit=max_depth) > max_depth:
+            raise LimitExceeded(f"arguments are nested deeper than {max_depth} levels")
+        if text is None:
+            text = _COMPACT.encode(arguments)
+    try:
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except UnicodeEncodeError:
         # JSON allows "\ud800"; Unicode does not. Refuse it here rather than fail deeper in the path.
         raise InvalidArguments("arguments are not valid unicode (a lone surrogate)") from None
     if size > limits.max_argument_bytes:
         raise LimitExceeded(f"arguments are {size} bytes, above the limit of {limits.max_argument_bytes}")
+    return text
 
 
 def truncate_result(

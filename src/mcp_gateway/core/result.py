@@ -34,16 +34,26 @@ async def settle(
     if isinstance(meta, dict) and types.SERVER_INFO_META_KEY in meta:
         # The upstream's name for itself: toward the agent the gateway is the server (and says so).
         payload = {**payload, "_meta": {k: v for k, v in meta.items() if k != types.SERVER_INFO_META_KEY}}
-    problem = result_problem(payload, max_depth=limits.max_result_depth)
-    if problem is not None:
-        payload, status = failed(f"{where} answered {problem}"), "upstream_error"
-        if rule.failure == "raise":
-            await outcome(status)
-            raise UpstreamError(f"{where} answered {problem}")
+    max_depth = limits.max_result_depth
+    known = _encoded(payload)
+    # Each object or array writes one `{` or `[` (strings may add more): no more of them than
+    # max_depth, no deeper nesting, and the walk is skipped.
+    if known is None or known[0].count("{") + known[0].count("[") > max_depth:
+        problem = result_problem(payload, max_depth=max_depth)
+        if problem is not None:
+            payload, status, known = failed(f"{where} answered {problem}"), "upstream_error", None
+            if rule.failure == "raise":
+                await outcome(status)
+                raise UpstreamError(f"{where} answered {problem}")
     # Taken now, not at the start: a secret written meanwhile is known to this redactor.
     after = secrets.redactor()
-    scrubbed, redactions = after.scrub_json(payload)
-    encoded = canonical(scrubbed)  # its size is the compact JSON's: sorting keys changes no length
+    if known is not None and after.clean_json(known[0]):
+        # Nothing to scrub (the common case): the answer as it came, its encoding already made.
+        scrubbed, redactions, encoded = payload, 0, known[1]
+    else:
+        scrubbed, redactions = after.scrub_json(payload)
+        # Its size is the compact JSON's: sorting keys changes no length.
+        encoded = known[1] if known is not None and not redactions else canonical(scrubbed)
     extra: dict[str, Any] = {}
     if facts:
         # Before/after images, snapshot ids, run ids: scrubbed like the result they describe.
@@ -82,6 +92,20 @@ async def settle(
         **extra,
     )
     return answer
+
+
+def _encoded(payload: dict[str, Any]) -> tuple[str, bytes] | None:
+    """The canonical JSON text and bytes of ``payload``; None when it is not JSON, holds a lone
+    surrogate or is too deep to encode (then ``result_problem`` decides, with its exact message).
+
+    Made anyway for the digest; the text lets the checks skip their Python walks (``settle``). A
+    lone surrogate in any string or key is written as bytes that strict UTF-8 decoding refuses.
+    """
+    try:
+        encoded = canonical(payload)
+        return encoded.decode("utf-8"), encoded
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 # --- refusals and approvals -----------------------------------------------------------------

@@ -189,7 +189,12 @@ class SecretsView:
         return self._redactor
 
     def redactor(self) -> Redactor:
+        """The redactor for every value the vault holds now (asks the store whether anything changed:
+        one ``PRAGMA data_version`` on SQLite; twice per governed call)."""
+        vault = self.vault
         try:
+            if vault.sealed or vault.generation() == self._generation:
+                return self._redactor  # unchanged: `_refresh` would return at once
             self._refresh()
         except IntegrityError as exc:
             # Once per store generation, not once per call: the same failure would flood the log.

@@ -183,11 +183,26 @@ class TokenStore:
         hit = self._remembered(token)
         if hit is not None:
             return hit
+        name, token_id, expires_at = self._lookup(token)
+        if self._cache_seconds:
+            key = hashlib.sha256(token.encode("ascii")).digest()
+            with self._cache_lock:
+                if len(self._cache) >= _CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[key] = (time.monotonic() + self._cache_seconds, name, token_id, expires_at)
+        return name, token_id
+
+    def _lookup(self, token: str) -> tuple[str, str, float | None]:
+        """``(name, token_id, expires_at)`` of a live token, asked of the database.
+
+        Raises:
+            AuthError: malformed, unknown, expired or revoked (the message says which, never the token).
+            StoreError: the store cannot be read.
+        """
         match = self._token.match(token)
         if match is None:
             raise AuthError(self.malformed)
         token_id, secret = match.groups()
-        key = hashlib.sha256(token.encode("ascii")).digest() if self._cache_seconds else b""
         rows = self._db.read(self._q["check"], (token_id,))
         row = rows[0] if rows else None
         # Compare even for unknown ids so timing does not reveal which ids exist.
@@ -199,12 +214,7 @@ class TokenStore:
             raise AuthError("revoked token")
         if expires_at is not None and expires_at <= self._clock():
             raise AuthError("expired token")
-        if key:
-            with self._cache_lock:
-                if len(self._cache) >= _CACHE_LIMIT:
-                    self._cache.clear()
-                self._cache[key] = (time.monotonic() + self._cache_seconds, name, token_id, expires_at)
-        return name, token_id
+        return name, token_id, expires_at
 
     def live(self, token_id: str) -> bool:
         """Whether token ``token_id`` was issued and is neither revoked nor expired (a session opened
@@ -251,6 +261,36 @@ class SQLiteTokenStore(TokenStore):
     def __init__(self, path: Path, *, clock: Clock = system_clock) -> None:
         super().__init__(SQLiteDatabase(path, what=f"{self.holder} token"), clock=clock)
         self._create_tables()
+        # Verified tokens (by a hash of the token, never the token), each with the stamp it is good
+        # for: the file's ``PRAGMA data_version`` (moves when any other connection or process
+        # commits, e.g. ``agents revoke``) and this store's own revocations.
+        self._verified: dict[bytes, tuple[tuple[int, int], str, str, float | None]] = {}
+        self._revocations = 0
+
+    def _check(self, token: str) -> tuple[str, str]:
+        # One `PRAGMA data_version` instead of a SELECT and a salted hash per request; a revocation
+        # anywhere is still refused on the very next request, and expiry is checked every time.
+        key = hashlib.sha256(token.encode("ascii")).digest() if token.isascii() else None
+        stamp = (self._db.read("PRAGMA data_version")[0][0], self._revocations)
+        hit = self._verified.get(key) if key is not None else None
+        if hit is not None and hit[0] == stamp:
+            if hit[3] is not None and hit[3] <= self._clock():
+                raise AuthError("expired token")
+            return hit[1], hit[2]
+        name, token_id, expires_at = self._lookup(token)
+        if key is not None:
+            if len(self._verified) >= _CACHE_LIMIT:
+                self._verified.clear()
+            # Stamped as read before the lookup: a revocation committed since makes this a miss.
+            self._verified[key] = (stamp, name, token_id, expires_at)
+        return name, token_id
+
+    def revoke(self, name_or_token_id: str) -> int:
+        count = super().revoke(name_or_token_id)
+        # After the commit: a verification stamped before it (its lookup maybe older) is not reused.
+        self._revocations += 1
+        self._verified.clear()
+        return count
 
 
 class PostgresTokenStore(TokenStore):

@@ -167,7 +167,8 @@ class PinGuard:
         """
         key = target.removeprefix("completion:")
         owner = self._owner(key)
-        if owner is not None:
+        # `fresh` first: the common answer needs no coroutine (`ensure` asks it again under its lock).
+        if owner is not None and not self.freshness.fresh(*owner):
             try:
                 await self.freshness.ensure(*owner)
             except Exception as exc:
@@ -175,7 +176,7 @@ class PinGuard:
                 return PinRecheckFailed(
                     f"`{shown}` could not be re-checked against its approved definition; try again later"
                 )
-        entry = self._find(key)
+        entry = self._find(key) if self._blocked else None
         if entry is None:
             return None
         label = shown.removeprefix("completion:")

@@ -80,10 +80,14 @@ def _decide(
     matching = policy.matching_grants(agent, tool)
     if not matching:
         return _no_grant(tool)
-    fired = [rule for grant in matching for rule in grant.deny_rules if deny_rule_fires(rule, args)]
+    fired: list[CompiledDenyRule] = []
+    for grant in matching:  # plain loops: this runs on every call, most grants have no deny rules
+        for rule in grant.deny_rules:
+            if deny_rule_fires(rule, args):
+                fired.append(rule)
     if fired:
         return Decision("deny", tuple(r.id for r in fired), tuple(_deny_reason(r) for r in fired))
-    grants = [grant for grant in matching if grant_applies(grant, scopes)]
+    grants = matching if scopes is None else [grant for grant in matching if grant_applies(grant, scopes)]
     if not grants:
         # Rule ids and missing scopes are for the audit log; the caller is told only "not available".
         return Decision(

@@ -103,7 +103,7 @@ async def test_an_unexpected_failure_after_the_upstream_acted_still_records_the_
         raise RuntimeError("injected fault")
 
     gw = make_gateway(ECHO_POLICY, server_options={"fast_path": fast_path})
-    monkeypatch.setattr("mcp_gateway.core.result.result_problem", broken)
+    monkeypatch.setattr("mcp_gateway.core.result.canonical", broken)  # the answer's encoding, every path
     async with connect(gw.url, gw.tokens["agent-a"], mode) as client:
         with pytest.raises(MCPError) as caught:
             await client.call_tool("leaky.echo", {"text": "hello"})
