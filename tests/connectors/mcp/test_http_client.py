@@ -4,6 +4,7 @@ scripts: framing, reuse, limits, failures, and the SSRF and header-injection ref
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 import socketserver
 import ssl
@@ -45,6 +46,7 @@ class Server:
         self.connections = 0
         self.requests: list[bytes] = []
         self.release = threading.Event()
+        self.peer_closed = threading.Event()  # set by a `<hold>` answer's handler (TLS only)
         outer = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -59,6 +61,20 @@ class Server:
                     return  # the client refused our certificate
                 with self.request:
                     self.serve()
+
+            def hold(self) -> None:
+                """Read the client's close_notify, never answer it, and note when its socket closes."""
+                self.request.recv(65536)  # b"": the close_notify
+                with socket.socket(fileno=os.dup(self.request.fileno())) as raw:
+                    raw.settimeout(10)
+                    try:
+                        closed = raw.recv(1) == b""
+                    except ConnectionResetError:
+                        closed = True
+                    except TimeoutError:
+                        closed = False
+                if closed:
+                    outer.peer_closed.set()
 
             def serve(self) -> None:
                 buffer = b""
@@ -81,6 +97,10 @@ class Server:
                     answer = outer.script(request)
                     if answer is None:
                         outer.release.wait(10)
+                        return
+                    if answer.endswith(b"<hold>"):
+                        self.request.sendall(answer.removesuffix(b"<hold>"))
+                        self.hold()
                         return
                     self.request.sendall(answer)
                     if b"Connection: close" in answer or answer.endswith(b"<close>"):
@@ -200,13 +220,29 @@ async def test_a_bad_answer_fails_the_call_and_its_connection_is_dropped(
 
 
 async def test_a_silent_upstream_times_out_and_a_cancelled_call_drops_its_connection(server: Server) -> None:
-    server.script = lambda request: None if len(server.requests) <= 2 else ok()
-    http = client(server.url, timeout=0.3)
+    to_cancel_arrived = threading.Event()
+
+    def script(request: bytes) -> bytes | None:
+        if request.endswith(b'{"cancel":1}'):
+            to_cancel_arrived.set()
+        return ok() if request.endswith(b"\r\n\r\n{}") else None  # the other calls get no answer
+
+    server.script = script
+    http = client(server.url, timeout=1.0)
     with anyio.fail_after(10), pytest.raises(HttpFailure, match="timed out"):
-        await http.post(b"{}", {})
-    with anyio.fail_after(10), anyio.move_on_after(0.1) as scope:
-        await http.post(b"{}", {})
-    assert scope.cancelled_caught
+        await http.post(b'{"silent":1}', {})
+    answered: list[int] = []
+
+    async def cancelled() -> None:
+        answered.append((await http.post(b'{"cancel":1}', {})).status)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancelled)
+            # Cancelled while it waits for the answer, not before its request is on the wire.
+            assert await anyio.to_thread.run_sync(to_cancel_arrived.wait, 10)
+            tg.cancel_scope.cancel()
+    assert answered == []
     assert (await http.post(b"{}", {})).status == 200
     await http.aclose()
     assert server.connections == 3
@@ -314,5 +350,24 @@ async def test_https_verifies_the_certificate_chain_and_the_host_name(
         assert (await trusted.post(b'{"a":1}', {})).body == b'{"ok":true}'
         await trusted.aclose()
         assert len(server.requests) == 1  # nothing was sent over the refused connections
+    finally:
+        server.stop()
+
+
+async def test_aclose_returns_with_a_tls_connection_closed_when_the_peer_never_answers_close_notify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_file, context = _certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    monkeypatch.setattr(lean_http, "CLOSE_SECONDS", 0.2)
+    server = Server(tls=context)
+    try:
+        server.script = lambda request: ok() + b"<hold>"
+        http = client(f"https://localhost:{server.server.server_address[1]}/mcp")
+        assert (await http.post(b"{}", {})).status == 200
+        with anyio.fail_after(5):
+            await http.aclose()
+        # Without waiting for the loop: aclose has closed the socket, not only begun the TLS goodbye.
+        assert server.peer_closed.wait(5)
     finally:
         server.stop()

@@ -19,6 +19,9 @@ request, keeps the connections, and enforces the limits:
 - an idle connection is reused for at most ``IDLE_SECONDS`` (below the usual server keep-alive
   of 5 s, so a request is not sent on a connection the server is closing); a connection whose
   answer was not read to its end (timeout, cancellation, a bad answer) is closed, never reused;
+- ``aclose`` returns once every connection it closed is closed: a TLS one first waits for the
+  peer's close_notify, so ``aclose`` waits up to ``CLOSE_SECONDS`` and then aborts it (a socket
+  left open when the event loop closes makes uvloop's ``loop.close()`` fail);
 - no redirects, no proxies from the environment, no cookies, no compression.
 
 A request is never retried: a ``tools/call`` may have acted upstream even if its answer was lost.
@@ -46,6 +49,7 @@ from mcp_gateway.connectors.netguard import (
 )
 
 IDLE_SECONDS: Final = 4.0
+CLOSE_SECONDS: Final = 1.0
 MAX_HEAD_BYTES: Final = 64 * 1024
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE: Final = re.compile(r"[\t\x20-\x7e]*")
@@ -88,6 +92,8 @@ class _Connection(asyncio.Protocol):
         self._max_body = max_body
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        # Done once the transport is closed: close() only starts closing it (TLS waits for the peer).
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.idle_since = 0.0
         self._answer: asyncio.Future[HttpAnswer] | None = None
         self._headers: dict[str, str] = {}
@@ -110,6 +116,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.gone.done():
+            self.gone.set_result(None)
         if exc is None and self._until_close and self._answer is not None:
             # A body without a length or chunking ends when the server closes (RFC 9112, 6.3).
             self._complete(self._parser.get_status_code())
@@ -183,6 +191,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class LeanHttpClient:
     """POSTs to one URL over pooled keep-alive connections.
@@ -231,6 +244,7 @@ class LeanHttpClient:
         self._max_body = max_response_bytes
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()  # connected, transport not closed yet
         self._closed = False
 
     async def post(self, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
@@ -296,11 +310,32 @@ class LeanHttpClient:
             except OSError as exc:
                 failure = exc
                 continue
-            return connection
+            return self._track(connection)
         raise failure
 
+    def _track(self, connection: _Connection) -> _Connection:
+        self._open.add(connection)
+        connection.gone.add_done_callback(lambda _: self._open.discard(connection))
+        return connection
+
     async def aclose(self) -> None:
+        """Close the idle connections and wait until every closing one is closed.
+
+        A connection that has not closed within ``CLOSE_SECONDS`` (a TLS peer that does not answer
+        close_notify) is aborted. A call still in flight keeps its connection and closes it when
+        it ends.
+        """
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+        closing = [connection for connection in self._open if connection.closed]
+        if not closing:
+            return
+        _, lingering = await asyncio.wait([c.gone for c in closing], timeout=CLOSE_SECONDS)
+        for connection in closing:
+            if not connection.gone.done():
+                connection.abort()
+        if lingering:
+            # An aborted transport reports its loss within a loop turn or two.
+            await asyncio.wait(lingering, timeout=CLOSE_SECONDS)
