@@ -138,6 +138,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--base", default="HEAD", help="the git revision to compare with (default HEAD)")
     parser.add_argument("--new", help="a git revision to compare instead of the working tree")
+    parser.add_argument(
+        "--new-tree", metavar="DIR", help="a source tree (with src/) to compare instead, e.g. a compiled copy"
+    )
     parser.add_argument("--eras", default="legacy,modern")
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--pairs", type=int, default=7)
@@ -152,10 +155,10 @@ def main() -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     pairs: dict[str, list[dict[str, dict[str, float]]]] = {}
     group = Group()
-    new_name = _git("rev-parse", "--short", args.new) if args.new else "the working tree"
+    new_name = _git("rev-parse", "--short", args.new) if args.new else args.new_tree or "the working tree"
     with (
         worktree(args.base) as base_tree,
-        worktree(args.new) if args.new else contextlib.nullcontext(ROOT) as new_tree,
+        worktree(args.new) if args.new else contextlib.nullcontext(Path(args.new_tree or ROOT)) as new_tree,
         tempfile.TemporaryDirectory(prefix="mcp-gateway-ab-") as tmp,
     ):
         try:
@@ -209,6 +212,7 @@ def main() -> int:
         )
     command = (
         f"`.venv/bin/python bench/ab.py --base {args.base}{f' --new {args.new}' if args.new else ''}"
+        f"{f' --new-tree {args.new_tree}' if args.new_tree else ''}"
         f" --eras {args.eras}"
         f" --concurrency {args.concurrency} --pairs {args.pairs}"
         f" --seconds {args.seconds:g} --client {args.client}"
