@@ -18,14 +18,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.errors import AuditUnavailable, AuthError, StoreError
+from mcp_gateway.http.headers import headers_of
 from mcp_gateway.identity.agents import AgentStore, PostgresAgentStore, token_id_of
 from mcp_gateway.identity.oauth import OAuthVerifier, VerifiedToken, is_agent_token, token_fingerprint
-from mcp_gateway.types import AuditEvent
+from mcp_gateway.types import AuditEvent, Principal
 
 logger = logging.getLogger(__name__)
 
 PRINCIPAL_KEY: Final = "mcp_gateway.principal"
 """Where ``AuthMiddleware`` leaves the authenticated ``Principal`` in ``scope["state"]``."""
+_USERS_KEPT: Final = 1024
 
 
 class AuthMiddleware:
@@ -56,12 +58,16 @@ class AuthMiddleware:
         self.audit = audit
         self.metadata_url = metadata_url
         self.oauth = oauth
+        # The SDK's user of each agent-token credential (a pydantic model built per request otherwise).
+        # Filled only after the token verified, so a revoked token is refused before this is read.
+        self._users: dict[tuple[str, str], AuthenticatedUser] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+        headers = headers_of(scope)
+        header = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
         token = token.strip()
         oauth = self.oauth if token and not is_agent_token(token) else None
@@ -113,14 +119,11 @@ class AuthMiddleware:
                 subject=verified.subject,
                 claims={"iss": verified.issuer},
             )
+            scope["user"] = AuthenticatedUser(access)
         else:
-            access = AccessToken(
-                token=principal.token_id, client_id=principal.agent, scopes=[], subject=principal.token_id
-            )
-        scope["user"] = AuthenticatedUser(access)
+            scope["user"] = self._agent_user(principal)
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
-        session = next((v for k, v in scope["headers"] if k == b"mcp-session-id"), None)
-        if session is None:
+        if b"mcp-session-id" not in headers:
             await self.app(scope, receive, send)
             return
         # A session this credential did not open (or that ended) is answered 404 before any handler
@@ -138,6 +141,18 @@ class AuthMiddleware:
             await send(message)
 
         await self.app(scope, receive, watch)
+
+    def _agent_user(self, principal: Principal) -> AuthenticatedUser:
+        key = (principal.token_id, principal.agent)
+        user = self._users.get(key)
+        if user is None:
+            if len(self._users) >= _USERS_KEPT:
+                self._users.clear()
+            access = AccessToken(
+                token=principal.token_id, client_id=principal.agent, scopes=[], subject=principal.token_id
+            )
+            user = self._users[key] = AuthenticatedUser(access)
+        return user
 
     async def _audit_failure(
         self,

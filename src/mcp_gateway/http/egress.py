@@ -149,7 +149,11 @@ class _EgressSend:
 
     async def _on_start(self, message: Message) -> None:
         headers = list(message.get("headers", ()))
-        content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+        content_type = b""
+        for key, value in headers:
+            if key.lower() == b"content-type":
+                content_type = value
+                break
         redactor = self._now = self._redactor()
         start = dict(message)
         start["headers"] = _scrub_headers(headers, redactor) if not redactor.empty else headers

@@ -30,6 +30,7 @@ import mcp_types as types
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -38,6 +39,7 @@ from mcp_gateway.channel import CURRENT_RELAY
 from mcp_gateway.core.federation import Federation
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.http.auth import PRINCIPAL_KEY
+from mcp_gateway.http.headers import accepts, headers_of, plainly_allowed
 from mcp_gateway.http.listen import POLL_SECONDS, TOOLS_CHANGED, tool_list_changes
 from mcp_gateway.http.methods import (
     INSTRUCTIONS,
@@ -47,7 +49,7 @@ from mcp_gateway.http.methods import (
     error_data,
     shape,
 )
-from mcp_gateway.http.modern import WATCH_AFTER, Watch, accepts, read_body, too_large
+from mcp_gateway.http.modern import WATCH_AFTER, Watch, read_body, request_of, too_large
 from mcp_gateway.http.reply import Reply, event, send_json
 from mcp_gateway.http.session import Session, SessionTable, owner_of
 from mcp_gateway.http.session_methods import SESSION_METHODS, capabilities
@@ -102,34 +104,39 @@ class LegacyDoor:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        headers = headers_of(scope)
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             await too_large(send)
             return
-        request = Request(scope)
-        refused = await self._security.validate_request(request, is_post=method == "POST")
-        if refused is not None:
-            await refused(scope, receive, send)
-            return
+        post = method == "POST"
+        if not plainly_allowed(self._security.settings, headers, post):
+            refused = await self._security.validate_request(Request(scope), is_post=post)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
         if method == "POST":
-            answer = await self._post(request, receive, send)
+            answer = await self._post(scope, headers, receive, send)
         elif method in ("GET", "DELETE"):
-            answer = await self._stream_or_end(request, receive, send)
+            answer = await self._stream_or_end(scope, headers, receive, send)
         else:
             answer = _refusal(405, "Method Not Allowed")
         if answer is not None:
             await send_json(send, *answer)
 
-    def _session(self, request: Request) -> Session | tuple[int, bytes]:
+    def _session(self, scope: Scope, request_headers: dict[bytes, bytes]) -> Session | tuple[int, bytes]:
         """The live session the request names, or the refusal to send."""
-        session_id = request.headers.get("mcp-session-id")
+        found = request_headers.get(SESSION_HEADER)
+        session_id = found.decode("latin-1") if found is not None else None
         if not session_id:
             return _refusal(400, "Bad Request: Missing session ID")
-        session = self.sessions.find(session_id, owner_of(request.scope))
+        session = self.sessions.find(session_id, owner_of(scope))
         return session if session is not None else _refusal(404, "Session not found")
 
-    async def _post(self, request: Request, receive: Receive, send: Send) -> tuple[int, bytes] | None:
-        has_json, has_sse = accepts(request)
+    async def _post(
+        self, scope: Scope, request_headers: dict[bytes, bytes], receive: Receive, send: Send
+    ) -> tuple[int, bytes] | None:
+        has_json, has_sse = accepts(request_headers.get(b"accept", b""))
         if not (has_json and has_sse):
             message = "Not Acceptable: Client must accept both application/json and text/event-stream"
             return _refusal(406, message)
@@ -147,8 +154,8 @@ class LegacyDoor:
         if kind is None:
             return _refusal(400, "Validation error: not one JSON-RPC message", types.INVALID_PARAMS)
         if kind == "request" and decoded["method"] == "initialize":
-            return await self._initialize(request, decoded, send)
-        found = self._session(request)
+            return await self._initialize(scope, request_headers, decoded, send)
+        found = self._session(scope, request_headers)
         if not isinstance(found, Session):
             return found
         headers = [(SESSION_HEADER, found.id.encode("latin-1"))]
@@ -157,16 +164,16 @@ class LegacyDoor:
             self._accept(found, kind, decoded)
             return None
         await self._serve(
-            request, found, decoded, receive, Reply(send, headers, ping_after=None, error_status=False)
+            scope, found, decoded, receive, Reply(send, headers, ping_after=None, error_status=False)
         )
         return None
 
     async def _initialize(
-        self, request: Request, decoded: dict[str, Any], send: Send
+        self, scope: Scope, request_headers: dict[bytes, bytes], decoded: dict[str, Any], send: Send
     ) -> tuple[int, bytes] | None:
-        if request.headers.get("mcp-session-id"):
+        if request_headers.get(SESSION_HEADER):
             return _refusal(400, "Bad Request: initialize opens a session; this request names one")
-        principal = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+        principal = scope.get("state", {}).get(PRINCIPAL_KEY)
         if not isinstance(principal, Principal):
             return _refusal(401, "unauthenticated")  # unreachable behind AuthMiddleware
         request_id = decoded["id"]
@@ -176,7 +183,7 @@ class LegacyDoor:
             return 200, wire.dumps({"jsonrpc": "2.0", "id": request_id, "error": error_data(exc)})
         requested = params.protocol_version
         version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
-        session = self.sessions.open(owner_of(request.scope), version, params)
+        session = self.sessions.open(owner_of(scope), version, params)
         if session is None:
             return _refusal(503, "Too many open sessions", types.INTERNAL_ERROR)
         result = types.InitializeResult(
@@ -198,10 +205,10 @@ class LegacyDoor:
             session.cancel(params.get("requestId") if isinstance(params, dict) else None)
 
     async def _serve(
-        self, request: Request, session: Session, decoded: dict[str, Any], receive: Receive, reply: Reply
+        self, scope: Scope, session: Session, decoded: dict[str, Any], receive: Receive, reply: Reply
     ) -> None:
         """Serve one request of a session; nothing is sent when the client went away first."""
-        principal = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+        principal = scope.get("state", {}).get(PRINCIPAL_KEY)
         method, request_id = decoded["method"], decoded["id"]
         params = decoded.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
@@ -219,7 +226,7 @@ class LegacyDoor:
             session_id=session.id,
             request_id=request_id,
             meta=meta,
-            headers=request.headers,
+            headers=Headers(scope=scope),
         )
         try:
             with call, facts:
@@ -248,16 +255,16 @@ class LegacyDoor:
         await reply.finish(answer)
 
     async def _stream_or_end(
-        self, request: Request, receive: Receive, send: Send
+        self, scope: Scope, request_headers: dict[bytes, bytes], receive: Receive, send: Send
     ) -> tuple[int, bytes] | None:
         """GET: the session's standalone stream; DELETE: end the session."""
-        if request.method == "GET" and not accepts(request)[1]:
+        if scope["method"] == "GET" and not accepts(request_headers.get(b"accept", b""))[1]:
             return _refusal(406, "Not Acceptable: Client must accept text/event-stream")
-        found = self._session(request)
+        found = self._session(scope, request_headers)
         if not isinstance(found, Session):
             return found
         headers = [(SESSION_HEADER, found.id.encode("latin-1"))]
-        if request.method == "DELETE":
+        if scope["method"] == "DELETE":
             await self.sessions.close(found)
             await send_json(send, 200, b"", headers)
             return None
@@ -266,7 +273,7 @@ class LegacyDoor:
         found.streaming = True
         self.sessions.enter(found)
         try:
-            principal = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+            principal = scope.get("state", {}).get(PRINCIPAL_KEY)
             assert isinstance(principal, Principal)  # noqa: S101 - AuthMiddleware put it there
             changes = tool_list_changes(self.gateway, principal, self.poll_seconds)
             await _standalone(found, receive, send, headers, changes)
@@ -290,8 +297,7 @@ def _kind(decoded: Any) -> str | None:
     try:
         if "method" in decoded:
             if "id" in decoded:
-                types.JSONRPCRequest.model_validate(decoded)
-                return "request"
+                return "request" if request_of(decoded) is not None else None
             types.JSONRPCNotification.model_validate(decoded)
             return "notification"
         if "error" in decoded:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import anyio
 import mcp_types as types
@@ -39,6 +39,7 @@ from mcp.shared.inbound import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -48,6 +49,7 @@ from mcp_gateway.core.federation import Federation
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.http.auth import PRINCIPAL_KEY
 from mcp_gateway.http.calls import ModernRelay
+from mcp_gateway.http.headers import accepts, headers_of, plainly_allowed, repeats
 from mcp_gateway.http.listen import POLL_SECONDS, listen
 from mcp_gateway.http.methods import MODERN_METHODS, Served, admit, error_data, shape
 from mcp_gateway.http.reply import Reply, send_json, send_status, status_of
@@ -62,24 +64,18 @@ LISTEN: Final = "subscriptions/listen"
 _HANDSHAKE: Final = frozenset(v.encode("latin-1") for v in HANDSHAKE_PROTOCOL_VERSIONS)
 _SERVED: Final = frozenset({*MODERN_METHODS, LISTEN})
 _INVALID_BODY: Final = "Body must be a single JSON-RPC request or notification object"
+_ROUTING: Final = (
+    ("mcp-protocol-version", b"mcp-protocol-version"),
+    ("mcp-method", b"mcp-method"),
+    ("mcp-name", b"mcp-name"),
+)
+"""The headers ``classify_inbound_request`` reads (it is handed just these)."""
 
 
 def is_modern(scope: Scope) -> bool:
     """Whether the request belongs to this door: a version header that is not a handshake version."""
-    for key, value in scope["headers"]:
-        if key == b"mcp-protocol-version":
-            return value not in _HANDSHAKE
-    return False
-
-
-def accepts(request: Request) -> tuple[bool, bool]:
-    """``(json, sse)``: what the ``Accept`` header takes, wildcards included (RFC 9110)."""
-    kinds = [part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(",")]
-    anything = "*/*" in kinds
-    return (
-        anything or "application/json" in kinds or "application/*" in kinds,
-        anything or "text/event-stream" in kinds or "text/*" in kinds,
-    )
+    version = headers_of(scope).get(b"mcp-protocol-version")
+    return version is not None and version not in _HANDSHAKE
 
 
 class Watch:
@@ -111,14 +107,18 @@ class Watch:
         self._call.cancel()
 
 
-def _request_of(decoded: Any) -> tuple[int | str, str, dict[str, Any] | None] | None:
+def request_of(decoded: Any) -> tuple[int | str, str, dict[str, Any] | None] | None:
     """``(id, method, params)`` of one JSON-RPC request, else None (as ``JSONRPCRequest`` decides;
     the common well-formed case is recognised without building the model)."""
     if isinstance(decoded, dict) and decoded.get("jsonrpc") == "2.0":
         request_id, method, params = decoded.get("id"), decoded.get("method"), decoded.get("params")
-        plain_id = isinstance(request_id, str | int) and not isinstance(request_id, bool)
-        if plain_id and isinstance(method, str) and (params is None or isinstance(params, dict)):
-            return cast("int | str", request_id), method, params
+        if (
+            isinstance(request_id, str | int)
+            and not isinstance(request_id, bool)
+            and isinstance(method, str)
+            and (params is None or isinstance(params, dict))
+        ):
+            return request_id, method, params
     try:
         message = types.JSONRPCRequest.model_validate(decoded)
     except ValidationError:
@@ -195,20 +195,21 @@ class ModernDoor:
         self.served = 0  # requests answered by dispatch (tests and benchmarks read it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        headers = headers_of(scope)
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             await too_large(send)
             return
-        request = Request(scope)
         post = scope["method"] == "POST"
-        refused = await self._security.validate_request(request, is_post=post)
-        if refused is not None:
-            await refused(scope, receive, send)
-            return
+        if not plainly_allowed(self._security.settings, headers, post):
+            refused = await self._security.validate_request(Request(scope), is_post=post)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
         if not post:
             await send_status(send, 405, [(b"allow", b"POST")])
             return
-        has_json, has_sse = accepts(request)
+        has_json, has_sse = accepts(headers.get(b"accept", b""))
         if not (has_json and has_sse):
             await send_status(send, 406)
             return
@@ -224,9 +225,9 @@ class ModernDoor:
             await _answer(send, _error(None, types.PARSE_ERROR, "Parse error"))
             return
         if isinstance(decoded, dict) and "id" not in decoded:
-            await self._notification(decoded, request, send)
+            await self._notification(decoded, headers, send)
             return
-        message = _request_of(decoded)
+        message = request_of(decoded)
         if message is None:
             await _answer(send, _error(None, types.INVALID_REQUEST, _INVALID_BODY))
             return
@@ -234,41 +235,53 @@ class ModernDoor:
         if method == LISTEN and not has_sse:
             await send_status(send, 406)
             return
-        rejection = self._ladder(request, decoded, method, params)
+        principal = scope.get("state", {}).get(PRINCIPAL_KEY)
+        rejection = self._ladder(scope, headers, principal, decoded, method, params)
         if rejection is not None:
             await _answer(send, _error(request_id, rejection.code, rejection.message, rejection.data))
             return
-        principal = scope.get("state", {}).get(PRINCIPAL_KEY)
         if not isinstance(principal, Principal):
             # Unreachable behind AuthMiddleware; refuse rather than guess.
             await _answer(send, _error(request_id, types.INVALID_REQUEST, "unauthenticated"))
             return
         await self._serve(principal, request_id, method, params, receive, send)
 
-    async def _notification(self, decoded: dict[str, Any], request: Request, send: Send) -> None:
+    async def _notification(self, decoded: dict[str, Any], headers: dict[bytes, bytes], send: Send) -> None:
         """Acknowledge a notification (202) at a served version; this era acts on none."""
         try:
             types.JSONRPCNotification.model_validate(decoded)
         except ValidationError:
             await _answer(send, _error(None, types.INVALID_REQUEST, _INVALID_BODY))
             return
-        unsupported = unsupported_protocol_version_rejection(request.headers.get("mcp-protocol-version", ""))
+        version = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
+        unsupported = unsupported_protocol_version_rejection(version)
         if unsupported is not None:
             await _answer(send, _error(None, unsupported.code, unsupported.message, unsupported.data))
             return
         await send_status(send, 202)
 
     def _ladder(
-        self, request: Request, decoded: dict[str, Any], method: str, params: dict[str, Any] | None
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        principal: Any,
+        decoded: dict[str, Any],
+        method: str,
+        params: dict[str, Any] | None,
     ) -> InboundLadderRejection | None:
         """The routing-header and envelope checks, then a tool call's ``Mcp-Param-*`` headers."""
-        headers = request.headers
-        duplicated = find_duplicated_routing_header(headers.items())
-        if duplicated is not None:
-            return InboundLadderRejection(
-                code=types.HEADER_MISMATCH, message=f"{duplicated} header appears more than once"
-            )
-        verdict = classify_inbound_request(decoded, headers=dict(headers))
+        if repeats(scope, headers):
+            duplicated = find_duplicated_routing_header(Headers(scope=scope).items())
+            if duplicated is not None:
+                return InboundLadderRejection(
+                    code=types.HEADER_MISMATCH, message=f"{duplicated} header appears more than once"
+                )
+        routing: dict[str, str] = {}
+        for header, key in _ROUTING:
+            value = headers.get(key)
+            if value is not None:
+                routing[header] = value.decode("latin-1")
+        verdict = classify_inbound_request(decoded, headers=routing)
         if isinstance(verdict, InboundLadderRejection):
             return verdict
         params = params or {}
@@ -279,9 +292,10 @@ class ModernDoor:
             return None  # the params surface refuses it
         if not self.gateway.binds_param_headers(name):
             return None  # nothing in the schema to compare a header with
-        principal = request.scope.get("state", {}).get(PRINCIPAL_KEY)
         schema = self.gateway.input_schema(principal, name) if isinstance(principal, Principal) else None
-        return validate_mcp_param_headers(schema, arguments or {}, headers) if schema is not None else None
+        if schema is None:
+            return None
+        return validate_mcp_param_headers(schema, arguments or {}, Headers(scope=scope))
 
     async def _serve(
         self,

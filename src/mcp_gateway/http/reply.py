@@ -83,7 +83,7 @@ class Reply:
         self._send = send
         self._headers = headers or []
         self._error_status = error_status
-        self._lock = anyio.Lock()
+        self._held: anyio.Lock | None = None  # made by the first notification or keep-alive ping
         self.streaming = False
         self.finished = False
         self._timer: asyncio.TimerHandle | None = None
@@ -102,7 +102,7 @@ class Reply:
     async def notify(self, message: dict[str, Any]) -> None:
         """Send a notification about the request on the stream (opened first); dropped once finished."""
         data = event(message)
-        async with self._lock:
+        async with self._lock():
             if self.finished:
                 return
             await self._open()
@@ -111,20 +111,35 @@ class Reply:
     async def finish(self, message: dict[str, Any]) -> None:
         """Send the request's answer: as JSON if nothing was streamed, else as the stream's last event."""
         self._stop_pinging()
-        async with self._lock:
-            if self.finished:
-                return
-            self.finished = True
-            if self.streaming:
-                await self._send({"type": "http.response.body", "body": event(message), "more_body": False})
-                return
-            status = status_of(message) if self._error_status else 200
-            await send_json(self._send, status, wire.dumps(message), self._headers)
+        held = self._held
+        if held is None or not held.locked():
+            # Nothing is being sent: no lock to wait for (taking one costs ~15 calls and a trip round
+            # the event loop per answer). `finished` is set before the first await, so a notification
+            # or ping that takes the lock afterwards finds the answer finished and sends nothing.
+            await self._finish(message)
+            return
+        async with held:
+            await self._finish(message)
+
+    async def _finish(self, message: dict[str, Any]) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.streaming:
+            await self._send({"type": "http.response.body", "body": event(message), "more_body": False})
+            return
+        status = status_of(message) if self._error_status else 200
+        await send_json(self._send, status, wire.dumps(message), self._headers)
 
     def close(self) -> None:
         """Stop the keep-alive (the client went away: nothing more is sent)."""
         self.finished = True
         self._stop_pinging()
+
+    def _lock(self) -> anyio.Lock:
+        if self._held is None:
+            self._held = anyio.Lock()
+        return self._held
 
     async def _open(self) -> None:
         if not self.streaming:
@@ -139,7 +154,7 @@ class Reply:
     async def _ping(self) -> None:
         try:
             while True:
-                async with self._lock:
+                async with self._lock():
                     if self.finished:
                         return
                     await self._open()

@@ -15,11 +15,13 @@ the request it belongs to, and the client's response, POSTed back, is matched he
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
 import anyio
@@ -42,7 +44,19 @@ def owner_of(scope: Scope) -> Any:
 
 
 def _key(request_id: Any) -> str:
+    """``json.dumps(request_id)``: a JSON id as one text (``1`` and ``"1"`` differ); an int or a
+    string, the ids of nearly every request, without the encoder's four Python calls."""
+    kind = type(request_id)
+    if kind is str:
+        return encode_basestring_ascii(request_id)
+    if kind is int:
+        return str(request_id)
     return json.dumps(request_id)
+
+
+def _now() -> float:
+    # The event loop's clock (what anyio.current_time reads on asyncio, at a fifth of the calls).
+    return asyncio.get_running_loop().time()
 
 
 class Session:
@@ -187,7 +201,7 @@ class SessionTable:
         session = self._sessions.get(session_id)
         if session is None or session.closed or session.owner != owner:
             return None
-        if session.busy == 0 and session.deadline <= anyio.current_time():
+        if session.busy == 0 and session.deadline <= _now():
             return None  # expired; the sweeper closes it
         return session
 
@@ -203,7 +217,7 @@ class SessionTable:
 
     def idle(self, session: Session) -> None:
         if self.idle_timeout is not None:
-            session.deadline = anyio.current_time() + self.idle_timeout
+            session.deadline = _now() + self.idle_timeout
 
     async def close(self, session: Session) -> None:
         self._sessions.pop(session.id, None)
@@ -214,7 +228,7 @@ class SessionTable:
         try:
             while True:
                 await anyio.sleep(tick)
-                now = anyio.current_time()
+                now = _now()
                 for session in [s for s in self._sessions.values() if s.busy == 0 and s.deadline <= now]:
                     logger.info("session %s: idle timeout", session.id[:8])
                     await self.close(session)
