@@ -256,6 +256,7 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
                 log_level="warning",
                 lifespan="on",
                 http=http_protocol(),  # what `mcp-gateway serve` runs
+                server_header=False,
                 **proxy_header_options(settings.server),
             )
         )
