@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import secrets
 import sqlite3
 from pathlib import Path
@@ -12,6 +14,8 @@ import pytest
 from mcp_gateway.audit.record import chain, content_hash
 from mcp_gateway.audit.seal import (
     ALARM_KIND,
+    DOMAIN,
+    SEAL_COLUMNS,
     VOUCHES_FOR,
     AuditSeal,
     Sealer,
@@ -19,6 +23,8 @@ from mcp_gateway.audit.seal import (
     authenticate,
     check_since,
     flagged,
+    seal_from_row,
+    seal_to_row,
 )
 from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.errors import AuditWriteError
@@ -146,3 +152,15 @@ def test_vouches_for_counts_only_on_vault_init_so_text_an_agent_writes_cannot_au
         (voucher,) = chain(forged, [AuditEvent(kind=kind, detail=claim)], 1.0)
         report = authenticate([*records, forged, voucher], [*seals, SEALER.seal([voucher])], SEALER)
         assert (report.unauthenticated == []) is authenticated, kind
+
+
+def test_seals_are_made_and_stored_exactly_as_the_log_always_has() -> None:
+    # Seals already stored must stay valid: a MAC computed by the code before its keyed-state copy.
+    sealer = Sealer(bytes(range(32)))
+    mac = sealer._mac(42, 44, "cd" * 32, "ef" * 32, sealer.key_id)
+    body = f'{{"first":42,"head":"{"ef" * 32}","key_id":"{sealer.key_id}","last":44,"prev":"{"cd" * 32}"}}'
+    assert mac == hmac.new(bytes(range(32)), DOMAIN + body.encode(), hashlib.sha256).hexdigest()
+    assert sealer._mac(42, 44, "cd" * 32, "ef" * 32, sealer.key_id) == mac  # the keyed state is reused
+    seal = AuditSeal(1, 3, "a" * 64, "b" * 64, sealer.key_id, mac)
+    assert seal_to_row(seal) == tuple(getattr(seal, column) for column in SEAL_COLUMNS)
+    assert seal_from_row(seal_to_row(seal)) == seal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -230,6 +231,29 @@ def test_a_locked_store_fails_the_append_within_the_busy_timeout_and_recovers(si
     assert [r.call_id for r in intact(sink)] == ["before", "after"]
 
 
+def test_each_append_chains_after_what_other_connections_wrote_meanwhile(tmp_path: Path) -> None:
+    # A sink skips reading the head while nobody else has committed; any other writer makes it read.
+    path = tmp_path / "audit.db"
+    with SQLiteAuditSink(path) as first, SQLiteAuditSink(path) as second:
+        for store, name in [(first, "a1"), (second, "b1"), (first, "a2"), (first, "a3"), (second, "b2")]:
+            store.append([event(name)])
+        assert [r.call_id for r in intact(first)] == ["a1", "b1", "a2", "a3", "b2"]
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("DELETE FROM audit WHERE seq = 5")  # the newest record, gone behind its back
+        other.close()
+        (record,) = first.append([event("a4")])
+        assert (record.seq, record.prev_hash) == (5, first.records()[3].hash)
+        assert [r.call_id for r in intact(first)] == ["a1", "b1", "a2", "a3", "a4"]
+
+
+def test_an_append_failing_midway_leaves_no_transaction_behind(sink: SQLiteAuditSink) -> None:
+    sink.append([event("before")])
+    with pytest.raises(ValueError, match="digits"):  # Python will not write a 5000-digit integer
+        sink.append([event("huge", args={"n": 10**5000})])
+    sink.append([event("after")])
+    assert [r.call_id for r in intact(sink)] == ["before", "after"]
+
+
 # ---- the async log: group commit ---------------------------------------------------------------
 
 
@@ -355,6 +379,56 @@ async def test_a_cancelled_leader_finishes_its_batch_and_hands_over(sink: SQLite
     assert [r.call_id for r in intact(sink)] == ["leader", "f1", "f2"]
     assert sorted(done) == ["f1", "f2", "leader"]  # the durable append still returned before the cancel
     assert held.batches == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_a_leader_cancelled_before_its_batch_on_the_loop_writes_it_and_returns(
+    sink: SQLiteAuditSink,
+) -> None:
+    log = AuditLog(sink, commit_on_loop=True)
+    scope = anyio.CancelScope()
+    done: list[str] = []
+
+    async def leader() -> None:
+        with scope:
+            done.append((await log.append(event("leader"))).call_id)
+            await anyio.lowlevel.checkpoint()
+            done.append("not cancelled")
+
+    async def cancel() -> None:
+        scope.cancel()  # runs while the leader yields once before committing
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leader)
+            tg.start_soon(cancel)
+    assert scope.cancelled_caught and done == ["leader"] and log.loop_commits == 1
+    assert [r.call_id for r in intact(sink)] == ["leader"]
+
+
+@pytest.mark.anyio
+async def test_a_leader_task_cancelled_natively_answers_its_batch_then_stops(sink: SQLiteAuditSink) -> None:
+    # ``Task.cancel()`` (no anyio scope): the batch in the thread is still answered to every caller.
+    held = CountingSink(sink, hold_first=True)
+    log = AuditLog(held)
+    done: list[str] = []
+
+    async def call(name: str) -> None:
+        done.append((await log.append(event(name))).call_id)
+        await asyncio.sleep(0)
+        done.append(f"{name} went on")
+
+    with anyio.fail_after(30):
+        leader = asyncio.ensure_future(call("leader"))
+        await anyio.to_thread.run_sync(held.entered.wait, 10)
+        follower = asyncio.ensure_future(call("f1"))
+        await anyio.wait_all_tasks_blocked()
+        leader.cancel()
+        held.release.set()
+        await asyncio.wait([leader, follower])
+    assert leader.cancelled() and follower.result() is None
+    assert done[:2] == ["leader", "f1"] and "f1 went on" in done and "leader went on" not in done
+    assert [r.call_id for r in intact(sink)] == ["leader", "f1"]
 
 
 @pytest.mark.anyio

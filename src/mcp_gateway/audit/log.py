@@ -6,9 +6,10 @@ worker thread) until its own events are durable, then hands leadership to the ol
 who writes the next batch with everything that queued up meanwhile. A caller's ``await`` returns
 only once the batch holding its events has committed.
 
-Cancellation cannot wedge the log: a leader's work runs shielded (so a batch in flight is always
-finished and reported to every caller in it), and a waiting caller that is cancelled leaves its
-events queued (they are still written, in order) and passes on leadership if it had just received it.
+Cancellation cannot wedge the log: a leader's work cannot be interrupted (a cancellation is held
+until it is done, so a batch in flight is always finished and reported to every caller in it), and
+a waiting caller that is cancelled leaves its events queued (they are still written, in order) and
+passes on leadership if it had just received it.
 
 With ``commit_on_loop`` and a sink that offers ``append_nowait`` (the local SQLite store), a batch is
 committed on the event loop itself when the store is free, and the leader first yields once so the
@@ -67,23 +68,20 @@ class _Waiter:
     cause: BaseException | None = None
     promoted: bool = False
     abandoned: bool = False  # its caller was cancelled; write its events, wake nobody
+    done: bool = False  # finished or failed
 
     def finish(self, records: list[AuditRecord]) -> None:
-        self.records = records
+        self.records, self.done = records, True
         self.wake_up()
 
     def fail(self, reason: str, cause: BaseException | None) -> None:
-        self.failure, self.public, self.cause = reason, _public(cause), cause
+        self.failure, self.public, self.cause, self.done = reason, _public(cause), cause, True
         self.wake_up()
 
     def wake_up(self) -> None:
         # A cancelled caller's future is already done (cancelled): nothing to wake.
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)
-
-    @property
-    def done(self) -> bool:
-        return self.records is not None or bool(self.failure)
 
 
 def _public(exc: BaseException | None) -> str:
@@ -161,7 +159,7 @@ class AuditLog:
             AuditUnavailable: none of them could be made durable.
         """
         try:
-            batch = [normalize_event(event) for event in events]
+            batch = list(map(normalize_event, events))
         except AuditError as exc:
             raise AuditUnavailable(f"audit log unavailable: {exc}") from exc
         if not batch:
@@ -176,7 +174,7 @@ class AuditLog:
                 await waiter.wake
             except BaseException:
                 if waiter.promoted and not waiter.done:
-                    await self._lead(waiter)  # nobody else will; then let the cancellation through
+                    await self._lead(waiter, cancelled=True)  # nobody else will; then let it through
                 else:
                     waiter.abandoned = True
                 raise
@@ -190,49 +188,76 @@ class AuditLog:
             raise AuditUnavailable(f"audit log unavailable: {waiter.public}")
         return waiter.records
 
-    async def _lead(self, own: _Waiter) -> None:
-        """Write batches until ``own`` is done, then pass leadership on (or go idle)."""
-        with anyio.CancelScope(shield=True):
-            try:
-                if self._nowait is not None and not self._off_loop:
-                    # Let the callers that are ready in this loop iteration join the first batch.
-                    # anyio's checkpoint is this on asyncio, after a backend lookup per call.
-                    await asyncio.sleep(0)
-                while True:
-                    if not own.done:
-                        await self._write_batch()
-                        continue
-                    successor = next((w for w in self._queue if not w.abandoned), None)
-                    if successor is not None:
-                        successor.promoted = True
-                        successor.wake_up()
-                        return
-                    if not self._queue:
-                        break
-                    await self._write_batch()  # only abandoned callers left: nobody else will
-            except BaseException as exc:
-                # Only a bug gets here (batch errors are caught below); never leave callers hanging.
-                while self._queue:
-                    self._queue.popleft().fail(_describe(exc), exc)
-                raise
-            finally:
-                if not any(w.promoted and not w.done for w in self._queue):
-                    self._leading = False
-                    if self._idle is not None:
-                        self._idle.set()
+    async def _lead(self, own: _Waiter, *, cancelled: bool = False) -> None:
+        """Write batches until ``own`` is done, then pass leadership on (or go idle).
 
-    async def _write_batch(self) -> None:
-        batch = [self._queue.popleft()]
-        size = len(batch[0].events)
-        while self._queue and size + len(self._queue[0].events) <= self._max_batch:
-            size += len(self._queue[0].events)
-            batch.append(self._queue.popleft())
-        events = [event for waiter in batch for event in waiter.events]
+        Nothing interrupts it: a cancellation at its first yield or while a batch is in the writer
+        thread (whose futures refuse to be cancelled) is held until it is done, then let through at
+        the caller's next await, as a shield would; a checkpoint is shielded. ``cancelled``: its
+        caller was cancelled already (nothing to hold, no yield).
+        """
+        held: BaseException | None = None
+        try:
+            if not cancelled and self._nowait is not None and not self._off_loop:
+                # Let the callers that are ready in this loop iteration join the first batch.
+                # anyio's checkpoint is this on asyncio, after a backend lookup per call.
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError as exc:
+                    held = exc
+            while True:
+                if not own.done:
+                    held = await self._write_batch() or held
+                    continue
+                queue = self._queue
+                successor = next((w for w in queue if not w.abandoned), None) if queue else None
+                if successor is not None:
+                    successor.promoted = True
+                    successor.wake_up()
+                    return
+                if not queue:
+                    break
+                held = await self._write_batch() or held  # only abandoned callers left: nobody else will
+        except BaseException as exc:
+            # Only a bug gets here (batch errors are caught below); never leave callers hanging.
+            held = None
+            while self._queue:
+                self._queue.popleft().fail(_describe(exc), exc)
+            raise
+        finally:
+            if not self._queue or not any(w.promoted and not w.done for w in self._queue):
+                self._leading = False
+                if self._idle is not None:
+                    self._idle.set()
+            if held is not None and not cancelled and (task := asyncio.current_task()) is not None:
+                task.uncancel()  # the same request, delivered again at the next await
+                task.cancel(*held.args)
+
+    async def _write_batch(self) -> BaseException | None:
+        """Write the next batch; return a cancellation that came meanwhile (held for ``_lead``)."""
+        queue = self._queue
+        batch = [queue.popleft()]
+        events = batch[0].events
+        if queue:
+            size = len(events)
+            while queue and size + len(queue[0].events) <= self._max_batch:
+                size += len(queue[0].events)
+                batch.append(queue.popleft())
+            if len(batch) > 1:
+                events = [event for waiter in batch for event in waiter.events]
+        held: BaseException | None = None
         started = time.perf_counter()
         try:
             records = self._commit_on_loop(events)
             if records is None:
-                records = await self._writer.run(self.sink.append, events)
+                written = self._writer.run(self.sink.append, events)
+                try:
+                    await written
+                except asyncio.CancelledError as exc:
+                    if not written.done():
+                        raise  # not the thread's future's doing: cannot happen, never swallow
+                    held = exc
+                records = written.result()
             if len(records) != len(events):
                 raise AuditError(f"audit sink returned {len(records)} records for {len(events)} events")
         except BaseException as exc:
@@ -242,16 +267,21 @@ class AuditLog:
                 waiter.fail(_describe(exc), exc)
             if not isinstance(exc, Exception):
                 raise
-            return
+            return held
         audit_committed(time.perf_counter() - started)
-        start = 0
-        for waiter in batch:
-            waiter.finish(records[start : start + len(waiter.events)])
-            start += len(waiter.events)
+        if len(batch) == 1:
+            batch[0].finish(records)
+        else:
+            start = 0
+            for waiter in batch:
+                waiter.finish(records[start : start + len(waiter.events)])
+                start += len(waiter.events)
         self._newest = records[-1]
         checkpointer = self.checkpointer
         if checkpointer is not None and checkpointer.due(records[0].seq, records[-1].seq):
-            await self._checkpoint(checkpointer, records[-1])
+            with anyio.CancelScope(shield=True):
+                await self._checkpoint(checkpointer, records[-1])
+        return held
 
     def _commit_on_loop(self, events: list[AuditEvent]) -> list[AuditRecord] | None:
         """The batch's records if it was committed here, on the loop; None to use the thread."""

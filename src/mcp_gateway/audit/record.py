@@ -8,6 +8,7 @@ No I/O happens here.
 
 from __future__ import annotations
 
+import _json
 import dataclasses
 import hashlib
 import json
@@ -24,8 +25,23 @@ GENESIS = "0" * 64
 _TEXT_FIELDS = ("kind", "call_id", "agent", "tool", "decision", "status")
 
 
+# One C encoder for every canonical text: ``json.dumps`` builds a ``JSONEncoder`` and a C encoder per
+# call, about two thirds of the cost of encoding a small dict (27k instructions; 9k with one encoder
+# reused, callgrind). It has no ``markers`` (the circular-reference check), so it keeps no state
+# between calls or threads; a circular value recurses, and is encoded again by the checking encoder
+# to raise ``json.dumps``'s own error.
+_CHECKING = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_ENCODE = _json.make_encoder(
+    None, _CHECKING.default, json.encoder.encode_basestring, None, ":", ",", True, False, True
+)
+
+
 def _canonical_text(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, cheaper."""
+    try:
+        return "".join(_ENCODE(obj, 0))
+    except RecursionError:
+        return _CHECKING.encode(obj)
 
 
 def canonical(obj: Any) -> bytes:
@@ -44,8 +60,6 @@ def digest(obj: Any) -> str:
 
 
 _HASHED_FIELDS = tuple(f.name for f in dataclasses.fields(AuditRecord) if f.name != "hash")
-_SORTED_FIELDS = tuple(sorted(_HASHED_FIELDS))  # the order canonical JSON writes them in
-_KEY_PREFIX = {name: _canonical_text(name) + ":" for name in _HASHED_FIELDS}
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring
 """How ``json.dumps(..., ensure_ascii=False)`` writes a string."""
 
@@ -66,6 +80,14 @@ def _clean_text(value: str) -> str:
     except UnicodeEncodeError:
         value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return value.replace("\x00", "\ufffd")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _clean(value: Any, where: str) -> Any:
@@ -94,6 +116,40 @@ def _clean(value: Any, where: str) -> Any:
     raise AuditWriteError(f"audit field `{where}` holds a `{type(value).__name__}`, which is not json")
 
 
+_AS_IS = object()
+"""``_plain``'s answer for a value that needs ``_clean``."""
+
+
+def _plain(value: Any) -> Any:
+    """What ``_clean`` makes of ``value`` when that is only a copy of it; else ``_AS_IS``.
+
+    The common case, an exact ``dict``/``list`` (nested or not) of exact ``str``, ``int``, ``bool``,
+    ``None`` and finite ``float``, with text free of NUL and lone surrogates, costs no function call
+    per value here (``normalize_event`` of a tools/call intent: 35k instructions instead of 80k).
+    Anything else goes to ``_clean`` whole; a property test holds both paths equal.
+    """
+    is_dict = type(value) is dict
+    out: dict[Any, Any] = {}
+    for key, item in value.items() if is_dict else enumerate(value):
+        if is_dict and (type(key) is not str or "\x00" in key or not (key.isascii() or _is_utf8(key))):
+            return _AS_IS
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item or not (item.isascii() or _is_utf8(item)):
+                return _AS_IS
+        elif kind is dict or kind is list:
+            item = _plain(item)
+            if item is _AS_IS:
+                return _AS_IS
+        elif kind is float:
+            if not math.isfinite(item):
+                return _AS_IS
+        elif kind is not int and kind is not bool and item is not None:
+            return _AS_IS
+        out[key] = item
+    return out if is_dict else list(out.values())
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _CleanEvent(AuditEvent):
     """What ``normalize_event`` returns: storable, with ``args``/``detail`` copies nobody else holds,
@@ -108,13 +164,35 @@ def normalize_event(event: AuditEvent) -> AuditEvent:
     """
     if type(event) is _CleanEvent:
         return event
-    texts: dict[str, str] = {}
-    for name in _TEXT_FIELDS:
-        value = getattr(event, name)
-        if not isinstance(value, str):
-            raise AuditWriteError(f"audit field `{name}` must be text, not `{type(value).__name__}`")
-        texts[name] = _clean_text(value)
-    return _CleanEvent(**texts, args=_clean(event.args, "args"), detail=_clean(event.detail, "detail"))
+    kind, call_id, agent, tool, decision, status = (
+        event.kind,
+        event.call_id,
+        event.agent,
+        event.tool,
+        event.decision,
+        event.status,
+    )
+    # All six exact ``str`` and storable as they are (one check of them joined): the common case.
+    plain = str is type(kind) is type(call_id) is type(agent) is type(tool) is type(decision) is type(status)
+    if plain:
+        joined = kind + call_id + agent + tool + decision + status
+        plain = "\x00" not in joined and (joined.isascii() or _is_utf8(joined))
+    if not plain:
+        texts: list[str] = []
+        for name in _TEXT_FIELDS:
+            value = getattr(event, name)
+            if not isinstance(value, str):
+                raise AuditWriteError(f"audit field `{name}` must be text, not `{type(value).__name__}`")
+            texts.append(_clean_text(value))
+        kind, call_id, agent, tool, decision, status = texts
+    args: Any = _plain(event.args) if type(event.args) is dict else _AS_IS
+    if args is _AS_IS:
+        args = _clean(event.args, "args")
+    detail: Any = _plain(event.detail) if type(event.detail) is dict else _AS_IS
+    if detail is _AS_IS:
+        detail = _clean(event.detail, "detail")
+    # Positional (a fifth cheaper than keywords); a test pins the field order.
+    return _CleanEvent(kind, call_id, agent, tool, decision, status, args, detail)
 
 
 def chain(
@@ -148,26 +226,41 @@ def chain_encoded(
     for event in events:
         clean = normalize_event(event)
         seq += 1
-        texts = {name: getattr(clean, name) for name in _TEXT_FIELDS}
-        args_json, detail_json = _canonical_text(clean.args), _canonical_text(clean.detail)
-        pieces = {name: _encode_str(value) for name, value in texts.items()}
-        pieces.update(
-            seq=int.__repr__(seq),
-            ts=stamp,
-            args=args_json,
-            detail=detail_json,
-            prev_hash=_encode_str(prev_hash),
+        kind, call_id, agent, tool = clean.kind, clean.call_id, clean.agent, clean.tool
+        decision, status, args, detail = clean.decision, clean.status, clean.args, clean.detail
+        args_json, detail_json = _canonical_text(args), _canonical_text(detail)
+        # The canonical JSON of the hashed fields, keys sorted (a join: a quarter of str.format's cost).
+        body = "".join(
+            (
+                '{"agent":',
+                _encode_str(agent),
+                ',"args":',
+                args_json,
+                ',"call_id":',
+                _encode_str(call_id),
+                ',"decision":',
+                _encode_str(decision),
+                ',"detail":',
+                detail_json,
+                ',"kind":',
+                _encode_str(kind),
+                ',"prev_hash":',
+                _encode_str(prev_hash),
+                ',"seq":',
+                int.__repr__(seq),
+                ',"status":',
+                _encode_str(status),
+                ',"tool":',
+                _encode_str(tool),
+                ',"ts":',
+                stamp,
+                "}",
+            )
         )
-        body = ",".join(_KEY_PREFIX[name] + pieces[name] for name in _SORTED_FIELDS)
-        record_hash = hashlib.sha256(("{" + body + "}").encode("utf-8", "surrogatepass")).hexdigest()
+        record_hash = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+        # Positional (a fifth cheaper than keywords); a test pins the field order.
         record = AuditRecord(
-            seq=seq,
-            ts=ts,
-            **texts,
-            args=clean.args,
-            detail=clean.detail,
-            prev_hash=prev_hash,
-            hash=record_hash,
+            seq, ts, kind, call_id, agent, tool, decision, status, args, detail, prev_hash, record_hash
         )
         encoded.append((record, args_json, detail_json))
         prev_hash = record_hash

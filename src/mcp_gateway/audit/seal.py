@@ -67,7 +67,8 @@ SEAL_COLUMNS = ("first_seq", "last_seq", "prev_hash", "head_hash", "key_id", "ma
 
 
 def seal_to_row(seal: AuditSeal) -> tuple[Any, ...]:
-    return tuple(getattr(seal, name) for name in SEAL_COLUMNS)
+    # In ``SEAL_COLUMNS`` order (a test pins it).
+    return (seal.first_seq, seal.last_seq, seal.prev_hash, seal.head_hash, seal.key_id, seal.mac)
 
 
 def seal_from_row(row: Sequence[Any]) -> AuditSeal:
@@ -87,13 +88,17 @@ class Sealer:
             raise AuditError("an audit seal key must be at least 32 bytes")
         self._key = key
         self.key_id = hashlib.sha256(b"mcp-gateway audit seal key id\n" + key).hexdigest()[:16]
+        # The HMAC state after the key and ``DOMAIN``: each MAC copies it (a fifth cheaper than anew).
+        self._keyed = hmac.new(key, DOMAIN, hashlib.sha256)
 
     def __repr__(self) -> str:
         return f"Sealer(key_id={self.key_id!r})"
 
     def _mac(self, first_seq: int, last_seq: int, prev_hash: str, head_hash: str, key_id: str) -> str:
         body = {"first": first_seq, "head": head_hash, "key_id": key_id, "last": last_seq, "prev": prev_hash}
-        return hmac.new(self._key, DOMAIN + canonical(body), hashlib.sha256).hexdigest()
+        mac = self._keyed.copy()
+        mac.update(canonical(body))
+        return mac.hexdigest()
 
     def seal(self, records: Sequence[AuditRecord]) -> AuditSeal:
         """The seal of one batch of consecutive, chained records."""

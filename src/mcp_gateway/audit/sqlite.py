@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from mcp_gateway.audit.busy import try_begin, when_free
 from mcp_gateway.audit.record import chain_encoded
 from mcp_gateway.audit.rows import (
     CHECKPOINT_COLUMNS,
@@ -34,7 +33,6 @@ from mcp_gateway.audit.search import AuditPage, AuditSearch, run_search
 from mcp_gateway.errors import AuditError, AuditWriteError
 from mcp_gateway.types import AuditCheckpoint, AuditEvent, AuditRecord, Clock, system_clock
 
-T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
@@ -113,8 +111,13 @@ class SQLiteAuditSink:
         self._busy_timeout = busy_timeout
         # One connection shared by the gateway's worker threads; the lock serialises its use.
         self._lock = threading.Lock()
+        self._file = None if str(self.path) == ":memory:" else str(self.path)
+        # The newest record as of this connection's last append, and SQLite's ``data_version`` then:
+        # while it is unchanged nobody else has committed, so the next append need not read the head.
+        self._head: tuple[int, str] | None = None
+        self._head_version: int | None = None
         try:
-            # No SQLite busy handler: ``_when_free`` does all waiting (see there).
+            # No SQLite busy handler: ``busy.when_free`` does all waiting (see there).
             target = f"{self.path.resolve().as_uri()}?mode=ro" if read_only else str(self.path)
             self._conn = sqlite3.connect(
                 target, timeout=0, isolation_level=None, check_same_thread=False, uri=read_only
@@ -126,7 +129,7 @@ class SQLiteAuditSink:
             ) from exc
         try:
             if not read_only:
-                _when_free(self._set_up, busy_timeout)
+                when_free(self._set_up, busy_timeout)
             self._identity = self._file_identity()
         except (sqlite3.Error, OSError) as exc:
             self._conn.close()
@@ -148,9 +151,9 @@ class SQLiteAuditSink:
             )
 
     def _file_identity(self) -> tuple[int, int] | None:
-        if str(self.path) == ":memory:":
+        if self._file is None:
             return None
-        stat = os.stat(self.path)
+        stat = os.stat(self._file)
         return stat.st_dev, stat.st_ino
 
     def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
@@ -187,12 +190,16 @@ class SQLiteAuditSink:
                 )
             # Taking the write lock before reading the newest record means no other process can
             # append between our read and our insert.
-            if wait:
-                _when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
-            elif not _try_begin(self._conn):
-                return None
-            last = self._newest()
-            encoded = chain_encoded(tuple(last) if last else None, events, self._clock())
+            if not try_begin(self._conn):
+                if not wait:
+                    return None
+                when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
+            # ``data_version`` changes when another connection commits (cheaper than the SELECT).
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._head_version:
+                row = self._newest()
+                self._head = (row[0], row[1]) if row else None
+            encoded = chain_encoded(self._head, events, self._clock())
             self._conn.executemany(
                 f"INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
                 [to_row(r, (a, d)) for r, a, d in encoded],
@@ -201,9 +208,11 @@ class SQLiteAuditSink:
             if self.sealer is not None:
                 self._conn.execute(_SEAL_INSERT, seal_to_row(self.sealer.seal(records)))
             self._conn.execute("COMMIT")
-        except (sqlite3.Error, OSError, AuditWriteError) as exc:
-            self._rollback()
-            if isinstance(exc, AuditWriteError):
+            self._head, self._head_version = (records[-1].seq, records[-1].hash), version
+        except BaseException as exc:
+            self._head_version = None  # read the head again next time
+            self._rollback()  # whatever failed: a transaction left open would refuse every later append
+            if isinstance(exc, AuditWriteError) or not isinstance(exc, sqlite3.Error | OSError):
                 raise
             if isinstance(exc, OSError):
                 raise AuditWriteError(
@@ -285,7 +294,7 @@ class SQLiteAuditSink:
         """``(seq, hash)`` of the newest record, or None when the log is empty."""
         with self._lock:
             try:
-                row = _when_free(self._newest, self._busy_timeout)
+                row = when_free(self._newest, self._busy_timeout)
             except sqlite3.Error as exc:
                 raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
         return (int(row[0]), str(row[1])) if row else None
@@ -303,7 +312,7 @@ class SQLiteAuditSink:
                         f"audit store `{self.path}` was moved, replaced or deleted",
                         reason="audit store was moved, replaced or deleted",
                     )
-                _when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
+                when_free(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
                 self._conn.execute(
                     f"INSERT INTO checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
                     (checkpoint.seq, checkpoint.hash, checkpoint.ts, checkpoint.key_id, checkpoint.signature),
@@ -323,7 +332,7 @@ class SQLiteAuditSink:
         sql = f"SELECT {CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY id"  # noqa: S608 - constant columns
         with self._lock:
             try:
-                rows = _when_free(lambda: self._conn.execute(sql).fetchall(), self._busy_timeout)
+                rows = when_free(lambda: self._conn.execute(sql).fetchall(), self._busy_timeout)
             except sqlite3.Error as exc:
                 raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
         return [checkpoint_from_row(row) for row in rows]
@@ -334,7 +343,7 @@ class SQLiteAuditSink:
         params = (after_seq, -1 if limit is None else limit)
         with self._lock:
             try:
-                rows = _when_free(lambda: self._conn.execute(sql, params).fetchall(), self._busy_timeout)
+                rows = when_free(lambda: self._conn.execute(sql, params).fetchall(), self._busy_timeout)
             except sqlite3.OperationalError as exc:
                 if self.read_only and "no such table" in str(exc):
                     return []  # a store written before seals existed, opened read-only
@@ -346,7 +355,7 @@ class SQLiteAuditSink:
     def _select(self, sql: str, params: Sequence[Any]) -> list[AuditRecord]:
         with self._lock:
             try:
-                rows = _when_free(lambda: self._conn.execute(sql, params).fetchall(), self._busy_timeout)
+                rows = when_free(lambda: self._conn.execute(sql, params).fetchall(), self._busy_timeout)
             except sqlite3.Error as exc:
                 raise AuditError(f"audit store `{self.path}` cannot be read: {_why(exc)}") from exc
         return [from_row(row) for row in rows]
@@ -361,35 +370,3 @@ class SQLiteAuditSink:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-# A private generator: the module-level one is shared process state (and test tools watch it).
-_JITTER = random.Random()  # noqa: S311 - retry jitter, not security
-
-
-def _when_free(action: Callable[[], T], timeout: float) -> T:
-    """Run ``action``, retrying it while the database is locked, for at most ``timeout`` seconds.
-
-    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a process that commits
-    every millisecond starves another for seconds (and past the timeout: a refused call). Short
-    jittered retries let writers take turns.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return action()
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                raise
-        time.sleep(_JITTER.uniform(0, 0.0005))
-
-
-def _try_begin(conn: sqlite3.Connection) -> bool:
-    """``BEGIN IMMEDIATE`` once: False if another process holds the write lock."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-            return False
-        raise
-    return True
