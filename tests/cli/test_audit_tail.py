@@ -7,9 +7,11 @@ import csv
 import io
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -151,8 +153,9 @@ def test_follow_prints_only_new_matching_records_and_stops_after_max_records(con
     printed: list[list[int]] = []
     with SQLiteAuditSink(config.parent / "data" / "audit.db") as sink:
 
-        def tick(_: float) -> None:  # each poll's wait: the next records get written meanwhile
+        def tick(_: float) -> bool:  # each poll's wait: the next records get written meanwhile
             sink.append(batches.pop(0))
+            return False
 
         count = follow(
             sink,
@@ -162,7 +165,7 @@ def test_follow_prints_only_new_matching_records_and_stops_after_max_records(con
             interval=0.01,
             timeout=None,
             max_records=2,
-            sleep=tick,
+            wait=tick,
         )
     assert count == 2 and printed == [[8], [9]]  # seq 7 is not ops.*, seq 10 is past the limit
 
@@ -172,8 +175,17 @@ def test_follow_stops_at_its_timeout(config: Path) -> None:
     assert code == 0 and len(out.splitlines()) == 2
 
 
+def _line_within(proc: subprocess.Popen[str], seconds: float) -> str:
+    """The next line ``proc`` prints, waiting at most ``seconds`` for it."""
+    assert proc.stdout is not None
+    if not select.select([proc.stdout], [], [], seconds)[0]:
+        proc.kill()
+        raise AssertionError(f"no line within {seconds} s; stderr: {proc.communicate()[1]!r}")
+    return proc.stdout.readline()
+
+
 @pytest.mark.e2e
-def test_follow_in_a_real_process_ends_cleanly_on_ctrl_c(config: Path) -> None:
+def test_follow_in_a_real_process_ends_cleanly_on_one_ctrl_c(config: Path) -> None:
     proc = subprocess.Popen(
         [str(EXE), "audit", "tail", "-c", str(config), "-n", "0", "--follow", "--interval", "0.05"],
         stdout=subprocess.PIPE,
@@ -181,18 +193,47 @@ def test_follow_in_a_real_process_ends_cleanly_on_ctrl_c(config: Path) -> None:
         text=True,
         env={**os.environ, "MCP_GATEWAY_MASTER_KEY": ""},
     )
-    assert proc.stdout is not None
-    header = proc.stdout.readline()  # printed (and flushed) once the starting point is read
+    header = _line_within(proc, 120)  # printed (and flushed) once the starting point is read
     assert header.startswith("SEQ")
     proc.send_signal(signal.SIGINT)
     try:
-        out, err = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        # Seen once under load in CI: the first SIGINT was not acted on (race not yet found; see
-        # docs/known-gaps.md). A second Ctrl-C must still end it cleanly.
-        proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"one Ctrl-C did not end it; stderr: {proc.communicate()[1]!r}") from None
     assert proc.returncode == 0 and "Traceback" not in err and out == ""
+
+
+def _ctrl_c_where_python_cannot_raise() -> None:
+    """Press Ctrl-C so that its handler runs inside a weakref callback, as when it lands while the
+    garbage collector runs them (often, while modules import): a ``KeyboardInterrupt`` raised there
+    is printed as "Exception ignored" and lost."""
+
+    class Thing:
+        pass
+
+    thing = Thing()
+    ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
+    del thing
+    assert ref() is None
+
+
+def test_ctrl_c_while_follow_starts_ends_it_before_it_prints_even_where_python_cannot_raise(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mcp_gateway.cli.audit as audit_cli
+
+    read_sink = audit_cli._read_sink
+
+    def read_sink_pressing_ctrl_c(config: Path | None) -> object:
+        _ctrl_c_where_python_cannot_raise()  # while the store opens (its imports run then)
+        return read_sink(config)
+
+    monkeypatch.setattr(audit_cli, "_read_sink", read_sink_pressing_ctrl_c)
+    # The timeout bounds the test: a lost Ctrl-C would follow (and print the header) until then.
+    code, out, err = _run("audit", "tail", "-c", str(config), "-n", "1", "--follow", "--timeout", "5")
+    assert code == 0 and out == "" and err == ""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
 
 
 def test_export_csv_neutralizes_formulas_an_agent_planted(config: Path, tmp_path: Path) -> None:

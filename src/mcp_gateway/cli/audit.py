@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import sys
@@ -22,6 +21,7 @@ from mcp_gateway.cli.common import (
     master_key_env,
     read_settings,
 )
+from mcp_gateway.cli.ctrl_c import StopOnCtrlC
 from mcp_gateway.config import Settings
 from mcp_gateway.errors import GatewayError
 
@@ -94,14 +94,16 @@ def audit_tail(
     found = filters(
         agent=agent, tool=tool, decision=decision, status=status, kind=kind, since=since, until=until
     )
-    sink = _read_sink(config)
-    table = Table(as_json)
-    try:
-        head = sink.head()
-        # Following ends with Ctrl-C: that is a normal end (exit 0), wherever it lands.
-        with contextlib.suppress(KeyboardInterrupt) if follow else contextlib.nullcontext():
-            table.print(newest(sink, found, n))
-            if follow:
+    # Following ends with Ctrl-C, a normal end (exit 0) wherever it lands, opening the store included:
+    # from here on it is a flag the follow checks, never an exception that could be lost (ctrl_c.py).
+    with StopOnCtrlC(enabled=follow) as ctrl_c:
+        sink = _read_sink(config)
+        try:
+            head = sink.head()
+            table = Table(as_json)
+            if not ctrl_c.pressed:
+                table.print(newest(sink, found, n))
+            if follow and not ctrl_c.pressed:
                 audit_follow(
                     sink,
                     found,
@@ -110,11 +112,12 @@ def audit_tail(
                     interval=interval,
                     timeout=timeout,
                     max_records=max_records,
+                    wait=ctrl_c.wait,
                 )
-    except GatewayError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        sink.close()
+        except GatewayError as exc:
+            raise fail(str(exc)) from None
+        finally:
+            sink.close()
 
 
 @audit_app.command("query")

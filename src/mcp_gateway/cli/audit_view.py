@@ -18,6 +18,7 @@ import typer
 from mcp_gateway.audit.export import record_to_dict
 from mcp_gateway.audit.search import MAX_LIMIT, AuditSearch
 from mcp_gateway.cli.common import fail, iso, parse_since
+from mcp_gateway.cli.ctrl_c import StopOnCtrlC
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.types import AuditRecord
 
@@ -197,10 +198,12 @@ def follow(
     interval: float,
     timeout: float | None,
     max_records: int | None,
-    sleep: Callable[[float], None] = time.sleep,
+    wait: Callable[[float], bool] | None = None,
 ) -> int:
-    """Print records as they are written, until ``timeout`` seconds or ``max_records`` printed (or
-    Ctrl-C, which the caller catches); returns how many were printed."""
+    """Print records as they are written, until ``timeout`` seconds, ``max_records`` printed, or
+    ``wait`` (the pause between looks) says to stop (``StopOnCtrlC.wait``: Ctrl-C was pressed);
+    returns how many were printed."""
+    wait = wait or StopOnCtrlC(enabled=False).wait
     deadline = time.monotonic() + timeout if timeout is not None else None
     printed = 0
     while max_records is None or printed < max_records:
@@ -215,7 +218,8 @@ def follow(
             break
         if max_records is not None and printed >= max_records:
             break
-        sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
+        if wait(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))):
+            break
     return printed
 
 
