@@ -19,9 +19,9 @@ request, keeps the connections, and enforces the limits:
 - an idle connection is reused for at most ``IDLE_SECONDS`` (below the usual server keep-alive
   of 5 s, so a request is not sent on a connection the server is closing); a connection whose
   answer was not read to its end (timeout, cancellation, a bad answer) is closed, never reused;
-- ``aclose`` returns once every connection it closed is closed: a TLS one first waits for the
-  peer's close_notify, so ``aclose`` waits up to ``CLOSE_SECONDS`` and then aborts it (a socket
-  left open when the event loop closes makes uvloop's ``loop.close()`` fail);
+- ``aclose`` aborts the idle connections and those still closing: their sockets are closed at
+  once, with no TLS close_notify exchange (a socket left open when the event loop closes makes
+  uvloop's ``loop.close()`` fail);
 - no redirects, no proxies from the environment, no cookies, no compression.
 
 A request is never retried: a ``tools/call`` may have acted upstream even if its answer was lost.
@@ -49,7 +49,6 @@ from mcp_gateway.connectors.netguard import (
 )
 
 IDLE_SECONDS: Final = 4.0
-CLOSE_SECONDS: Final = 1.0
 MAX_HEAD_BYTES: Final = 64 * 1024
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE: Final = re.compile(r"[\t\x20-\x7e]*")
@@ -319,23 +318,18 @@ class LeanHttpClient:
         return connection
 
     async def aclose(self) -> None:
-        """Close the idle connections and wait until every closing one is closed.
+        """Close the idle connections and those still closing, at once and without waiting.
 
-        A connection that has not closed within ``CLOSE_SECONDS`` (a TLS peer that does not answer
-        close_notify) is aborted. A call still in flight keeps its connection and closes it when
-        it ends.
+        Each is aborted: its socket is closed now, with no TLS close_notify exchange (a peer that
+        never answers one would keep the socket open past the event loop, and uvloop's
+        ``loop.close()`` then fails). Nothing is lost: an idle connection has no request or answer
+        in flight. A call still in flight keeps its connection and closes it when it ends. No
+        ``await`` here: a shutdown being cancelled must not be able to stop halfway.
         """
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            connection.close()
-        closing = [connection for connection in self._open if connection.closed]
-        if not closing:
-            return
-        _, lingering = await asyncio.wait([c.gone for c in closing], timeout=CLOSE_SECONDS)
-        for connection in closing:
-            if not connection.gone.done():
-                connection.abort()
-        if lingering:
-            # An aborted transport reports its loss within a loop turn or two.
-            await asyncio.wait(lingering, timeout=CLOSE_SECONDS)
+            connection.abort()
+        for connection in list(self._open):
+            if connection.closed and not connection.gone.done():
+                connection.abort()  # closed earlier (stale, or an answer not read to its end)
