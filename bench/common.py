@@ -143,6 +143,12 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_system_seconds(pid: int) -> float:
+    """System (kernel) CPU seconds of ``pid`` (all its threads): syscalls, fsync, page faults."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def system_busy_seconds() -> float:
     """CPU seconds every CPU has spent busy since boot (all processes; /proc/stat, idle/iowait excluded)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from common import (
     percentile,
     port_open,
     proc_cpu_seconds,
+    proc_system_seconds,
     running_stack,
     system_busy_seconds,
     tail,
@@ -134,6 +136,7 @@ def measure(
         assert stack.gateway is not None
         gateway_pid = stack.gateway.pid
         cpu_reads["forwarder"] = lambda: proc_cpu_seconds(gateway_pid)
+        cpu_reads["forwarder_system"] = lambda: proc_system_seconds(gateway_pid)
     else:
         assert extras is not None
         fwd = extras.forwarders[path]
@@ -141,6 +144,7 @@ def measure(
         tool = gateway_tool if path == "floor" else TOOL
         auth = f"Bearer {stack.token}" if path == "floor" else DIRECT_AUTH
         cpu_reads["forwarder"] = lambda: proc_cpu_seconds(fwd.pid)
+        cpu_reads["forwarder_system"] = lambda: proc_system_seconds(fwd.pid)
         if fwd.stdio_upstream:  # the peer's own stdio child(ren), not the HTTP upstream
             cpu_reads["upstream"] = lambda: group_cpu_seconds(fwd.pid, exclude=fwd.pid)
     workers = min(cfg.workers or default_workers(concurrency), concurrency)
@@ -168,6 +172,8 @@ def measure(
     ok = len(latencies)
     spent = {name: (v[1] - v[0]) if len(v) == 2 else float("nan") for name, v in cpu.items()}
     machine = spent.pop("machine")
+    # The forwarder's kernel share (fsync, syscalls), part of its figure: reported, not summed again.
+    forwarder_system = spent.pop("forwarder_system", None)
     server_cpu = spent
     loadgen_cpu = sum(r.cpu_s for r in results)
     # CPU that neither the servers nor the load generator used: other work on the machine (noise).
@@ -194,6 +200,11 @@ def measure(
         "cpu_ms_per_call": {
             **{name: round(1000 * s / ok, 3) if ok else None for name, s in server_cpu.items()},
             "client": round(1000 * loadgen_cpu / ok, 3) if ok else None,
+            **(
+                {"forwarder_system": round(1000 * forwarder_system / ok, 3) if ok else None}
+                if forwarder_system is not None
+                else {}
+            ),
             # Older readers (process.py, earlier results) know the gateway's figure by this name.
             **(
                 {"gateway": round(1000 * server_cpu["forwarder"] / ok, 3) if ok else None}
@@ -243,6 +254,11 @@ def _fmt(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}f}"
+
+
+def _system_share(cpu: dict[str, Any]) -> str:
+    system = cpu.get("forwarder_system")
+    return "" if system is None else f" ({_fmt(system, 2)})"
 
 
 def _key(c: dict[str, Any]) -> tuple[str, str, int]:
@@ -318,7 +334,7 @@ def markdown(cells: list[dict[str, Any]]) -> str:
                 _fmt(c["latency_ms"]["p99"], 2),
                 ratio,
                 f"{c['calls_ok']}" + (f" (**{c['errors']} errors**)" if c["errors"] else ""),
-                _fmt(cpu.get("forwarder"), 2),
+                _fmt(cpu.get("forwarder"), 2) + _system_share(cpu),
                 _fmt(cpu.get("upstream"), 2),
                 _fmt(cpu.get("client"), 2),
                 _fmt(c.get("foreign_cpu_cores"), 2),
@@ -335,13 +351,35 @@ def markdown(cells: list[dict[str, Any]]) -> str:
         "p99 ms",
         "vs direct",
         "calls",
-        "forwarder CPU ms/call",
+        "forwarder CPU ms/call (of it system)",
         "upstream CPU ms/call",
         "client CPU ms/call",
         "other load (cores)",
         "",
     ]
     return md_table(header[:-1], [r[:-1] for r in rows])
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (and what it starts later) on ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
+def pin_forwarders(stack: Stack, extras: Extras) -> None:
+    """``--pin``: forwarders on CPU 0; the upstream, this process and its load generators elsewhere."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least two CPUs")
+    first, rest = {cpus[0]}, set(cpus[1:])
+    forwarders = [fwd.pid for fwd in extras.forwarders.values()]
+    if stack.gateway is not None:
+        forwarders.append(stack.gateway.pid)
+    for pid in forwarders:
+        _pin(pid, first)
+    _pin(stack.upstream.pid, rest)
+    _pin(os.getpid(), rest)  # the load generator workers start later, from here
+    print(f"pinned: forwarders on CPU {cpus[0]}, upstream and load generators on {sorted(rest)}", flush=True)
 
 
 # ---- the extra forwarders ----------------------------------------------------------------------
@@ -441,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-builtin", action="store_true", help="skip the gateway's built-in tool")
     parser.add_argument("--json-upstream", action="store_true", help="upstream answers JSON instead of SSE")
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="diagnostic: every forwarder (gateway, floor, peers) on CPU 0, the upstream and the load"
+        " generator on the other CPUs (so no other process evicts a forwarder's CPU caches between calls)",
+    )
+    parser.add_argument(
         "--no-lean-calls",
         action="store_true",
         help="send every upstream call through the SDK client (upstreams.NAME.lean_calls: false)",
@@ -478,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         json_upstream=args.json_upstream, lean_calls=not args.no_lean_calls, fast_path=not args.no_fast_path
     ) as stack:
         extras = start_extras(stack, floor=args.floor, peers=args.peers, pool=args.floor_pool)
+        if args.pin:
+            pin_forwarders(stack, extras)
         paths = [
             p
             for p in PATHS
@@ -574,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             "upstream_response": "json" if args.json_upstream else "sse",
             "lean_calls": not args.no_lean_calls,
             "fast_path": not args.no_fast_path,
+            "pinned": args.pin,
             "gateway": "mcp-gateway serve; sqlite audit (WAL, synchronous=FULL); 1 grant; 1 vault secret",
             "floor": f"bench/floor_forwarder.py (--pool {args.floor_pool})" if args.floor else None,
             "peers": _peer_versions() if args.peers else None,
