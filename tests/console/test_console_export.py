@@ -123,14 +123,59 @@ def test_the_audit_page_offers_the_export_of_its_filter_escaped(console_gateway:
 
 
 @pytest.mark.anyio
-async def test_an_export_reads_page_after_page_and_stops_at_its_bound(tmp_path: Path) -> None:
+async def test_an_export_reads_page_after_page_and_says_in_its_last_line_where_it_stopped(
+    tmp_path: Path,
+) -> None:
     with SQLiteAuditSink(tmp_path / "audit.db") as sink:
         sink.append([AuditEvent(kind="intent", tool=f"t.{i % 3}", args={"i": i}) for i in range(1200)])
         query = AuditSearch(limit=500)
         first = search(sink, query)
-        lines = [line async for line in export_body(sink, query, first, "jsonl", limit=1000)]
-        assert [json.loads(line)["seq"] for line in lines] == list(range(1200, 200, -1))
+        lines = [json.loads(line) async for line in export_body(sink, query, first, "jsonl", limit=1000)]
+        assert [line["seq"] for line in lines[:-1]] == list(range(1200, 200, -1))
+        # Cut inside a page: not a record, and it names where to go on.
+        assert lines[-1] == {
+            "export_truncated": {
+                "records": 1000,
+                "continue_before": 201,
+                "message": "this export stopped at its limit of 1,000 records; older records may match:"
+                " export again with before=201",
+            }
+        }
         text = "".join([line async for line in export_body(sink, query, first, "csv", limit=1000)])
         rows = list(csv.reader(io.StringIO(text, newline="")))
-        assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 1001 and rows[1][0] == "1200"
+        assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 1002 and rows[1][0] == "1200"
         assert CSV_COLUMNS[0] not in [row[0] for row in rows[1:]]  # one header, at the top
+        last = dict(zip(CSV_COLUMNS, rows[-1], strict=True))
+        assert last["kind"] == "export_truncated" and last["seq"] == ""
+        assert json.loads(last["detail"])["continue_before"] == 201
+        # Cut at a page's end: the next page's cursor.
+        lines = [json.loads(line) async for line in export_body(sink, query, first, "jsonl", limit=500)]
+        assert len(lines) == 501 and lines[-1]["export_truncated"]["continue_before"] == 701
+        # Going on from there ends the log: every record once, and no truncation line.
+        rest_query = AuditSearch(limit=500, before_seq=201)
+        rest = [
+            json.loads(line)
+            async for line in export_body(sink, rest_query, search(sink, rest_query), "jsonl", limit=1000)
+        ]
+        assert [line["seq"] for line in rest] == list(range(200, 0, -1))
+        # Exactly everything within the limit: complete, so no truncation line either.
+        whole = [json.loads(line) async for line in export_body(sink, query, first, "jsonl", limit=1200)]
+        assert [line["seq"] for line in whole] == list(range(1200, 0, -1))
+
+
+@pytest.mark.e2e
+def test_an_export_goes_on_before_a_record_number_and_the_audit_record_says_so(
+    console_gateway: ConsoleGateway,
+) -> None:
+    gw = console_gateway
+    for n in range(3):
+        gw.call("note.echo", {"text": f"before-{n}"})
+    seqs = [r.seq for r in gw.audit() if r.tool == "note.echo"]
+    cut = seqs[len(seqs) // 2]
+    client = login(gw, "victor")
+    answer = client.get("/audit/export", params={"format": "jsonl", "tool": "note.echo", "before": str(cut)})
+    assert answer.status_code == 200, answer.text
+    got = [json.loads(line)["seq"] for line in answer.text.splitlines()]
+    assert got == sorted((s for s in seqs if s < cut), reverse=True) and got
+    assert _exports(gw)[-1].detail["filters"] == {"tool": "note.echo", "before": str(cut)}  # type: ignore[attr-defined]
+    assert client.get("/audit/export", params={"format": "csv", "before": "-1"}).status_code == 400
