@@ -241,6 +241,25 @@ def test_the_master_key_is_a_secret_reference_and_no_secret_value_is_committed(
             assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], name
 
 
+def test_the_redis_password_is_a_file_from_a_secret_that_every_gateway_yaml_names(
+    rendered: tuple[str, list[Doc]],
+) -> None:
+    _, docs = rendered
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for path in (KUBE / "base" / "gateway.yaml", KUBE / "overlays" / "production" / "gateway.yaml"):
+        file = str(load_settings(path).quotas.redis_password_file)
+        (mount,) = [m for m in container["volumeMounts"] if file.startswith(m["mountPath"] + "/")]
+        secret = volumes[mount["name"]]["secret"]
+        assert secret["secretName"] == "mcp-gateway-redis" and mount["readOnly"] is True
+        assert [(i["key"], f"{mount['mountPath']}/{i['path']}") for i in secret["items"]] == [
+            ("password", file)
+        ]
+        # Group-readable for fsGroup, never by others (quotas.redis_password_file refuses that).
+        assert secret["defaultMode"] & 0o007 == 0
+
+
 def test_every_gateway_yaml_loads_as_valid_settings_with_no_inline_secret(tmp_path: Path) -> None:
     files = [
         DEPLOY / "compose" / "gateway.yaml",
@@ -468,6 +487,19 @@ def test_compose_takes_the_master_key_and_passwords_from_secret_files_never_lite
         assert "MCP_GATEWAY_MASTER_KEY" not in env and "PGPASSWORD" not in env
         for var, secret in (("MCP_GATEWAY_MASTER_KEY_FILE", "master_key"), ("PGPASSFILE", "pgpass")):
             assert env[var] == f"/run/secrets/{secret}" and secret in svc["secrets"], (name, var)
+    gateway_yaml = load_settings(DEPLOY / "compose" / "gateway.yaml")
+    assert str(gateway_yaml.quotas.redis_password_file) == "/run/secrets/redis_password"
+    for name, svc in _gateways(compose).items():
+        assert "redis_password" in svc["secrets"], name
+    # Redis requires the password: its configuration is a secret file, and its health check
+    # authenticates from that file (a Redis that answered without it would fail the check).
+    redis = compose["services"]["redis"]
+    assert redis["command"] == ["redis-server", "/run/secrets/redis_conf"] and redis["secrets"] == [
+        "redis_conf"
+    ]
+    kind, check = redis["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and "REDISCLI_AUTH=" in check and "/run/secrets/redis_conf" in check
+    assert "requirepass" in (DEPLOY / "compose" / "make-secrets.sh").read_text()
     postgres = compose["services"]["postgres"]["environment"]
     assert (
         "POSTGRES_PASSWORD" not in postgres

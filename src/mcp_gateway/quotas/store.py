@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -235,7 +236,8 @@ class RedisQuotaStore:
     must hash to one slot; this store targets a single server or a primary with replicas.)
 
     Args:
-        url: ``redis://127.0.0.1:6379/0`` (a password belongs in the URL; it is never logged).
+        url: ``redis://127.0.0.1:6379/0`` (never logged: it may hold a password).
+        password: the Redis password (from ``quotas.redis_password_file``), or None.
         key_prefix: prepended to every key, so several gateways (or tests) can share a server.
         client: a ready ``redis.Redis`` instead of ``url`` (tests).
         socket_timeout: seconds per command.
@@ -248,6 +250,7 @@ class RedisQuotaStore:
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
+        password: str | None = None,
         key_prefix: str = "mcp-gateway:quota:",
         client: Any = None,
         socket_timeout: float = 2.0,
@@ -260,7 +263,7 @@ class RedisQuotaStore:
             ) from None
         self._redis_error: type[Exception] = redis.RedisError
         self._client = client or redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            url, password=password, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
         )
         self._prefix = key_prefix
         self._script = self._client.register_script(_CHECK_AND_HIT)
@@ -325,7 +328,7 @@ def open_quota_admin(settings: QuotaSettings, data_dir: Path, *, read_only: bool
         QuotaUnavailable: it cannot be opened (``read_only``: or there is none yet).
     """
     if settings.store == "redis":
-        return RedisQuotaStore(settings.redis_url, key_prefix=settings.key_prefix)
+        return _redis_store(settings, data_dir)
     path = settings.path if settings.path.is_absolute() else data_dir / settings.path
     return SQLiteQuotaStore(path, read_only=read_only)
 
@@ -337,6 +340,45 @@ def open_quota_store(settings: QuotaSettings, data_dir: Path) -> QuotaStore:
         QuotaUnavailable: it cannot be opened (or the ``redis`` package is missing).
     """
     if settings.store == "redis":
-        return RedisQuotaStore(settings.redis_url, key_prefix=settings.key_prefix)
+        return _redis_store(settings, data_dir)
     path = settings.path if settings.path.is_absolute() else data_dir / settings.path
     return SQLiteQuotaStore(path)
+
+
+def _redis_store(settings: QuotaSettings, data_dir: Path) -> RedisQuotaStore:
+    password = None
+    if (file := settings.redis_password_file) is not None:
+        password = read_password_file(file if file.is_absolute() else data_dir / file)
+    return RedisQuotaStore(settings.redis_url, password=password, key_prefix=settings.key_prefix)
+
+
+def read_password_file(path: Path) -> str:
+    """The password in ``path`` (surrounding whitespace ignored), for ``quotas.redis_password_file``.
+
+    Raises:
+        QuotaUnavailable: the file is unreadable, not a regular file, open to other users (mode
+            beyond 0640: a Kubernetes secret volume may be group-readable, never other-readable) or
+            empty. The message names the path and mode, never the content.
+    """
+    what = f"quotas.redis_password_file `{path}`"
+    try:
+        # O_NONBLOCK: a FIFO put in the file's place is refused below instead of hanging the start.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+            # fstat the open file, not the path, so the file checked is the file read.
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise QuotaUnavailable(f"{what} is not a regular file")
+            if st.st_mode & 0o007:
+                raise QuotaUnavailable(
+                    f"{what} has mode {stat.S_IMODE(st.st_mode):04o}: other users may open it (at most 0640)"
+                )
+            data = fh.read()
+    except OSError as exc:
+        raise QuotaUnavailable(f"cannot read {what}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise QuotaUnavailable(f"{what} is not text") from None
+    if not text:
+        raise QuotaUnavailable(f"{what} is empty")
+    return text
