@@ -91,9 +91,10 @@ def run_gateway(
     from mcp_gateway.app.observed import watched
     from mcp_gateway.app.wiring import build_runtime
     from mcp_gateway.http.app import create_app
-    from mcp_gateway.telemetry import configure_telemetry, watch_gateway
+    from mcp_gateway.telemetry import apply_config_level, configure_telemetry, watch_gateway
     from mcp_gateway.vault.service import NO_MASTER_KEY
 
+    apply_config_level(settings.telemetry.log_level)
     if listener is None:
         listener = bind_listener(settings.server.host, settings.server.port)
     try:

@@ -177,7 +177,11 @@ def main() -> None:
     from mcp_gateway.telemetry import configure_logging
 
     harden_process()
-    configure_logging(os.environ.get("MCP_GATEWAY_LOG_LEVEL", "INFO"))
+    try:
+        configure_logging(os.environ.get("MCP_GATEWAY_LOG_LEVEL") or "INFO")
+    except ValueError as exc:
+        sys.stderr.write(f"error: MCP_GATEWAY_LOG_LEVEL {exc}\n")
+        sys.exit(2)
     from mcp_gateway.cli.failures import run_cli
 
     set_debug(os.environ.get("MCP_GATEWAY_DEBUG", "").lower() in ("1", "true", "yes", "on"))

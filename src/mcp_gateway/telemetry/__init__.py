@@ -15,7 +15,12 @@ function returns after one check.
 from __future__ import annotations
 
 from mcp_gateway.telemetry.exchange import ExchangeTrace, trace_exchange
-from mcp_gateway.telemetry.logs import RedactorHolder, configure_logging, install_log_redaction
+from mcp_gateway.telemetry.logs import (
+    RedactorHolder,
+    apply_config_level,
+    configure_logging,
+    install_log_redaction,
+)
 from mcp_gateway.telemetry.metrics import Watched, audit_committed, redacted, watch_gateway
 from mcp_gateway.telemetry.propagation import (
     CURRENT_INBOUND,
@@ -46,6 +51,7 @@ __all__ = [
     "Telemetry",
     "TelemetrySettings",
     "Watched",
+    "apply_config_level",
     "audit_committed",
     "configure_logging",
     "configure_metrics",

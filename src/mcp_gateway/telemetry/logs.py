@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import traceback
@@ -71,13 +72,48 @@ def _scrub_record(record: logging.LogRecord, redactors: list[Redactor]) -> None:
     record.stack_info = stack
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LEVEL_ENV = "MCP_GATEWAY_LOG_LEVEL"
+"""The operator's override: when set, it wins over ``telemetry.log_level``."""
+
+
+def parse_level(text: str) -> int:
+    """The ``logging`` level named ``text`` (any case).
+
+    Raises:
+        ValueError: not one of ``LEVELS`` (the message lists them).
+    """
+    name = text.strip().upper()
+    if name not in LEVELS:
+        raise ValueError(f"`{text[:40]}` is not a log level: use one of {', '.join(LEVELS)}")
+    return logging.getLevelName(name)  # type: ignore[no-any-return]
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Log to stderr in a plain, greppable format."""
+    """Log to stderr in a plain, greppable format.
+
+    Raises:
+        ValueError: ``level`` is not a log level.
+    """
     logging.basicConfig(
-        level=level.upper(),
+        level=parse_level(level),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _quiet_noisy()
+
+
+def apply_config_level(level: str) -> bool:
+    """Set the root level to ``telemetry.log_level`` unless ``MCP_GATEWAY_LOG_LEVEL`` is set (the
+    environment wins). True if applied."""
+    if os.environ.get(LEVEL_ENV):
+        return False
+    logging.getLogger().setLevel(parse_level(level))
+    _quiet_noisy()
+    return True
+
+
+def _quiet_noisy() -> None:
     # pyiceberg announces its file IO choice at INFO on every table load; the HTTP clients log every
     # request line at INFO (URLs included).
     for noisy in ("pyiceberg", "httpx", "httpx2"):

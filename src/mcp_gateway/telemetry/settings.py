@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TelemetrySettings(BaseModel):
@@ -23,4 +23,11 @@ class TelemetrySettings(BaseModel):
     """OTLP/HTTP metrics endpoint; default ``endpoint`` with ``/v1/traces`` replaced by ``/v1/metrics``."""
     metrics_interval_seconds: float = Field(default=60.0, gt=0)
     """How often metrics are exported (and the approval and upstream gauges read)."""
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """The gateway's log level (``serve`` and ``quickstart``); ``MCP_GATEWAY_LOG_LEVEL``, when set,
+    wins. Any case is accepted."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
