@@ -160,3 +160,77 @@ def test_config_schema_prints_the_shipped_schema(kind: str) -> None:
 def test_config_schema_refuses_an_unknown_kind() -> None:
     result = CliRunner().invoke(app, ["config", "schema", "gatewy"])
     assert result.exit_code == 1 and "unknown schema `gatewy`" in result.output
+
+
+SECRETS = """\
+    env: {API_KEY: secret://api-key}  # secret://in-a-comment is not a reference
+  github:
+    transport: http
+    url: https://api.github.example/mcp
+    headers:
+      Authorization: Bearer secret://gh-token
+"""
+
+
+def _vault_with(tmp_path: Path, config: Path, *names: str) -> None:
+    from mcp_gateway.app.wiring import open_vault
+    from mcp_gateway.config import load_settings
+
+    vault = open_vault(load_settings(config), master_key_env=None)
+    try:
+        for name in names:
+            vault.put(name, b"value-of-" + name.encode())
+    finally:
+        vault.close()
+
+
+def test_a_secret_the_vault_does_not_hold_is_an_error_at_its_line_and_the_vault_is_only_read(
+    tmp_path: Path,
+) -> None:
+    config = _folder(tmp_path, GATEWAY + SECRETS)
+    _vault_with(tmp_path, config, "gh-token")
+    vault_file = tmp_path / "data" / "vault.db"
+    before = vault_file.read_bytes(), vault_file.stat().st_mtime_ns
+    code, out = _check("-c", str(config))
+    assert code == 1, out
+    problems = [line for line in out.splitlines() if "secret://" in line]
+    assert problems == [
+        f"{config}:9: secret://api-key is not in the vault (add it: `mcp-gateway vault put api-key`)"
+    ]
+    assert "value-of-" not in out
+    assert (vault_file.read_bytes(), vault_file.stat().st_mtime_ns) == before
+    _vault_with(tmp_path, config, "api-key")
+    code, out = _check("-c", str(config))
+    assert code == 0, out
+
+
+def test_without_a_vault_store_the_references_are_a_warning_and_none_is_created(tmp_path: Path) -> None:
+    config = _folder(tmp_path, GATEWAY + SECRETS)
+    code, out = _check("-c", str(config))
+    assert code == 0, out
+    assert (
+        f"{config}:9: warning: no vault store yet: cannot check that it holds secret://api-key, secret://gh-token"
+        in out
+    )
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["master.key"]
+
+
+def test_a_postgres_vault_is_checked_read_only_and_an_unset_schema_is_a_warning(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    from conftest import PG_DSN
+
+    store = f"vault:\n  store: {{backend: postgres, dsn: '{PG_DSN}', schema: {pg_schema}}}\n"
+    config = _folder(tmp_path, GATEWAY + SECRETS + store)
+    code, out = _check("-c", str(config))
+    assert code == 0 and "warning: no vault store yet" in out, out
+    _vault_with(tmp_path, config, "api-key")
+    code, out = _check("-c", str(config))
+    assert code == 1 and "secret://gh-token is not in the vault" in out and "api-key" not in out, out
+    down = "host=127.0.0.1 port=1 user=x password=hunter2-pw dbname=x"
+    unreachable = f"vault:\n  store: {{backend: postgres, dsn: '{down}', schema: s}}\n"
+    (tmp_path / "down").mkdir()
+    config = _folder(tmp_path / "down", GATEWAY + SECRETS + unreachable)
+    code, out = _check("-c", str(config))
+    assert code == 0 and "warning: cannot check the secret:// references" in out, out
+    assert "hunter2-pw" not in out

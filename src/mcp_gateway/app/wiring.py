@@ -124,6 +124,21 @@ def open_secret_store(settings: Settings) -> SecretStore:
     return SQLiteSecretStore(path)
 
 
+def vault_secret_names(settings: Settings) -> list[str] | None:
+    """The names in the configured vault store, read-only (nothing created, no key needed); None
+    when the store does not exist yet.
+
+    Raises:
+        VaultError: the store exists but cannot be read.
+    """
+    from mcp_gateway.vault.store import stored_names_postgres, stored_names_sqlite
+
+    store = settings.vault.store
+    if isinstance(store, PostgresStore):
+        return stored_names_postgres(store.dsn, store.schema_name)
+    return stored_names_sqlite(settings.data_path(store.path))
+
+
 def key_file_path(settings: Settings) -> Path | None:
     key_file = settings.vault.key_file
     return settings.data_path(key_file) if key_file is not None else None

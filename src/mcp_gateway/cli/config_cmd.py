@@ -3,9 +3,11 @@ print the JSON Schemas editors validate the files with.
 
 ``config check`` reports every problem it finds, each as ``file:line: message``: the settings (every
 pydantic error, located in the YAML), every policy file (as ``policy check`` does), grants naming tools
-under no configured upstream or built-in toolset, the master key (present, 0600, well-formed) and the
-data dir (writable). It opens no store (the pin store only read-only, when it exists), starts no
-upstream and prints no value from the files: only key names, paths and the models' own messages.
+under no configured upstream or built-in toolset, the master key (present, 0600, well-formed), every
+``secret://NAME`` the config names (held by the vault: its names are read, no key is needed) and the
+data dir (writable). It opens no store for writing (the pin store and the vault's names only
+read-only, when they exist), starts no upstream and prints no value from the files: only key names,
+secret names, paths and the models' own messages.
 """
 
 from __future__ import annotations
@@ -238,6 +240,53 @@ def _key_problems(settings: Settings, config: Path, master_key_env: str | None) 
     return [Problem(str(config), line, f"no master key: {needs}{where} ({hint})", severity)]
 
 
+def _secret_refs(config: Path) -> list[tuple[str, int]]:
+    """Every ``secret://NAME`` in a value of the config file (not in comments), with its line."""
+    from mcp_gateway.types import secret_refs
+
+    try:
+        root = yaml.compose(config.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    found: list[tuple[str, int]] = []
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            found += [(name, node.start_mark.line + 1) for name in secret_refs(str(node.value))]
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(value for _, value in node.value)
+    return sorted(found, key=lambda ref: ref[1])
+
+
+def _secret_problems(settings: Settings, config: Path) -> list[Problem]:
+    """Each ``secret://NAME`` the config names that the vault does not hold (read-only: the store's
+    names only, no key, nothing created). No vault yet, or one that cannot be read: one warning."""
+    from mcp_gateway.app.wiring import vault_secret_names
+    from mcp_gateway.errors import VaultError
+
+    refs = _secret_refs(config)
+    if not refs:
+        return []
+    file = str(config)
+    try:
+        names = vault_secret_names(settings)
+    except VaultError as exc:
+        return [Problem(file, refs[0][1], f"cannot check the secret:// references: {exc}", "warning")]
+    if names is None:
+        listed = ", ".join(sorted({f"secret://{name}" for name, _ in refs}))
+        message = f"no vault store yet: cannot check that it holds {listed}"
+        return [Problem(file, refs[0][1], message, "warning")]
+    held = set(names)
+    return [
+        Problem(file, line, f"secret://{name} is not in the vault (add it: `mcp-gateway vault put {name}`)")
+        for name, line in refs
+        if name not in held
+    ]
+
+
 def _data_dir_problems(settings: Settings, config: Path) -> list[Problem]:
     data_dir = settings.data_dir
     probe = data_dir
@@ -259,6 +308,7 @@ def check_config(config: Path, *, master_key_env: str | None = None) -> list[Pro
     return [
         *_policy_problems(settings),
         *_key_problems(settings, config, master_key_env),
+        *_secret_problems(settings, config),
         *_data_dir_problems(settings, config),
     ]
 

@@ -372,3 +372,44 @@ class PostgresSecretStore(_SQLSecretStore):
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+
+
+def stored_names_sqlite(path: Path) -> builtins.list[str] | None:
+    """The secret names in the SQLite store at ``path``, read without creating or changing anything;
+    None when there is no store there yet.
+
+    Raises:
+        VaultError: the file exists but cannot be read as a secret store.
+    """
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            return [row[0] for row in db.execute(_QUERIES["names"].format(t="secrets")).fetchall()]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise VaultError(f"cannot read secret store `{path}`: {exc}") from exc
+
+
+def stored_names_postgres(dsn: str, schema: str) -> builtins.list[str] | None:
+    """The secret names in the PostgreSQL store of ``schema``, read-only; None when it has no
+    ``secrets`` table yet.
+
+    Raises:
+        VaultError: the database cannot be reached or read (the message carries no password).
+    """
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."secrets"',)).fetchone()
+            if exists is None or exists[0] is None:
+                return None
+            query = sql.SQL(_QUERIES["names"]).format(t=sql.Identifier(schema, "secrets"))
+            return [row[0] for row in conn.execute(query).fetchall()]
+    except psycopg.Error as exc:
+        why = describe_pg_error(exc, dsn)
+        raise VaultError(f"cannot read the postgres secret store (schema `{schema}`): {why}") from None
