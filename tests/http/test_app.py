@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -397,6 +399,30 @@ async def test_a_broken_policy_on_reload_keeps_the_last_good_policy(make_gateway
         with pytest.raises(MCPError):
             await client.call_tool("leaky.echo", {"text": "gone"})
     assert gw.readiness()["policy"] == "ok"
+
+
+async def test_each_call_is_recorded_with_the_policy_version_that_decided_it_and_the_replica(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = make_gateway(POLICY)
+    holder = gw.runtime.gateway.policy
+    first = holder.version
+    replica = f"{socket.gethostname()}:{os.getpid()}"
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        assert not (await client.call_tool("leaky.echo", {"text": "before"})).is_error
+    (intent,) = [r for r in gw.audit() if r.kind == "intent"]
+    assert len(first) == 12 and intent.detail["policy"] == first and intent.detail["replica"] == replica
+    # An edit that changes no decision still changes the version the next records name.
+    (gw.settings.policies / "policy.yaml").write_text(POLICY + "# reviewed\n")
+    wait_until(lambda: holder.version != first, what="the reload")
+    async with connect(gw.url, gw.tokens["agent-a"]) as client:
+        assert not (await client.call_tool("leaky.echo", {"text": "after"})).is_error
+        assert (await client.call_tool("leaky.echo", {"text": "DROP TABLE users"})).is_error
+    records = gw.audit()
+    intent = [r for r in records if r.kind == "intent"][-1]
+    (denied,) = [r for r in records if r.kind == "denied"]
+    assert intent.detail["policy"] == denied.detail["policy"] == holder.version != first
+    assert denied.detail["rule_ids"] == ["a-no-drop"] and denied.detail["replica"] == replica
 
 
 async def test_a_sealed_vault_refuses_calls_that_need_secrets(

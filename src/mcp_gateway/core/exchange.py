@@ -114,6 +114,8 @@ class Call:
     decision: Decision = field(default=_UNDECIDED)  # frozen: one shared default
     encoded_args: str | None = None
     """The arguments' JSON text once the limits passed them (``check_arguments``)."""
+    policy_version: str = ""
+    """The version of the policy that decided it ("" before the policy did, or when it did not)."""
 
     def record(self, safe_args: Mapping[str, Any], decision: Decision) -> None:
         self.safe_args = safe_args

@@ -59,7 +59,7 @@ from mcp_gateway.core.governance import (
     quota_limits,
 )
 from mcp_gateway.core.limits import InFlight, LimitExceeded, LimitSettings, check_arguments
-from mcp_gateway.core.refusals import record_refusal
+from mcp_gateway.core.refusals import REPLICA, record_refusal
 from mcp_gateway.core.result import settle
 from mcp_gateway.core.state import PolicyHolder, SecretsView
 from mcp_gateway.errors import (
@@ -179,6 +179,7 @@ class Governor:
         scopes = principal.scopes if principal.source == "oauth" else None
         key = exchange.policy_key
         decision = evaluate(policy, principal.agent, key, exchange.arguments, scopes=scopes)
+        call.policy_version = policy.version
         sensitive = sensitive_args(policy, principal.agent, key)
         if sensitive:
             # Values marked sensitive reach the audit store only as keyed HMACs, and no reason quotes them.
@@ -259,7 +260,10 @@ class Governor:
         detail: dict[str, Any] = {
             "rule_ids": list(call.decision.rule_ids),
             "token_id": exchange.principal.token_id,
+            "replica": REPLICA,
         }
+        if call.policy_version:
+            detail["policy"] = call.policy_version
         if exchange.method != "tools/call":
             detail["method"] = exchange.method
         if exchange.approval_id is not None:

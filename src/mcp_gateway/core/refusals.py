@@ -10,9 +10,13 @@ from typing import Any
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.core.exchange import Call
 from mcp_gateway.errors import AuditUnavailable, CallRefused
+from mcp_gateway.storage.lease import replica_name
 from mcp_gateway.types import Decision
 
 logger = logging.getLogger(__name__)
+
+REPLICA = replica_name()
+"""This process (``host:pid``), named in each call's intent and refusal records."""
 
 
 async def record_refusal(
@@ -30,7 +34,10 @@ async def record_refusal(
         "rule_ids": list(decision.rule_ids),
         "reasons": [redactor.scrub_text(r) for r in decision.reasons] or [redactor.scrub_text(str(exc))],
         "token_id": call.exchange.principal.token_id,
+        "replica": REPLICA,
     }
+    if call.policy_version:
+        detail["policy"] = call.policy_version
     if call.exchange.method != "tools/call":
         detail["method"] = call.exchange.method
     args = call.safe_args if safe_args is None else safe_args

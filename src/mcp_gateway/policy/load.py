@@ -12,6 +12,7 @@ arguments the constraints are compared against.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import types
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -397,4 +398,5 @@ def load_versioned_policy(
         raise PolicyLoadError([*problems, *exc.problems]) from None
     if problems:
         raise PolicyLoadError(problems)
-    return policy, policy_version(sources)
+    version = policy_version(sources)
+    return dataclasses.replace(policy, version=version), version

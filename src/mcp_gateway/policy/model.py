@@ -224,6 +224,8 @@ class Policy:
         agents: each agent's compiled grants.
         descriptions: each agent's description, where one was written.
         sources: the files the policy was loaded from, in load order.
+        version: ``policy_version`` of those files ("" when built from text); each call's audit
+            records name the version that decided it.
     """
 
     agents: Mapping[str, tuple[CompiledGrant, ...]] = field(default_factory=dict)
@@ -233,6 +235,7 @@ class Policy:
     metrics: Mapping[str, NamedMetric] = field(default_factory=dict)
     runbooks: Mapping[str, str] = field(default_factory=dict)
     agent_rates: Mapping[str, tuple[tuple[str, int, int], ...]] = field(default_factory=dict)
+    version: str = ""
     _index: Mapping[str, AgentIndex] = field(init=False, repr=False)
     _grants: Mapping[str, CompiledGrant] = field(init=False, repr=False)
     _extra: Mapping[str, Any] = field(init=False, repr=False)
