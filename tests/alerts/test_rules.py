@@ -162,3 +162,42 @@ def test_a_restarted_board_keeps_the_unacknowledged_alerts_from_the_audit_record
     assert [a.id for a in board.active()] == ["al_2"]
     acknowledged = board.get("al_1")
     assert acknowledged is not None and acknowledged.acknowledged_by == "alice"
+
+
+def test_a_monitor_that_cannot_measure_its_table_raises_monitor_errors_per_monitor() -> None:
+    engine = RuleEngine(AlertRules(monitor_errors=Burst(count=3, window_seconds=3600)))
+
+    def run(seq: int, monitor: str, status: str = "error") -> AuditRecord:
+        args = {"monitor": monitor, "table": f"lake.s.{monitor}"}
+        return _rec(seq, seq * 60, "incident", status=status, args=args, detail={"error": "ConnectionError"})
+
+    records = [run(1, "nulls"), run(2, "rows"), run(3, "nulls", "open"), run(4, "nulls"), run(5, "nulls")]
+    (trigger,) = _feed(engine, records)  # opening an incident is not an error; other monitors count apart
+    assert (trigger.rule, trigger.subject, trigger.count, trigger.severity) == (
+        "monitor_errors",
+        "nulls",
+        3,
+        "high",
+    )
+    assert (
+        trigger.message
+        == "monitor nulls could not measure lake.s.nulls 3 times within 3600s (last: ConnectionError)"
+    )
+    assert AlertSettings(rules=AlertRules(monitor_errors=Burst(count=1, window_seconds=60))).enabled
+
+
+def test_primed_records_count_towards_a_burst_without_raising_it_again() -> None:
+    rules = AlertRules(
+        denial_burst=Burst(count=3, window_seconds=60), monitor_errors=Burst(count=2, window_seconds=600)
+    )
+    engine = RuleEngine(rules)
+    assert engine.longest_window == 600
+    # Before the restart: two denials of `a` (no alert yet), and three of `b` (its alert was raised).
+    before = [_rec(i, i, "denied", agent="a") for i in (1, 2)] + [
+        _rec(i, i, "denied", agent="b") for i in (3, 4, 5)
+    ]
+    engine.prime(before)
+    after = [_rec(6, 6, "denied", agent="a"), _rec(7, 7, "denied", agent="b")]
+    (trigger,) = _feed(engine, after)  # `a` completes its burst; `b` starts a new window
+    assert (trigger.subject, trigger.count) == ("a", 3)
+    assert RuleEngine(AlertRules(pin_blocks=True)).longest_window == 0

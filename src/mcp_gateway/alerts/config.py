@@ -30,6 +30,8 @@ class AlertRules(_Model):
             whose status is not ``ok``).
         chain_stalled_seconds: records older than this that no signed checkpoint covers yet (the
             checkpoint writer stopped), or an audit store that cannot be read.
+        monitor_errors: runs of a quality monitor that could not measure its table (``incident``
+            records with status ``error``: the warehouse down, the table gone), per monitor.
     """
 
     denial_burst: Burst | None = None
@@ -39,6 +41,7 @@ class AlertRules(_Model):
     approval_wait_minutes: float | None = Field(default=None, gt=0, le=10_080)
     verify_failed: bool = False
     chain_stalled_seconds: float | None = Field(default=None, gt=0, le=604_800)
+    monitor_errors: Burst | None = None
 
 
 class AlertSettings(_Model):

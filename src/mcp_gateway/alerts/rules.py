@@ -98,6 +98,20 @@ class RuleEngine:
         self._denials = _window(rules.denial_burst)
         self._auth = _window(rules.auth_failures)
         self._redactions = _window(rules.redaction_hits)
+        self._monitors = _window(rules.monitor_errors)
+
+    @property
+    def longest_window(self) -> float:
+        """The longest burst window of the rules that are on (0: none): what ``prime`` reads back."""
+        windows = (self._denials, self._auth, self._redactions, self._monitors)
+        return max((w.burst.window_seconds for w in windows if w is not None), default=0.0)
+
+    def prime(self, records: Iterable[AuditRecord]) -> None:
+        """Count ``records`` (seq order, written before this engine started) into the burst windows
+        without raising anything: a burst that straddles a restart trips when it completes, and one
+        that tripped before the restart (its alert already raised) restarts its window as it did."""
+        for record in records:
+            self.feed(record)
 
     def feed(self, record: AuditRecord) -> list[Trigger]:
         """What ``record`` trips (usually nothing)."""
@@ -150,6 +164,22 @@ class RuleEngine:
                             tool=record.tool,
                         )
                     )
+        if self._monitors is not None and record.kind == "incident" and record.status == "error":
+            monitor = str(record.args.get("monitor") or "unknown")
+            total = self._monitors.add(monitor, record.ts)
+            if total is not None:
+                error = str(record.detail.get("error") or "error")
+                out.append(
+                    Trigger(
+                        "monitor_errors",
+                        monitor,
+                        f"monitor {monitor} could not measure {record.args.get('table') or 'its table'}"
+                        f" {total} times within {_seconds(self._monitors.burst.window_seconds)}"
+                        f" (last: {error})",
+                        "high",
+                        total,
+                    )
+                )
         if rules.verify_failed:
             out.extend(_verify_failure(record))
         return out
@@ -193,7 +223,7 @@ class RuleEngine:
             store_error: why the audit store could not be read ("" if it could).
         """
         out: list[Trigger] = []
-        for window in (self._denials, self._auth, self._redactions):
+        for window in (self._denials, self._auth, self._redactions, self._monitors):
             if window is not None:
                 window.prune(now)
         minutes = self.rules.approval_wait_minutes

@@ -1,8 +1,10 @@
 """The alert service: follow the audit log by seq, evaluate the rules, raise, audit and send alerts.
 
 A gateway background service (``run``). At start it rebuilds the board from the ``alert`` and
-``alert_ack`` records and begins after the newest record (alerts are about what happens while it
-runs, not about history). Every ``poll_seconds`` it reads the new records, feeds them to the rules,
+``alert_ack`` records, counts the records of the longest burst window before the newest one into the
+burst rules without raising anything (``RuleEngine.prime``: a burst that straddles a restart still
+trips), and begins after the newest record (alerts are about what happens while it runs, not about
+history). Every ``poll_seconds`` it reads the new records, feeds them to the rules,
 checks the timed rules (pending approvals, uncovered records), and raises what tripped.
 """
 
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 1000
 _RESTORE_LIMIT = 1000
+_PRIME_LIMIT = 10_000
 PendingApprovals = Callable[[], Sequence[Waiting]]
 
 
@@ -68,7 +71,14 @@ class AlertService:
         acks = self.sink.query(kind="alert_ack", limit=_RESTORE_LIMIT)
         self.board.restore(sorted([*alerts, *acks], key=lambda record: record.seq))
         head = self.sink.head()
-        return head[0] if head else 0
+        if head is None:
+            return 0
+        window = self.engine.longest_window
+        if window > 0:
+            # The newest records within the longest window (at most _PRIME_LIMIT of them), up to the head.
+            recent = self.sink.query(since=self._clock() - window, limit=_PRIME_LIMIT)
+            self.engine.prime(record for record in recent if record.seq <= head[0])
+        return head[0]
 
     def _uncovered(self) -> tuple[float | None, str]:
         """The time of the oldest record no checkpoint covers, and why the store could not be read."""
