@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import stat
 import sys
 import traceback
 from pathlib import Path
@@ -92,28 +91,12 @@ def master_key_env() -> str | None:
         return value
     if value is not None:
         raise fail("set MCP_GATEWAY_MASTER_KEY or MCP_GATEWAY_MASTER_KEY_FILE, not both")
+    from mcp_gateway.storage.secret_file import SecretFileError, read_secret_file
+
     try:
-        # O_NONBLOCK: a FIFO put in the file's place is refused below instead of hanging the start.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
-            # fstat the open file, not the path, so the file checked is the file read.
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise fail(f"MCP_GATEWAY_MASTER_KEY_FILE `{path}` is not a regular file")
-            if st.st_mode & 0o007:
-                raise fail(
-                    f"MCP_GATEWAY_MASTER_KEY_FILE `{path}` has mode {stat.S_IMODE(st.st_mode):04o}:"
-                    " other users may open it (at most 0640)"
-                )
-            data = fh.read()
-    except OSError as exc:
-        raise fail(f"cannot read MCP_GATEWAY_MASTER_KEY_FILE `{path}`: {exc.strerror}") from None
-    try:
-        text = data.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise fail(f"MCP_GATEWAY_MASTER_KEY_FILE `{path}` is not key text") from None
-    if not text:
-        raise fail(f"MCP_GATEWAY_MASTER_KEY_FILE `{path}` is empty")
-    return text
+        return read_secret_file(path, "MCP_GATEWAY_MASTER_KEY_FILE")
+    except SecretFileError as exc:
+        raise fail(str(exc)) from None
 
 
 class _Debug:

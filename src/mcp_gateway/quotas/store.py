@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-import stat
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 
 from mcp_gateway.quotas.model import QuotaCheck, QuotaUnavailable, QuotaUsage, usage_of
 from mcp_gateway.quotas.settings import QuotaSettings
+from mcp_gateway.storage.secret_file import SecretFileError, read_secret_file
 
 __all__ = [
     "QuotaAdmin",
@@ -353,32 +353,13 @@ def _redis_store(settings: QuotaSettings, data_dir: Path) -> RedisQuotaStore:
 
 
 def read_password_file(path: Path) -> str:
-    """The password in ``path`` (surrounding whitespace ignored), for ``quotas.redis_password_file``.
+    """The password in ``path`` (``quotas.redis_password_file``; ``storage/secret_file.py``).
 
     Raises:
         QuotaUnavailable: the file is unreadable, not a regular file, open to other users (mode
-            beyond 0640: a Kubernetes secret volume may be group-readable, never other-readable) or
-            empty. The message names the path and mode, never the content.
+            beyond 0640) or empty. The message names the path and mode, never the content.
     """
-    what = f"quotas.redis_password_file `{path}`"
     try:
-        # O_NONBLOCK: a FIFO put in the file's place is refused below instead of hanging the start.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
-            # fstat the open file, not the path, so the file checked is the file read.
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise QuotaUnavailable(f"{what} is not a regular file")
-            if st.st_mode & 0o007:
-                raise QuotaUnavailable(
-                    f"{what} has mode {stat.S_IMODE(st.st_mode):04o}: other users may open it (at most 0640)"
-                )
-            data = fh.read()
-    except OSError as exc:
-        raise QuotaUnavailable(f"cannot read {what}: {exc.strerror}") from None
-    try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise QuotaUnavailable(f"{what} is not text") from None
-    if not text:
-        raise QuotaUnavailable(f"{what} is empty")
-    return text
+        return read_secret_file(path, "quotas.redis_password_file")
+    except SecretFileError as exc:
+        raise QuotaUnavailable(str(exc)) from None
