@@ -135,6 +135,11 @@ def test_policy_check_reports_every_error_with_file_and_line(config: Path) -> No
     bad.unlink()
     code, out, _ = _run("policy", "check", "-c", str(config))
     assert code == 0 and out.startswith("ok")
+    # The version a gateway serving these files reports (in /readyz and each call's records).
+    from mcp_gateway.policy.load import load_versioned_policy
+
+    version = load_versioned_policy(config.parent / "policies")[1]
+    assert out.rstrip().endswith(f"; version {version})") and len(version) == 12
 
 
 def test_policy_explain_prints_the_decision_and_the_rule_that_decided(config: Path) -> None:

@@ -328,3 +328,22 @@ def test_with_debug_an_unexpected_exception_prints_its_traceback(capsys: pytest.
         and "Traceback" in err
         and err.splitlines()[-1] == "error: unexpected RuntimeError: bad state"
     )
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/Los_Angeles", "Asia/Kolkata"])
+def test_today_and_yesterday_are_utc_midnights_whatever_the_machines_time_zone(
+    zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time as clock
+
+    from mcp_gateway.cli.common import parse_since
+
+    monkeypatch.setenv("TZ", zone)
+    clock.tzset()
+    try:
+        now = 1_764_900_000.0  # 2025-12-05 02:00 UTC: still 2025-12-04 in Los Angeles
+        assert parse_since("today", now) == 1_764_892_800.0  # 2025-12-05 00:00 UTC
+        assert parse_since("Yesterday", now) == 1_764_806_400.0
+    finally:
+        monkeypatch.delenv("TZ")
+        clock.tzset()

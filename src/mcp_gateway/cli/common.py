@@ -139,8 +139,8 @@ def _iso_time(value: str) -> float | None:
 
 
 def parse_since(value: str, now: float, *, option: str = "--since") -> float:
-    """A point in the past: ``90s``/``30m``/``1h``/``2d``/``1w`` ago, ``today`` or ``yesterday`` (local
-    midnight), or an ISO-8601 date or time (UTC if it names no zone).
+    """A point in the past: ``90s``/``30m``/``1h``/``2d``/``1w`` ago, ``today`` or ``yesterday`` (UTC
+    midnight, as the CLI prints times in UTC), or an ISO-8601 date or time (UTC if it names no zone).
 
     Raises:
         GatewayError: none of those (the message names ``option``), or a time in the future.
@@ -150,10 +150,10 @@ def parse_since(value: str, now: float, *, option: str = "--since") -> float:
     if match:
         return now - int(match.group(1)) * _UNITS[match.group(2)]
     if word in ("today", "yesterday"):
-        day = dt.datetime.fromtimestamp(now).date()  # naive: the local calendar (and DST) decide
+        day = dt.datetime.fromtimestamp(now, dt.UTC).date()
         if word == "yesterday":
             day -= dt.timedelta(days=1)
-        return dt.datetime.combine(day, dt.time()).timestamp()
+        return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
     point = _iso_time(value)
     if point is None:
         raise GatewayError(

@@ -114,7 +114,8 @@ def policy_check(
         typer.echo(f"warning: {warning}", err=True)
     count = len(findings.warnings)
     suffix = f", {count} warning{'s' if count != 1 else ''}" if count else ""
-    typer.echo(f"ok: {target} ({len(policy.agents)} agents{suffix})")
+    # The version the gateway will report for these files (/readyz, policy_reload and call records).
+    typer.echo(f"ok: {target} ({len(policy.agents)} agents{suffix}; version {policy.version})")
     if strict and count:
         raise typer.Exit(1)
 
