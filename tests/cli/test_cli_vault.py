@@ -132,3 +132,10 @@ def test_vault_init_refuses_an_existing_key_file_that_is_not_the_vaults(config: 
     code, _, err = _run("vault", "init", "-c", c)
     assert code != 0 and "is not this vault's key" in err
     assert _trail(config)[-2:] == [("vault_init", "requested", None), ("vault_init", "error", None)]
+
+
+def test_vault_list_without_a_vault_lists_nothing_and_creates_no_store(config: Path) -> None:
+    code, out, err = _run("vault", "list", "-c", str(config), "--json")
+    assert (code, out, err) == (0, "", "")
+    data = config.parent / "data"
+    assert not data.exists() or not [p.name for p in data.iterdir() if p.name.startswith("vault")]

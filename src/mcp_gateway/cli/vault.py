@@ -108,10 +108,13 @@ def vault_put(name: SecretNameArg, config: ConfigOpt = None) -> None:
 @vault_app.command("list")
 def vault_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List secrets: name, key id, created and updated (UTC); never values."""
-    from mcp_gateway.app.wiring import open_vault
+    from mcp_gateway.app.wiring import open_vault, vault_secret_names
 
     try:
-        secrets = open_vault(load_cli_settings(config), master_key_env=master_key_env()).list()
+        settings = load_cli_settings(config)
+        if vault_secret_names(settings) is None:
+            return  # no vault store yet: nothing to list, and none is created by looking
+        secrets = open_vault(settings, master_key_env=master_key_env()).list()
     except GatewayError as exc:
         raise fail(str(exc)) from None
     for meta in secrets:
