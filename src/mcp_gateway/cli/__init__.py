@@ -31,6 +31,7 @@ from mcp_gateway.cli.common import (
 from mcp_gateway.cli.config_cmd import config_app
 from mcp_gateway.cli.db import db_app
 from mcp_gateway.cli.demo import demo_app
+from mcp_gateway.cli.incidents import incidents_app
 from mcp_gateway.cli.init import init
 from mcp_gateway.cli.policy import policy_app
 from mcp_gateway.cli.quota import quota_app
@@ -58,6 +59,7 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(quota_app, name="quota")
+app.add_typer(incidents_app, name="incidents")
 app.command("init")(init)
 
 __all__ = ["app", "harden_process", "main", "parse_expiry", "parse_since"]
