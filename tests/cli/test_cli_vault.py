@@ -139,3 +139,45 @@ def test_vault_list_without_a_vault_lists_nothing_and_creates_no_store(config: P
     assert (code, out, err) == (0, "", "")
     data = config.parent / "data"
     assert not data.exists() or not [p.name for p in data.iterdir() if p.name.startswith("vault")]
+
+
+def test_rotate_state_key_keeps_the_previous_key_is_audited_and_no_key_reaches_the_record(
+    config: Path,
+) -> None:
+    from mcp_gateway.app.wiring import open_vault
+    from mcp_gateway.config import load_settings
+
+    c = str(config)
+    code, _, err = _run("vault", "rotate-state-key", "-c", c)
+    assert code == 1 and "no master key" in err  # nothing rotated
+    assert _run("vault", "init", "-c", c)[0] == 0
+    keys = []
+    for _ in range(2):
+        code, out, err = _run("vault", "rotate-state-key", "-c", c)
+        assert code == 0, err
+        assert out.startswith("rotated request-state-key: restart each gateway")
+        vault = open_vault(load_settings(config), master_key_env=None)
+        try:
+            keys.append(
+                (
+                    vault.resolve("request-state-key").reveal(),
+                    vault.resolve("request-state-key.previous").reveal(),
+                )
+            )
+        finally:
+            vault.close()
+    (first, first_previous), (second, second_previous) = keys
+    assert second_previous == first and len({first, first_previous, second}) == 3
+    assert [t for t in _trail(config) if t[0] == "vault_rotate_state_key"] == [
+        ("vault_rotate_state_key", "requested", "request-state-key"),
+        ("vault_rotate_state_key", "ok", "request-state-key"),
+    ] * 2
+    raw = _audit_bytes(config)
+    assert all(key not in raw for key in (first, first_previous, second))
+    assert {"request-state-key", "request-state-key.previous"} <= set(_all_names(config))
+
+
+def _all_names(config: Path) -> list[str]:
+    code, out, _ = _run("vault", "list", "-c", str(config))
+    assert code == 0
+    return [line.split("\t")[0] for line in out.splitlines()]

@@ -20,15 +20,18 @@ from mcp_gateway.audit.sqlite import SQLiteAuditSink
 from mcp_gateway.channel import CURRENT_RELAY
 from mcp_gateway.core.gateway import Gateway
 from mcp_gateway.core.request_state import (
+    PREVIOUS_STATE_KEY_NAME,
     STATE_KEY_NAME,
     RequestStates,
     Resume,
     open_request_states,
+    rotate_state_key,
     state_key,
+    state_keys,
 )
 from mcp_gateway.core.spent_states import STORE_FILE, SQLiteSpentStates
 from mcp_gateway.core.state import PolicyHolder, SecretsView
-from mcp_gateway.errors import InvalidRequestState, VaultError
+from mcp_gateway.errors import GatewayError, InvalidRequestState, VaultError
 from mcp_gateway.policy.load import parse_policy_text
 from mcp_gateway.vault.crypto import Keyring, MasterKey
 from mcp_gateway.vault.service import Vault
@@ -201,3 +204,39 @@ async def test_a_failing_used_token_store_refuses_the_retry(tmp_path: Path) -> N
     spent.close()  # every statement now fails
     with pytest.raises(InvalidRequestState):
         await states.open(token, AGENT, "tools/call", "up.echo", ARGS)
+
+
+async def test_after_a_key_rotation_a_restarted_replica_opens_old_tokens_and_seals_with_the_new_key(
+    tmp_path: Path, replicas: tuple[Gateway, Gateway], shared_store: _Store | None
+) -> None:
+    a, b = replicas
+    vault = Vault(SQLiteSecretStore(tmp_path / "vault.db"), a.secrets.vault.keyring)
+    before = state_key(vault)
+    old_token, older_token = await _sealed_by(a), await _sealed_by(a)
+    rotate_state_key(vault)
+    assert state_key(vault) != before and vault.resolve(PREVIOUS_STATE_KEY_NAME).reveal()
+    b.states.spent.close()
+    b.states = open_request_states(vault, tmp_path, shared_store)  # b restarts after the rotation
+    # A token sealed before the rotation still opens, once, on the restarted replica...
+    _upstream(b).answers.append(DONE)
+    done = await b.call_tool(AGENT, "up.echo", ARGS, Resume(ANSWER, old_token))
+    assert isinstance(done, types.CallToolResult) and not done.is_error
+    await _refused(b, old_token)
+    # ...and what it seals now is refused by the replica still on the old key (a rolling restart).
+    await _refused(a, await _sealed_by(b))
+    # A second rotation drops the first key: its tokens no longer open anywhere restarted.
+    rotate_state_key(vault)
+    b.states.spent.close()
+    b.states = open_request_states(vault, tmp_path, shared_store)
+    await _refused(b, older_token)
+
+
+def test_a_rotation_needs_an_unsealed_vault_and_a_previous_key_that_is_not_a_key_is_ignored(
+    tmp_path: Path,
+) -> None:
+    sealed = Vault(SQLiteSecretStore(tmp_path / "sealed.db"), None)
+    with pytest.raises(GatewayError):
+        rotate_state_key(sealed)
+    vault = Vault(SQLiteSecretStore(tmp_path / "vault.db"), Keyring(MasterKey.generate()))
+    vault.put(PREVIOUS_STATE_KEY_NAME, b"not-a-key")
+    assert state_keys(vault) == [state_key(vault)]

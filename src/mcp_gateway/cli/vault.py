@@ -190,3 +190,34 @@ def vault_rotate_master(config: ConfigOpt = None) -> None:
     except GatewayError as exc:
         raise fail(f"rotated to key {new_key.key_id}, but the audit record failed: {exc}") from None
     typer.echo(f"re-wrapped {count} secret(s) under key {new_key.key_id}")
+
+
+@vault_app.command("rotate-state-key")
+def vault_rotate_state_key(config: ConfigOpt = None) -> None:
+    """Make a new request-state-key (2026-07-28 requestState tokens); the old one keeps opening the
+    tokens it sealed until they expire. Restart each gateway afterwards: a gateway reads the keys
+    when it starts."""
+    from mcp_gateway.app.wiring import open_vault
+    from mcp_gateway.core.request_state import STATE_KEY_NAME, rotate_state_key
+
+    settings = load_cli_settings(config)
+    record = audit_recorder(settings, "vault_rotate_state_key", secret=STATE_KEY_NAME)
+    try:
+        vault = open_vault(settings, master_key_env=master_key_env())
+        if vault.sealed:
+            raise GatewayError(vault.seal_reason or "the vault is sealed (no master key)")
+        record("requested")
+    except GatewayError as exc:
+        raise fail(str(exc)) from None
+    try:
+        rotate_state_key(vault)
+    except GatewayError as exc:
+        raise _failed(record, exc) from None
+    try:
+        record("ok")
+    except GatewayError as exc:
+        raise fail(f"rotated {STATE_KEY_NAME}, but the audit record failed: {exc}") from None
+    typer.echo(
+        f"rotated {STATE_KEY_NAME}: restart each gateway to seal with the new key"
+        " (tokens sealed with the old one open until they expire)"
+    )

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mcp.server.request_state import AESGCMRequestStateCodec
 from mcp.server.request_state import InvalidRequestState as _Unsealable
@@ -48,8 +48,25 @@ from mcp_gateway.types import Principal
 logger = logging.getLogger(__name__)
 
 STATE_KEY_NAME = "request-state-key"
+PREVIOUS_STATE_KEY_NAME = "request-state-key.previous"
+"""The key ``rotate_state_key`` replaced: still opens the tokens sealed before the rotation."""
 _KEY_BYTES = 32
 _INVALID = "invalid or expired requestState"
+
+
+def _new_key_text() -> bytes:
+    return base64.urlsafe_b64encode(secrets.token_bytes(_KEY_BYTES)).rstrip(b"=")
+
+
+def _key_of(name: str, stored: bytes) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(stored + b"=" * (-len(stored) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != _KEY_BYTES:
+        # Named, never shown: the stored text is key material.
+        raise VaultError(f"vault secret `{name}` is not a {_KEY_BYTES}-byte key")
+    return key
 
 
 def state_key(vault: KeyVault) -> bytes:
@@ -63,19 +80,49 @@ def state_key(vault: KeyVault) -> bytes:
     try:
         secret = vault.resolve(STATE_KEY_NAME)
     except SecretNotFound:
-        text = base64.urlsafe_b64encode(secrets.token_bytes(_KEY_BYTES)).rstrip(b"=")
-        if vault.add(STATE_KEY_NAME, text):
+        if vault.add(STATE_KEY_NAME, _new_key_text()):
             logger.info("created `%s` in the vault", STATE_KEY_NAME)
         secret = vault.resolve(STATE_KEY_NAME)
-    stored = secret.reveal()
+    return _key_of(STATE_KEY_NAME, secret.reveal())
+
+
+def state_keys(vault: KeyVault) -> list[bytes]:
+    """The sealing key (``state_key``), then the one a rotation replaced, if the vault holds it (a
+    previous key that is not a key is logged and left out: it only opens old tokens).
+
+    Raises:
+        as ``state_key``.
+    """
+    keys = [state_key(vault)]
     try:
-        key = base64.urlsafe_b64decode(stored + b"=" * (-len(stored) % 4))
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != _KEY_BYTES:
-        # Named, never shown: the stored text is key material.
-        raise VaultError(f"vault secret `{STATE_KEY_NAME}` is not a {_KEY_BYTES}-byte key")
-    return key
+        keys.append(_key_of(PREVIOUS_STATE_KEY_NAME, vault.resolve(PREVIOUS_STATE_KEY_NAME).reveal()))
+    except SecretNotFound:
+        pass
+    except VaultError as exc:
+        logger.error("ignoring the previous request state key: %s", exc)
+    return keys
+
+
+def rotate_state_key(vault: RotatingVault) -> None:
+    """Make a new sealing key; the current one becomes the previous (the one before is dropped).
+
+    A gateway reads the keys when it starts: restart each replica after a rotation. Until then a
+    replica seals with the old key, which the restarted ones still open; a token sealed with the new
+    key is refused by a replica not yet restarted (the agent starts its call again).
+
+    Raises:
+        VaultSealed: the vault has no master key.
+        VaultError: the store failed.
+    """
+    current = state_key(vault)  # created first if it never was: there is then nothing to keep
+    vault.put(PREVIOUS_STATE_KEY_NAME, base64.urlsafe_b64encode(current).rstrip(b"="))
+    vault.put(STATE_KEY_NAME, _new_key_text())
+
+
+class RotatingVault(KeyVault, Protocol):
+    """What ``rotate_state_key`` needs of the vault: also replacing a secret."""
+
+    def put(self, name: str, value: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +231,7 @@ def open_request_states(vault: KeyVault, data_dir: Path, store: SharedStoreSetti
         logger.warning("vault is sealed: requestState is sealed with a key of this process only")
     else:
         try:
-            keys.append(state_key(vault))
+            keys.extend(state_keys(vault))
         except GatewayError as exc:
             logger.error("request state key unavailable, using a key of this process only: %s", exc)
     return RequestStates(keys=keys, spent=open_spent_states(data_dir, store))
