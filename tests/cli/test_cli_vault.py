@@ -81,7 +81,7 @@ def test_vault_changes_are_audited_in_order_naming_the_secret_and_never_its_valu
     assert all(text.encode() not in raw for text in key["keys"].values())  # nor a master key
 
 
-@pytest.mark.parametrize("command", ["init", "put", "rm", "rotate-master"])
+@pytest.mark.parametrize("command", ["init", "put", "rm", "rotate-master", "rotate-state-key"])
 def test_a_vault_change_the_audit_cannot_record_does_not_happen(config: Path, command: str) -> None:
     c = str(config)
     data = config.parent / "data"
@@ -97,6 +97,7 @@ def test_a_vault_change_the_audit_cannot_record_does_not_happen(config: Path, co
         "put": ["put", "new-secret"],
         "rm": ["rm", "kept"],
         "rotate-master": ["rotate-master"],
+        "rotate-state-key": ["rotate-state-key"],
     }[command]
     code, _, err = _run("vault", *args, "-c", c, stdin="another-value")
     assert code != 0 and "audit store" in err, err
