@@ -318,3 +318,31 @@ def test_an_admin_approves_a_changed_pinned_definition_audited_first_and_a_viewe
     assert pin is not None and pin.status == "pinned" and pin.hash == "d" * 64
     record = [r for r in console_gateway.audit() if r.kind == "admin" and r.tool == "crm.lookup"][-1]
     assert record.detail["by"] == "alice" and record.detail["new_hash"] == "d" * 64
+
+
+def test_incidents_are_listed_open_first_with_their_checks_and_fixes_escaped(
+    console_gateway: ConsoleGateway,
+) -> None:
+    from mcp_gateway.incidents.model import Fix
+
+    store = console_gateway.runtime.gateway.incidents
+    assert store is not None
+    hostile = '<img src=x onerror="window.__pwned=1">'
+    failing = [{"check": "accepted_values(cur)", "value": hostile, "min": None, "max": 0, "passed": False}]
+    common = {"table": "lake.s.revenue", "job": "nightly", "failing": failing}
+    store.raise_or_add("inc_0000000000000c01", monitor="revenue", opened_seq=1, now=1000.0, **common)
+    store.recover("inc_0000000000000c01", [Fix("call-9", "healer", "data.switch_in", 7)], now=2000.0)
+    store.raise_or_add("inc_0000000000000c02", monitor="revenue", opened_seq=9, now=3000.0, **common)
+    client = login(console_gateway, "victor")  # a viewer
+    page = client.get("/incidents")
+    assert page.status_code == 200
+    table = page.text.split('id="incidents"', 1)[1]
+    rows = [row for row in table.split("<tr")[2:] if "inc_" in row]
+    assert [row.split('id="', 1)[1].split('"', 1)[0] for row in rows[:2]] == [
+        "inc_0000000000000c02",
+        "inc_0000000000000c01",
+    ]
+    assert "open" in rows[0] and "recovered" in rows[1]
+    assert '<a href="/console/audit/7">record 7</a>' in rows[1] and "by healer" in rows[1]
+    assert hostile not in page.text and "&lt;img src=x" in page.text
+    assert 'href="/console/incidents" aria-current="page"' in page.text

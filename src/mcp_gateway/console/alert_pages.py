@@ -18,7 +18,9 @@ from mcp_gateway.console.web import Console, form
 from mcp_gateway.errors import AuditUnavailable
 
 RECENT = 100
-PAGES = frozenset({"audit", "chain", "approvals", "agents", "policy", "pins", "quotas", "alerts"})
+PAGES = frozenset(
+    {"audit", "chain", "approvals", "agents", "policy", "pins", "quotas", "incidents", "alerts"}
+)
 """Where an acknowledgement may send the browser back to (nothing else: no open redirect)."""
 
 

@@ -1,5 +1,5 @@
 """The console's read-only pages besides audit: chain health, approvals queue, agents and grants,
-policy history, pins, quota usage."""
+policy history, pins, quota usage, the quality monitors' incidents."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from mcp_gateway.policy.history_store import SQLPolicyHistory
 from mcp_gateway.policy.model import CompiledGrant
 
 LAST_USE_SCAN = 200
+INCIDENTS_SHOWN = 100
+"""The newest incidents the incidents page lists."""
 
 
 def grant_view(grant: CompiledGrant) -> dict[str, Any]:
@@ -156,7 +158,17 @@ def info_routes(console: Console) -> list[Route]:
             request, "quotas.html", session, usage=sorted(rows, key=lambda u: (u.agent, u.tool, u.limit))
         )
 
+    async def incidents_page(request: Request, session: Session) -> Response:
+        store = ctx.gateway.incidents
+        found = await anyio.to_thread.run_sync(lambda: store.history(limit=INCIDENTS_SHOWN)) if store else []
+        # Open ones first (someone should act), each group newest first.
+        shown = sorted(found, key=lambda i: (i.status != "open", -i.updated_at))
+        return console.render(
+            request, "incidents.html", session, incidents=shown, configured=store is not None
+        )
+
     return [
+        Route(console.url("/incidents"), console.guard("viewer", incidents_page), methods=["GET"]),
         Route(console.url("/chain"), console.guard("viewer", chain_page), methods=["GET"]),
         Route(console.url("/approvals"), console.guard("viewer", approvals_page), methods=["GET"]),
         Route(console.url("/agents"), console.guard("viewer", agents_page), methods=["GET"]),
