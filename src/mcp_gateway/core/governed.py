@@ -59,7 +59,7 @@ from mcp_gateway.core.governance import (
     quota_limits,
 )
 from mcp_gateway.core.limits import InFlight, LimitExceeded, LimitSettings, check_arguments
-from mcp_gateway.core.refusals import REPLICA, record_refusal
+from mcp_gateway.core.refusals import record_refusal
 from mcp_gateway.core.result import settle
 from mcp_gateway.core.state import PolicyHolder, SecretsView
 from mcp_gateway.errors import (
@@ -73,6 +73,7 @@ from mcp_gateway.errors import (
 )
 from mcp_gateway.pins.gate import PinGuard
 from mcp_gateway.policy.evaluate import evaluate, is_granted
+from mcp_gateway.policy.history_store import REPLICA
 from mcp_gateway.policy.model import GrantGovernance
 from mcp_gateway.policy.sensitive import sensitive_args, withhold_reasons
 from mcp_gateway.telemetry import trace_exchange

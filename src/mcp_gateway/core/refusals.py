@@ -10,13 +10,10 @@ from typing import Any
 from mcp_gateway.audit.log import AuditLog
 from mcp_gateway.core.exchange import Call
 from mcp_gateway.errors import AuditUnavailable, CallRefused
-from mcp_gateway.storage.lease import replica_name
+from mcp_gateway.policy.history_store import REPLICA
 from mcp_gateway.types import Decision
 
 logger = logging.getLogger(__name__)
-
-REPLICA = replica_name()
-"""This process (``host:pid``), named in each call's intent and refusal records."""
 
 
 async def record_refusal(

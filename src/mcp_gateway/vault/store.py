@@ -405,10 +405,11 @@ def stored_names_postgres(dsn: str, schema: str) -> builtins.list[str] | None:
 
     try:
         with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
-            exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."secrets"',)).fetchone()
+            table = sql.Identifier(schema, "secrets")
+            exists = conn.execute("SELECT to_regclass(%s)", (table.as_string(conn),)).fetchone()
             if exists is None or exists[0] is None:
                 return None
-            query = sql.SQL(_QUERIES["names"]).format(t=sql.Identifier(schema, "secrets"))
+            query = sql.SQL(_QUERIES["names"]).format(t=table)
             return [row[0] for row in conn.execute(query).fetchall()]
     except psycopg.Error as exc:
         why = describe_pg_error(exc, dsn)
